@@ -1,0 +1,1 @@
+//! cvmm host VMM.

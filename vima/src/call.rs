@@ -1,0 +1,251 @@
+//! ViMA calls: numbers, register convention, and argument checking.
+//!
+//! A call is `out VIMA_PORT, al` at CPL3 (IOPL=3 lets the guest do port I/O; each `out` is
+//! one exit to the VMM). Registers:
+//!
+//! | register | in | out |
+//! |---|---|---|
+//! | `rax` | call number | [`crate::Status`] |
+//! | `rdi, rsi, rdx, r10, r8` | arguments 0..4 | `rdx`: the call's value, 0 if none |
+//!
+//! All other registers are preserved. `docs/vima.md` documents each call; the summary is on
+//! each [`Call`] variant. A guest address is a claim until [`UncheckedRange::check`] says
+//! it lies inside logical memory; the VMM has no other way to turn one into a
+//! [`LogicalRange`].
+
+use crate::Status;
+
+/// The I/O port the guest writes to make a call.
+pub const VIMA_PORT: u16 = 0xCA;
+
+/// Most bytes one `ConsoleWrite` takes.
+pub const CONSOLE_WRITE_MAX: u64 = 4096;
+
+/// A ViMA call number (in `rax`).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Call {
+    /// `ConsoleWrite(ptr, len) -> len`: writes `len <= 4096` bytes to the console. Lines are
+    /// printed whole, per VP.
+    ConsoleWrite = 0,
+    /// `ConfigRead(ptr, len) -> size`: copies `min(len, size)` bytes of the configuration
+    /// into the buffer and returns its full size (call with `len = 0` to learn it).
+    ConfigRead = 1,
+    /// `SelfInfo() -> vp | node << 32`: who is calling.
+    SelfInfo = 2,
+    /// `VpStart(vp, entry, stack_top, arg)`: starts a stopped VP at `entry` with
+    /// `rsp = stack_top`, `rdi = arg`, `rsi = vp`. `VpBusy` if it runs.
+    VpStart = 3,
+    /// `VpStop()`: stops the calling VP; does not return. The virtual server ends with
+    /// status 0 when every VP has stopped.
+    VpStop = 4,
+    /// `Yield()`: gives the physical CPU to someone else for a moment.
+    Yield = 5,
+    /// `SpinWait(addr, expected, timeout_ns) -> reason`: blocks while the u64 at `addr`
+    /// (8-byte aligned) may still equal `expected`, up to `timeout_ns`. Returns at once
+    /// with reason 1 if it differs; reason 0 when the page was written or invalidated
+    /// (it may have changed); reason 2 when an interrupt is pending; `TimedOut` status on
+    /// timeout. Spurious returns are allowed: re-check the value.
+    SpinWait = 6,
+    /// `IpiSend(vp, vector)`: makes `vector` (32..63) pending on `vp`, on any node.
+    IpiSend = 7,
+    /// `TimerSet(vector, delay_ns, period_ns)`: arms this VP's one timer to raise `vector`
+    /// after `delay_ns`, then every `period_ns` if it is not 0. `delay_ns = 0` disarms.
+    TimerSet = 8,
+    /// `IdtRegister(table, count)`: copies `count <= 64` handler addresses (u64, index =
+    /// vector, 0 = none) from `table` as this VP's virtual IDT.
+    IdtRegister = 9,
+    /// `IntrReturn(frame)`: returns from an interrupt handler; `frame` is the address the
+    /// handler was entered with. Does not return to the caller.
+    IntrReturn = 10,
+    /// `IntrPoll()`: does nothing; pending unmasked interrupts are delivered on return.
+    IntrPoll = 11,
+    /// `TimeRead() -> ns`: nanoseconds since the virtual server started, the same clock
+    /// on every node.
+    TimeRead = 12,
+    /// `VsExit(status)`: ends the virtual server on every node; `cvmm` exits with
+    /// `status & 0xff`.
+    VsExit = 13,
+}
+
+/// Number of call numbers defined; numbers at or above this are `UnknownCall`.
+pub const CALL_COUNT: usize = 14;
+
+/// The registers of one call as the VMM read them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CallArgs {
+    /// `rax`.
+    pub number: u64,
+    /// `rdi, rsi, rdx, r10, r8`.
+    pub args: [u64; 5],
+}
+
+impl Call {
+    /// Every call, in number order.
+    pub const ALL: [Call; CALL_COUNT] = [
+        Call::ConsoleWrite,
+        Call::ConfigRead,
+        Call::SelfInfo,
+        Call::VpStart,
+        Call::VpStop,
+        Call::Yield,
+        Call::SpinWait,
+        Call::IpiSend,
+        Call::TimerSet,
+        Call::IdtRegister,
+        Call::IntrReturn,
+        Call::IntrPoll,
+        Call::TimeRead,
+        Call::VsExit,
+    ];
+
+    /// Decodes the call number in `rax`.
+    pub fn decode(args: &CallArgs) -> Result<Call, Status> {
+        usize::try_from(args.number)
+            .ok()
+            .and_then(|n| Self::ALL.get(n).copied())
+            .ok_or(Status::UnknownCall)
+    }
+
+    /// A short lower-case name, for statistics and logs.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Call::ConsoleWrite => "console_write",
+            Call::ConfigRead => "config_read",
+            Call::SelfInfo => "self_info",
+            Call::VpStart => "vp_start",
+            Call::VpStop => "vp_stop",
+            Call::Yield => "yield",
+            Call::SpinWait => "spin_wait",
+            Call::IpiSend => "ipi_send",
+            Call::TimerSet => "timer_set",
+            Call::IdtRegister => "idt_register",
+            Call::IntrReturn => "intr_return",
+            Call::IntrPoll => "intr_poll",
+            Call::TimeRead => "time_read",
+            Call::VsExit => "vs_exit",
+        }
+    }
+}
+
+/// A guest-supplied `(address, length)` that has not been checked yet. It cannot be read
+/// from or written to; [`UncheckedRange::check`] turns it into a [`LogicalRange`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UncheckedRange {
+    addr: u64,
+    len: u64,
+}
+
+/// A range that lies inside logical memory (outside the null page), checked by
+/// [`UncheckedRange::check`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogicalRange {
+    addr: u64,
+    len: u64,
+}
+
+impl UncheckedRange {
+    /// Wraps a guest claim.
+    pub const fn new(addr: u64, len: u64) -> Self {
+        Self { addr, len }
+    }
+
+    /// Checks that `[addr, addr + len)` lies in `[PAGE_SIZE, logical_bytes)`, and that
+    /// `addr` is a multiple of `align` (a power of two).
+    pub fn check(self, logical_bytes: u64, align: u64) -> Result<LogicalRange, Status> {
+        let end = self.addr.checked_add(self.len).ok_or(Status::BadAddress)?;
+        let aligned = align.is_power_of_two() && self.addr & (align - 1) == 0;
+        if self.addr < crate::layout::PAGE_SIZE || end > logical_bytes || !aligned {
+            return Err(Status::BadAddress);
+        }
+        Ok(LogicalRange {
+            addr: self.addr,
+            len: self.len,
+        })
+    }
+}
+
+impl LogicalRange {
+    /// First logical address.
+    pub const fn addr(&self) -> u64 {
+        self.addr
+    }
+    /// Length in bytes.
+    pub const fn len(&self) -> u64 {
+        self.len
+    }
+    /// True for an empty range.
+    pub const fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn numbers_are_fixed() {
+        for (n, call) in Call::ALL.iter().enumerate() {
+            assert_eq!(*call as usize, n);
+            let args = CallArgs {
+                number: n as u64,
+                args: [0; 5],
+            };
+            assert_eq!(Call::decode(&args), Ok(*call));
+        }
+        assert_eq!(Call::VsExit as u32, 13);
+        assert_eq!(Call::SpinWait as u32, 6);
+    }
+
+    #[test]
+    fn unknown_numbers_are_rejected() {
+        for number in [CALL_COUNT as u64, 100, u64::MAX, 1 << 32] {
+            let args = CallArgs {
+                number,
+                args: [0; 5],
+            };
+            assert_eq!(Call::decode(&args), Err(Status::UnknownCall));
+        }
+    }
+
+    #[test]
+    fn range_check_edges() {
+        let mem = 16 << 20;
+        assert!(UncheckedRange::new(0x1000, 8).check(mem, 8).is_ok());
+        assert!(UncheckedRange::new(mem - 8, 8).check(mem, 8).is_ok());
+        assert_eq!(
+            UncheckedRange::new(mem - 7, 8).check(mem, 1),
+            Err(Status::BadAddress)
+        );
+        assert_eq!(
+            UncheckedRange::new(0, 8).check(mem, 1),
+            Err(Status::BadAddress)
+        );
+        assert_eq!(
+            UncheckedRange::new(0x1004, 8).check(mem, 8),
+            Err(Status::BadAddress)
+        );
+        assert_eq!(
+            UncheckedRange::new(u64::MAX, 2).check(mem, 1),
+            Err(Status::BadAddress)
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn checked_ranges_are_inside(addr in any::<u64>(), len in any::<u64>(), shift in 0u32..4) {
+            let mem = 64u64 << 20;
+            let align = 1u64 << shift;
+            match UncheckedRange::new(addr, len).check(mem, align) {
+                Ok(r) => {
+                    prop_assert!(r.addr() >= 4096);
+                    prop_assert!(r.addr() as u128 + r.len() as u128 <= mem as u128);
+                    prop_assert_eq!(r.addr() % align, 0);
+                }
+                Err(s) => prop_assert_eq!(s, Status::BadAddress),
+            }
+        }
+    }
+}

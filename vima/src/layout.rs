@@ -1,0 +1,68 @@
+//! The fixed shape of logical memory, as the guest sees it at boot.
+//!
+//! Logical addresses equal guest virtual addresses at boot (the paper, 4.4: VPs start with
+//! paging on and a direct logical = virtual map). The VMM builds and owns the page tables;
+//! the guest cannot see or change them.
+//!
+//! ```text
+//! 0x0000_0000  null page: never mapped, a guest null dereference faults
+//! 0x0000_1000  per-node region (PER_NODE_BYTES): a different physical copy on every node,
+//!              never coherent. Starts with one VpShared block per VP, then guest data
+//!              (the per-node tick, as the paper's jiffies page).
+//! 0x0010_0000  boot stack of VP 0, growing down from BOOT_STACK_TOP
+//! 0x0020_0000  guest image (the ELF is linked here), then free memory up to the end of
+//!              logical memory, split into one home range per node (the configuration
+//!              lists them)
+//! ```
+
+/// Size of a logical page; coherence works page by page.
+pub const PAGE_SIZE: u64 = 4096;
+/// Start of the per-node region.
+pub const PER_NODE_BASE: u64 = 0x1000;
+/// Size of the per-node region.
+pub const PER_NODE_BYTES: u64 = 4 * PAGE_SIZE;
+/// Size of one [`crate::interrupt::VpShared`] block in the per-node region.
+pub const VP_SHARED_BYTES: u64 = 64;
+/// First byte of the per-node region that the guest may use freely (after the VpShared
+/// blocks of [`MAX_VPS`] VPs).
+pub const PER_NODE_GUEST_BASE: u64 = PER_NODE_BASE + MAX_VPS as u64 * VP_SHARED_BYTES;
+/// Lowest address of VP 0's boot stack.
+pub const BOOT_STACK_BASE: u64 = 0x10_0000;
+/// Initial `rsp` of VP 0.
+pub const BOOT_STACK_TOP: u64 = 0x20_0000;
+/// Where the guest image is linked and loaded.
+pub const GUEST_IMAGE_BASE: u64 = 0x20_0000;
+/// Smallest logical memory the VMM accepts: image, stacks and some heap.
+pub const MIN_LOGICAL_BYTES: u64 = 8 << 20;
+/// Largest logical memory the VMM accepts (the page tables cover this much).
+pub const MAX_LOGICAL_BYTES: u64 = 64 << 30;
+/// Most VPs in one virtual server (one VpShared block each in the per-node region).
+pub const MAX_VPS: usize = 64;
+/// Most nodes in one virtual computer.
+pub const MAX_NODES: usize = 16;
+
+/// Address of VP `vp`'s [`crate::interrupt::VpShared`] block.
+pub const fn vp_shared_addr(vp: u32) -> u64 {
+    PER_NODE_BASE + vp as u64 * VP_SHARED_BYTES
+}
+
+/// True when `addr` lies in the per-node region.
+pub const fn is_per_node(addr: u64) -> bool {
+    addr >= PER_NODE_BASE && addr < PER_NODE_BASE + PER_NODE_BYTES
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regions_do_not_overlap() {
+        assert!(PER_NODE_GUEST_BASE < PER_NODE_BASE + PER_NODE_BYTES);
+        assert!(PER_NODE_BASE + PER_NODE_BYTES <= BOOT_STACK_BASE);
+        assert!(BOOT_STACK_TOP <= GUEST_IMAGE_BASE);
+        assert!(GUEST_IMAGE_BASE < MIN_LOGICAL_BYTES);
+        assert_eq!(vp_shared_addr(63) + VP_SHARED_BYTES, PER_NODE_GUEST_BASE);
+        assert!(is_per_node(0x1000) && is_per_node(0x4fff) && !is_per_node(0x5000));
+        assert!(!is_per_node(0xfff));
+    }
+}
