@@ -41,6 +41,12 @@ pub const MAX_VPS: usize = 64;
 /// Most nodes in one virtual computer.
 pub const MAX_NODES: usize = 16;
 
+// The regions must not overlap; checked at compile time.
+const _: () = assert!(PER_NODE_GUEST_BASE < PER_NODE_BASE + PER_NODE_BYTES);
+const _: () = assert!(PER_NODE_BASE + PER_NODE_BYTES <= BOOT_STACK_BASE);
+const _: () = assert!(BOOT_STACK_TOP <= GUEST_IMAGE_BASE);
+const _: () = assert!(GUEST_IMAGE_BASE < MIN_LOGICAL_BYTES);
+
 /// Address of VP `vp`'s [`crate::interrupt::VpShared`] block.
 pub const fn vp_shared_addr(vp: u32) -> u64 {
     PER_NODE_BASE + vp as u64 * VP_SHARED_BYTES
@@ -57,10 +63,6 @@ mod tests {
 
     #[test]
     fn regions_do_not_overlap() {
-        assert!(PER_NODE_GUEST_BASE < PER_NODE_BASE + PER_NODE_BYTES);
-        assert!(PER_NODE_BASE + PER_NODE_BYTES <= BOOT_STACK_BASE);
-        assert!(BOOT_STACK_TOP <= GUEST_IMAGE_BASE);
-        assert!(GUEST_IMAGE_BASE < MIN_LOGICAL_BYTES);
         assert_eq!(vp_shared_addr(63) + VP_SHARED_BYTES, PER_NODE_GUEST_BASE);
         assert!(is_per_node(0x1000) && is_per_node(0x4fff) && !is_per_node(0x5000));
         assert!(!is_per_node(0xfff));
