@@ -1,1 +1,2 @@
-//! cvmm host VMM.
+//! The cvmm host VMM.
+pub mod memory;

@@ -1,0 +1,1 @@
+//! Logical memory of one node (being written).
