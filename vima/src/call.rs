@@ -8,7 +8,14 @@
 //! | `rax` | call number | [`crate::Status`] |
 //! | `rdi, rsi, rdx, r10, r8` | arguments 0..4 | `rdx`: the call's value, 0 if none |
 //!
-//! All other registers are preserved. `docs/vima.md` documents each call; the summary is on
+//! All other registers are preserved.
+//!
+//! VP entry state (VP 0 at boot, other VPs from `VpStart`): 64-bit mode at CPL3, IOPL=3,
+//! interrupts masked in the VP's [`crate::interrupt::VpShared`] block (`mask = 1`) until the
+//! guest clears it, SSE enabled, `gs` base = the VP's `VpShared` block, `fs` base = 0,
+//! `rdi` = argument (0 for VP 0), `rsi` = VP id, `rsp` = the given stack top (VP 0:
+//! [`crate::layout::BOOT_STACK_TOP`]), `rip` = entry (VP 0: the ELF entry point). Logical
+//! memory is mapped read/write/execute at logical = virtual, except the null page. `docs/vima.md` documents each call; the summary is on
 //! each [`Call`] variant. A guest address is a claim until [`UncheckedRange::check`] says
 //! it lies inside logical memory; the VMM has no other way to turn one into a
 //! [`LogicalRange`].

@@ -68,8 +68,10 @@ pub const RED_ZONE_BYTES: u64 = 128;
 pub struct VpShared {
     /// Nonzero: interrupts are held back (written by the guest, read by the VMM).
     pub mask: u32,
-    /// Reserved, 0.
-    pub reserved0: u32,
+    /// This VP's id (written by the VMM before the VP starts). At VP entry the VMM points
+    /// the `gs` segment base at this block, so `mov eax, gs:[4]` reads the VP id with no
+    /// exit.
+    pub vp_id: u32,
     /// Bit `v` set: vector `v` is pending (set by the VMM, cleared by the VMM on delivery).
     pub pending: u64,
     /// Interrupts delivered to this VP so far (written by the VMM, for the guest's stats).
@@ -83,6 +85,8 @@ const _: () = assert!((core::mem::size_of::<InterruptFrame>() as u64).is_multipl
 
 /// Byte offset of [`VpShared::mask`] in the block.
 pub const VP_SHARED_MASK_OFFSET: u64 = 0;
+/// Byte offset of [`VpShared::vp_id`] in the block.
+pub const VP_SHARED_VP_ID_OFFSET: u64 = 4;
 /// Byte offset of [`VpShared::pending`] in the block.
 pub const VP_SHARED_PENDING_OFFSET: u64 = 8;
 
