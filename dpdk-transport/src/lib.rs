@@ -1,5 +1,217 @@
-//! The node-to-node wire.
+//! The node-to-node wire of a cvmm cluster.
 //!
-//! Not built yet. This crate will hold the `Transport` trait, the kernel UDP backend, and
-//! the DPDK poll-mode backend (feature `dpdk`), with reliable ordered delivery per peer
-//! over lossy datagrams and message authentication.
+//! The coherence engine needs messages between nodes to arrive exactly once and in order
+//! per pair of nodes, and it needs to know when a node is gone. Networks give neither, so
+//! this crate builds them, once, over the smallest backend interface that both the kernel
+//! and a DPDK poll-mode port can offer:
+//!
+//! ```text
+//!  host-vmm / NIC firmware          Transport trait: send(peer, bytes), recv() -> Event
+//!            |
+//!  ReliableTransport<D>             sequencing, acks, retransmission, liveness, auth hook
+//!            |                      (peer.rs: pure state machine; transport.rs: threads)
+//!  [LossyDatagram<D>]               optional fault injection (tests, --wire-loss P)
+//!            |
+//!  D: Datagram                      UdpDatagram (kernel UDP, always built)
+//!                                   DPDK poll mode (feature `dpdk`, later)
+//! ```
+//!
+//! Design rules: backends implement only [`Datagram`]; the protocol logic in `peer.rs` has
+//! no I/O and no clock, so it is unit-tested with made-up instants; everything read from
+//! the wire is validated ([`wire::decode`] never panics, a property test checks it); a
+//! whole message travels in one datagram (no fragmentation: on a real LAN the links need
+//! jumbo frames, MTU >= 4.5 KB).
+//!
+//! # Protocol (copy of the text for docs/protocol.md)
+//!
+//! **Packet.** `header (48 bytes) | payload (0..=4352 bytes) | tag (0..=32 bytes)`. All
+//! integers little-endian:
+//!
+//! | off | size | field | meaning |
+//! |---|---|---|---|
+//! | 0 | 4 | magic | `"CVMW"` |
+//! | 4 | 1 | version | 1 |
+//! | 5 | 1 | kind | 1 data, 2 ack, 3 heartbeat |
+//! | 6 | 1 | flags | none defined, must be 0 |
+//! | 7 | 1 | tag_len | bytes of authentication tag after the payload |
+//! | 8 | 4 | cluster | virtual computer / server id; other clusters' packets are dropped |
+//! | 12 | 4 | src | sending node |
+//! | 16 | 4 | dst | receiving node |
+//! | 20 | 4 | session | sender's incarnation (random per start) |
+//! | 24 | 4 | seq | data: sequence number (per ordered node pair, from 0, wrapping) |
+//! | 28 | 4 | ack | cumulative: every seq below this was received |
+//! | 32 | 8 | sack | bit i: seq `ack + 1 + i` was received |
+//! | 40 | 2 | payload_len | bytes of payload (only data packets have any) |
+//! | 42 | 6 | reserved | 0 |
+//!
+//! A datagram is accepted only if it decodes (magic, version, kind, flags, reserved,
+//! lengths add up exactly, payload only on data), its cluster and dst match, its tag
+//! verifies, its src is a configured peer sending from that peer's address, the peer is not
+//! dead, and its session equals the first session heard from that peer. Everything else
+//! is dropped and counted ([`TransportStats`]); nothing is answered.
+//!
+//! **Sending.** Each message gets the next seq and stays in the send window until
+//! acknowledged; a sender blocks when `window_packets` (default 64) are unacknowledged.
+//! Every packet of any kind carries the current ack and sack, so replies acknowledge
+//! for free. Retransmission: per-packet timer of RTO, computed as in RFC 6298 from
+//! round-trip samples of packets sent once (Karn), clamped to 1 ms..200 ms, doubled on each
+//! timeout (capped), reset when an ack makes progress. A packet with 3 later packets
+//! selectively acknowledged is resent at once (fast retransmit, once per packet).
+//! Selectively acknowledged packets are never resent. A retransmission refreshes its ack
+//! fields and tag.
+//!
+//! **Receiving.** `seq < next expected`: duplicate, dropped, acked at once. `seq ==
+//! next`: delivered, then every consecutive packet waiting in the reorder buffer.
+//! `next < seq < next + 1024`: buffered (a second copy is a duplicate), acked at once so
+//! the sender sees the hole. Further ahead: dropped. In-order data is acked after 4
+//! packets or 200 µs, whichever first, unless a packet towards the sender carries it.
+//!
+//! **Liveness.** A node sends a heartbeat to a peer it has sent nothing to for 250 ms.
+//! A peer not heard from (no accepted packet) for `dead_after_ms` (default 3 s) is dead:
+//! its queued data is discarded, `send` to it fails with [`TransportError::PeerDead`],
+//! its later packets are dropped, and `recv` returns [`Event::PeerDown`] once. A dead or
+//! restarted peer comes back only by cluster reconfiguration (`remove_peer`/`add_peer`).
+//!
+//! **Invariants.** Per ordered pair (src, dst) within one session: the application at
+//! dst receives a prefix of the messages src sent, in order, each once. Nothing is
+//! delivered twice even if the network duplicates; nothing is skipped: a gap blocks
+//! delivery until it is filled or the peer is declared dead. Authentication (issue 6):
+//! implement [`Authenticator`]; the tag covers header and payload, the header says its
+//! length, no offset changes.
+//!
+//! **Threads.** A driver thread per transport receives and runs timers (see
+//! `transport.rs` for why not a caller-driven poll); `send` may be called from any
+//! thread, `recv` from any thread.
+
+#![deny(missing_docs)]
+
+mod auth;
+mod datagram;
+mod lossy;
+#[cfg(any(test, feature = "test-utils"))]
+pub mod mem;
+mod payload;
+mod peer;
+mod transport;
+mod udp;
+pub mod wire;
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+pub use auth::{Authenticator, NoAuth};
+pub use datagram::{Datagram, DatagramError, InjectedFaults};
+pub use lossy::{FaultConfig, LossyDatagram};
+pub use payload::Payload;
+pub use peer::{PeerCounters, MAX_WINDOW};
+pub use transport::{PeerStats, ReliableTransport, TransportConfig, TransportStats};
+pub use udp::UdpDatagram;
+
+/// A node of the virtual computer (the `node_id` of the ViMA configuration).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct NodeId(pub u32);
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "node {}", self.0)
+    }
+}
+
+/// What [`Transport::recv`] returns.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A message from a peer, in that peer's sending order.
+    Message {
+        /// The sender.
+        from: NodeId,
+        /// The message.
+        payload: Payload,
+    },
+    /// The peer has been silent too long and is now dead (reported once).
+    PeerDown(NodeId),
+}
+
+/// Errors of the transport.
+#[derive(Debug, Error)]
+pub enum TransportError {
+    /// The node is not a peer of this transport.
+    #[error("{node} is not a peer")]
+    UnknownPeer {
+        /// The node asked for.
+        node: NodeId,
+    },
+    /// The node is already a peer, is this node, or its address is taken.
+    #[error("{node} is already a peer or its address is in use")]
+    DuplicatePeer {
+        /// The node asked for.
+        node: NodeId,
+    },
+    /// The peer was declared dead.
+    #[error("{node} is dead")]
+    PeerDead {
+        /// The peer.
+        node: NodeId,
+    },
+    /// A message that does not fit one packet.
+    #[error("Message of {len} bytes exceeds the {max}-byte limit")]
+    PayloadTooLarge {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The transport has been shut down.
+    #[error("Transport is shut down")]
+    Shutdown,
+    /// The configuration is unusable.
+    #[error("Invalid transport configuration: {reason}")]
+    InvalidConfig {
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// The driver thread could not be started.
+    #[error("Failed to start the transport driver thread")]
+    SpawnDriver {
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A packet could not be encoded (an authenticator with an oversized tag).
+    #[error("Failed to encode a packet")]
+    Encode {
+        /// The cause.
+        #[source]
+        source: wire::WireError,
+    },
+    /// The backend failed.
+    #[error("Datagram backend failed")]
+    Datagram(#[from] DatagramError),
+}
+
+/// The node-to-node transport the VMM uses: reliable, ordered, exactly-once messages per
+/// peer, and peer failure events. Object safe (`Arc<dyn Transport>`).
+pub trait Transport: Send + Sync {
+    /// This node.
+    fn local_node(&self) -> NodeId;
+
+    /// Queues `payload` (at most [`wire::MAX_PAYLOAD`] bytes) for `peer`. Blocks while the
+    /// peer's send window is full; fails if the peer is unknown or dead or the transport is
+    /// shut down. Returns once the message is sent the first time, not when acknowledged.
+    fn send(&self, peer: NodeId, payload: &[u8]) -> Result<(), TransportError>;
+
+    /// The next event, waiting at most `timeout` (`Ok(None)` when it passes).
+    fn recv(&self, timeout: Duration) -> Result<Option<Event>, TransportError>;
+
+    /// True when `peer` was declared dead (or is not a peer).
+    fn peer_dead(&self, peer: NodeId) -> bool;
+
+    /// A snapshot of the counters.
+    fn stats(&self) -> TransportStats;
+
+    /// Stops the driver; blocked and later `send` and `recv` calls fail with
+    /// [`TransportError::Shutdown`]. Dropping the transport does this too.
+    fn shutdown(&self);
+}

@@ -1,0 +1,916 @@
+//! The reliability protocol for one peer, as a state machine without I/O or clocks.
+//!
+//! [`PeerLink`] is fed packets and timer ticks with an explicit `now`, and produces
+//! datagrams through a sink and messages through a callback. All the protocol rules
+//! (sequence numbers, cumulative and selective acks, delayed acks, retransmission timers,
+//! heartbeats, the silence that declares a peer dead) live here, so they are unit-tested
+//! step by step with made-up instants; the transport only adds locking, sockets and a
+//! driver thread around it.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::auth::Authenticator;
+use crate::payload::Payload;
+use crate::wire::{self, Header, PacketKind, WireError, HEADER_LEN, MAX_TAG, SACK_BITS};
+
+/// Most data packets a receiver buffers ahead of the next one it expects; also the
+/// largest send window.
+pub const MAX_WINDOW: u32 = 1024;
+
+/// Tuning of the protocol, already converted to durations.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LinkParams {
+    pub(crate) window: u32,
+    pub(crate) initial_rto: Duration,
+    pub(crate) min_rto: Duration,
+    pub(crate) max_rto: Duration,
+    pub(crate) delayed_ack: Duration,
+    pub(crate) ack_every: u32,
+    pub(crate) fast_retransmit_sacks: u32,
+    pub(crate) heartbeat_interval: Duration,
+    pub(crate) dead_after: Duration,
+}
+
+/// Who is sending: the fields every header of this node carries.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Identity<'a> {
+    pub(crate) cluster: u32,
+    pub(crate) local: u32,
+    pub(crate) session: u32,
+    pub(crate) auth: &'a dyn Authenticator,
+}
+
+/// Per-peer counters; also the serialised statistics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PeerCounters {
+    /// Data packets sent for the first time (= messages sent).
+    pub sent: u64,
+    /// Messages delivered to the application.
+    pub received: u64,
+    /// Data packets sent again (timeouts and fast retransmissions).
+    pub retransmits: u64,
+    /// Of those, sent again early because later packets were selectively acked.
+    pub fast_retransmits: u64,
+    /// Retransmission timer expiries.
+    pub timeouts: u64,
+    /// Data packets received again and dropped.
+    pub duplicates_dropped: u64,
+    /// Data packets that arrived ahead of a gap and waited in the reorder buffer.
+    pub out_of_order_buffered: u64,
+    /// Data packets too far ahead of the next expected one, dropped.
+    pub beyond_window_dropped: u64,
+    /// Ack-only packets sent.
+    pub acks_sent: u64,
+    /// Heartbeats sent.
+    pub heartbeats_sent: u64,
+    /// Packets from an earlier incarnation of the peer, dropped.
+    pub stale_session_dropped: u64,
+    /// Packets whose ack claimed data never sent (ack fields ignored).
+    pub bad_acks: u64,
+    /// Datagrams the backend refused to send (counted as lost, resent later).
+    pub send_errors: u64,
+    /// Packets received after the peer was declared dead, dropped.
+    pub after_death_dropped: u64,
+}
+
+#[derive(Debug)]
+struct InFlight {
+    packet: Vec<u8>,
+    first_sent: Instant,
+    deadline: Instant,
+    retransmitted: bool,
+    sacked: bool,
+    fast_retransmitted: bool,
+}
+
+/// What a timer tick did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TickOutcome {
+    /// Nothing the transport must act on.
+    Quiet,
+    /// The peer has just been declared dead.
+    Died,
+}
+
+/// What handling a packet did, beyond delivering messages.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct PacketOutcome {
+    /// The send window opened (senders may be waiting).
+    pub(crate) window_opened: bool,
+}
+
+/// The protocol state towards one peer.
+#[derive(Debug)]
+pub(crate) struct PeerLink {
+    params: LinkParams,
+    // Sending side.
+    snd_una: u32,
+    in_flight: VecDeque<InFlight>,
+    srtt: Option<Duration>,
+    rttvar: Duration,
+    rto: Duration,
+    backoff: u32,
+    last_sent: Instant,
+    // Receiving side.
+    peer_session: Option<u32>,
+    rcv_next: u32,
+    /// Index `i` holds sequence `rcv_next + i`; index 0 is always empty.
+    reorder: VecDeque<Option<Payload>>,
+    ack_due: Option<Instant>,
+    unacked_received: u32,
+    last_heard: Instant,
+    dead: bool,
+    pub(crate) counters: PeerCounters,
+}
+
+/// Signs a packet in place: the tag occupies its last `tag_len` bytes.
+fn sign(identity: &Identity<'_>, packet: &mut [u8]) {
+    let tag_len = identity.auth.tag_len();
+    let body = packet.len() - tag_len;
+    let (authenticated, tag) = packet.split_at_mut(body);
+    identity.auth.sign(authenticated, tag);
+}
+
+impl PeerLink {
+    pub(crate) fn new(params: LinkParams, now: Instant) -> Self {
+        Self {
+            params,
+            snd_una: 0,
+            in_flight: VecDeque::new(),
+            srtt: None,
+            rttvar: Duration::ZERO,
+            rto: params.initial_rto,
+            backoff: 1,
+            last_sent: now,
+            peer_session: None,
+            rcv_next: 0,
+            reorder: VecDeque::new(),
+            ack_due: None,
+            unacked_received: 0,
+            last_heard: now,
+            dead: false,
+            counters: PeerCounters::default(),
+        }
+    }
+
+    pub(crate) fn is_dead(&self) -> bool {
+        self.dead
+    }
+
+    /// Declares the peer dead: nothing more is sent to it or accepted from it, and what
+    /// was in flight or buffered is discarded.
+    pub(crate) fn kill(&mut self) {
+        self.dead = true;
+        self.in_flight.clear();
+        self.reorder.clear();
+        self.ack_due = None;
+    }
+
+    pub(crate) fn can_send(&self) -> bool {
+        self.in_flight.len() < self.params.window as usize
+    }
+
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    pub(crate) fn srtt(&self) -> Option<Duration> {
+        self.srtt
+    }
+
+    /// The retransmission timeout now in force (with backoff).
+    pub(crate) fn current_rto(&self) -> Duration {
+        self.rto
+            .saturating_mul(self.backoff)
+            .min(self.params.max_rto)
+    }
+
+    fn next_seq(&self) -> u32 {
+        // The window is at most MAX_WINDOW, so the length fits.
+        self.snd_una
+            .wrapping_add(u32::try_from(self.in_flight.len()).unwrap_or(u32::MAX))
+    }
+
+    fn sack_bits(&self) -> u64 {
+        let mut bits = 0u64;
+        for i in 0..SACK_BITS as usize {
+            if matches!(self.reorder.get(i + 1), Some(Some(_))) {
+                bits |= 1 << i;
+            }
+        }
+        bits
+    }
+
+    fn header(&self, identity: &Identity<'_>, dst: u32, kind: PacketKind, len: usize) -> Header {
+        Header {
+            kind,
+            flags: 0,
+            tag_len: u8::try_from(identity.auth.tag_len()).unwrap_or(u8::MAX),
+            cluster: identity.cluster,
+            src: identity.local,
+            dst,
+            session: identity.session,
+            seq: self.next_seq(),
+            ack: self.rcv_next,
+            sack: self.sack_bits(),
+            payload_len: u16::try_from(len).unwrap_or(u16::MAX),
+        }
+    }
+
+    /// Everything sent carries the latest ack: no separate ack is owed after it.
+    fn note_sent(&mut self, now: Instant) {
+        self.last_sent = now;
+        self.ack_due = None;
+        self.unacked_received = 0;
+    }
+
+    fn transmit(&mut self, packet: &[u8], out: &mut dyn FnMut(&[u8]) -> bool) {
+        if !out(packet) {
+            self.counters.send_errors += 1;
+        }
+    }
+
+    /// Sends `payload` as the next data packet. The caller checked [`Self::can_send`].
+    pub(crate) fn send_data(
+        &mut self,
+        identity: &Identity<'_>,
+        dst: u32,
+        payload: &[u8],
+        now: Instant,
+        out: &mut dyn FnMut(&[u8]) -> bool,
+    ) -> Result<(), WireError> {
+        let header = self.header(identity, dst, PacketKind::Data, payload.len());
+        let mut packet = wire::encode_to_vec(&header, payload)?;
+        sign(identity, &mut packet);
+        self.transmit(&packet, out);
+        self.in_flight.push_back(InFlight {
+            packet,
+            first_sent: now,
+            deadline: now + self.current_rto(),
+            retransmitted: false,
+            sacked: false,
+            fast_retransmitted: false,
+        });
+        self.counters.sent += 1;
+        self.note_sent(now);
+        Ok(())
+    }
+
+    fn send_control(
+        &mut self,
+        identity: &Identity<'_>,
+        dst: u32,
+        kind: PacketKind,
+        now: Instant,
+        out: &mut dyn FnMut(&[u8]) -> bool,
+    ) {
+        let header = self.header(identity, dst, kind, 0);
+        let mut buf = [0u8; HEADER_LEN + MAX_TAG];
+        let Ok(len) = wire::encode(&header, &[], &mut buf) else {
+            // Only an authenticator with an oversized tag gets here; nothing can be sent.
+            self.counters.send_errors += 1;
+            return;
+        };
+        sign(identity, &mut buf[..len]);
+        self.transmit(&buf[..len], out);
+        match kind {
+            PacketKind::Heartbeat => self.counters.heartbeats_sent += 1,
+            _ => self.counters.acks_sent += 1,
+        }
+        self.note_sent(now);
+    }
+
+    fn retransmit(
+        &mut self,
+        identity: &Identity<'_>,
+        index: usize,
+        now: Instant,
+        out: &mut dyn FnMut(&[u8]) -> bool,
+    ) {
+        let (ack, sack, rto) = (self.rcv_next, self.sack_bits(), self.current_rto());
+        let slot = &mut self.in_flight[index];
+        wire::write_ack_fields(&mut slot.packet, ack, sack);
+        sign(identity, &mut slot.packet);
+        slot.retransmitted = true;
+        slot.deadline = now + rto;
+        if !out(&slot.packet) {
+            self.counters.send_errors += 1;
+        }
+        self.counters.retransmits += 1;
+        self.note_sent(now);
+    }
+
+    fn rtt_sample(&mut self, sample: Duration) {
+        // RFC 6298, with the clock granularity term folded into min_rto.
+        match self.srtt {
+            None => {
+                self.srtt = Some(sample);
+                self.rttvar = sample / 2;
+            }
+            Some(srtt) => {
+                let delta = srtt.abs_diff(sample);
+                self.rttvar = (self.rttvar * 3 + delta) / 4;
+                self.srtt = Some((srtt * 7 + sample) / 8);
+            }
+        }
+        let srtt = self.srtt.unwrap_or(sample);
+        self.rto = (srtt + self.rttvar * 4).clamp(self.params.min_rto, self.params.max_rto);
+    }
+
+    /// Applies the ack fields of any packet from the peer.
+    fn on_ack(
+        &mut self,
+        identity: &Identity<'_>,
+        ack: u32,
+        sack: u64,
+        now: Instant,
+        out: &mut dyn FnMut(&[u8]) -> bool,
+    ) -> bool {
+        let advanced = ack.wrapping_sub(self.snd_una) as i32;
+        if advanced < 0 {
+            // An old ack overtaken by a newer one: nothing new in it.
+            return false;
+        }
+        let advanced = advanced.unsigned_abs() as usize;
+        if advanced > self.in_flight.len() {
+            self.counters.bad_acks += 1;
+            return false;
+        }
+        let mut sample = None;
+        for slot in self.in_flight.drain(..advanced) {
+            if !slot.retransmitted {
+                sample = Some(now.saturating_duration_since(slot.first_sent));
+            }
+        }
+        let opened = advanced > 0;
+        self.snd_una = ack;
+        if opened {
+            self.backoff = 1;
+        }
+        // Selective acks: bit i is sequence ack + 1 + i, which is index 1 + i now.
+        let mut highest_sacked = None;
+        for i in 0..SACK_BITS as usize {
+            if sack & (1 << i) == 0 {
+                continue;
+            }
+            let Some(slot) = self.in_flight.get_mut(i + 1) else {
+                break;
+            };
+            if !slot.sacked {
+                slot.sacked = true;
+                if !slot.retransmitted {
+                    sample = Some(now.saturating_duration_since(slot.first_sent));
+                }
+            }
+            highest_sacked = Some(i + 1);
+        }
+        if let Some(sample) = sample {
+            self.rtt_sample(sample);
+        }
+        // Fast retransmit: a packet with enough later packets acked around it is lost,
+        // not late. Once per packet; the timer covers a lost fast retransmission.
+        if let Some(highest) = highest_sacked {
+            let mut sacked_above = 0u32;
+            for index in (0..highest).rev() {
+                if self.in_flight[index + 1].sacked {
+                    sacked_above += 1;
+                }
+                let slot = &self.in_flight[index];
+                if !slot.sacked
+                    && !slot.fast_retransmitted
+                    && sacked_above >= self.params.fast_retransmit_sacks
+                {
+                    self.in_flight[index].fast_retransmitted = true;
+                    self.counters.fast_retransmits += 1;
+                    self.retransmit(identity, index, now, out);
+                }
+            }
+        }
+        opened
+    }
+
+    /// Takes in one data packet; delivers what became in order.
+    fn on_data(
+        &mut self,
+        seq: u32,
+        now: Instant,
+        payload: &mut dyn FnMut() -> Payload,
+        deliver: &mut dyn FnMut(Payload),
+    ) -> bool {
+        let ahead = seq.wrapping_sub(self.rcv_next) as i32;
+        if ahead < 0 {
+            self.counters.duplicates_dropped += 1;
+            return true;
+        }
+        let ahead = ahead.unsigned_abs() as usize;
+        if ahead >= MAX_WINDOW as usize {
+            self.counters.beyond_window_dropped += 1;
+            return true;
+        }
+        if ahead > 0 {
+            if self.reorder.len() <= ahead {
+                self.reorder.resize_with(ahead + 1, || None);
+            }
+            if self.reorder[ahead].is_some() {
+                self.counters.duplicates_dropped += 1;
+            } else {
+                self.reorder[ahead] = Some(payload());
+                self.counters.out_of_order_buffered += 1;
+            }
+            // Ack at once so the sender learns of the gap.
+            return true;
+        }
+        let filled_gap = !self.reorder.is_empty();
+        self.reorder.pop_front();
+        deliver(payload());
+        self.counters.received += 1;
+        self.rcv_next = self.rcv_next.wrapping_add(1);
+        while let Some(Some(_)) = self.reorder.front() {
+            if let Some(Some(next)) = self.reorder.pop_front() {
+                deliver(next);
+                self.counters.received += 1;
+                self.rcv_next = self.rcv_next.wrapping_add(1);
+            }
+        }
+        if filled_gap {
+            return true;
+        }
+        self.unacked_received += 1;
+        if self.unacked_received >= self.params.ack_every {
+            return true;
+        }
+        if self.ack_due.is_none() {
+            self.ack_due = Some(now + self.params.delayed_ack);
+        }
+        false
+    }
+
+    /// Handles one packet from this peer whose header already passed the transport's
+    /// checks (cluster, destination, source, tag). `payload` is called at most once, to
+    /// take the message out of the receive buffer.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn on_packet(
+        &mut self,
+        identity: &Identity<'_>,
+        dst: u32,
+        header: &Header,
+        now: Instant,
+        out: &mut dyn FnMut(&[u8]) -> bool,
+        payload: &mut dyn FnMut() -> Payload,
+        deliver: &mut dyn FnMut(Payload),
+    ) -> PacketOutcome {
+        if self.dead {
+            self.counters.after_death_dropped += 1;
+            return PacketOutcome::default();
+        }
+        match self.peer_session {
+            None => self.peer_session = Some(header.session),
+            Some(session) if session != header.session => {
+                self.counters.stale_session_dropped += 1;
+                return PacketOutcome::default();
+            }
+            Some(_) => {}
+        }
+        self.last_heard = now;
+        let window_opened = self.on_ack(identity, header.ack, header.sack, now, out);
+        if header.kind == PacketKind::Data && self.on_data(header.seq, now, payload, deliver) {
+            self.send_control(identity, dst, PacketKind::Ack, now, out);
+        }
+        PacketOutcome { window_opened }
+    }
+
+    /// Runs the timers due at `now`.
+    pub(crate) fn on_tick(
+        &mut self,
+        identity: &Identity<'_>,
+        dst: u32,
+        now: Instant,
+        out: &mut dyn FnMut(&[u8]) -> bool,
+    ) -> TickOutcome {
+        if self.dead {
+            return TickOutcome::Quiet;
+        }
+        if now.saturating_duration_since(self.last_heard) >= self.params.dead_after {
+            self.kill();
+            return TickOutcome::Died;
+        }
+        let expired = self
+            .in_flight
+            .iter()
+            .any(|s| !s.sacked && s.deadline <= now);
+        if expired {
+            self.counters.timeouts += 1;
+            self.backoff = self.backoff.saturating_mul(2).min(1 << 16);
+            for index in 0..self.in_flight.len() {
+                let slot = &self.in_flight[index];
+                if !slot.sacked && slot.deadline <= now {
+                    self.retransmit(identity, index, now, out);
+                }
+            }
+        }
+        if self.ack_due.is_some_and(|due| due <= now) {
+            self.send_control(identity, dst, PacketKind::Ack, now, out);
+        }
+        if now.saturating_duration_since(self.last_sent) >= self.params.heartbeat_interval {
+            self.send_control(identity, dst, PacketKind::Heartbeat, now, out);
+        }
+        TickOutcome::Quiet
+    }
+
+    /// When [`Self::on_tick`] next has something to do.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        if self.dead {
+            return None;
+        }
+        let mut next = (self.last_heard + self.params.dead_after)
+            .min(self.last_sent + self.params.heartbeat_interval);
+        if let Some(due) = self.ack_due {
+            next = next.min(due);
+        }
+        for slot in self.in_flight.iter().filter(|s| !s.sacked) {
+            next = next.min(slot.deadline);
+        }
+        Some(next)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::NoAuth;
+    use crate::wire::decode;
+
+    const A: u32 = 1;
+    const B: u32 = 2;
+
+    fn params() -> LinkParams {
+        LinkParams {
+            window: 8,
+            initial_rto: Duration::from_millis(1),
+            min_rto: Duration::from_millis(1),
+            max_rto: Duration::from_millis(64),
+            delayed_ack: Duration::from_micros(200),
+            ack_every: 4,
+            fast_retransmit_sacks: 3,
+            heartbeat_interval: Duration::from_millis(100),
+            dead_after: Duration::from_secs(1),
+        }
+    }
+
+    fn identity(local: u32) -> Identity<'static> {
+        Identity {
+            cluster: 9,
+            local,
+            session: local * 100,
+            auth: &NoAuth,
+        }
+    }
+
+    /// One side of a link plus what it sent and delivered.
+    struct Side {
+        link: PeerLink,
+        me: u32,
+        peer: u32,
+        sent: Vec<Vec<u8>>,
+        delivered: Vec<Vec<u8>>,
+    }
+
+    impl Side {
+        fn new(me: u32, peer: u32, now: Instant) -> Self {
+            Self {
+                link: PeerLink::new(params(), now),
+                me,
+                peer,
+                sent: vec![],
+                delivered: vec![],
+            }
+        }
+
+        fn send(&mut self, payload: &[u8], now: Instant) {
+            assert!(self.link.can_send());
+            let sent = &mut self.sent;
+            self.link
+                .send_data(&identity(self.me), self.peer, payload, now, &mut |p| {
+                    sent.push(p.to_vec());
+                    true
+                })
+                .unwrap();
+        }
+
+        fn receive(&mut self, packet: &[u8], now: Instant) -> PacketOutcome {
+            let decoded = decode(packet).unwrap();
+            let body = decoded.payload.to_vec();
+            let (sent, delivered) = (&mut self.sent, &mut self.delivered);
+            self.link.on_packet(
+                &identity(self.me),
+                self.peer,
+                &decoded.header,
+                now,
+                &mut |p| {
+                    sent.push(p.to_vec());
+                    true
+                },
+                &mut || Payload::from_vec(body.clone()),
+                &mut |p| delivered.push(p.into_vec()),
+            )
+        }
+
+        fn tick(&mut self, now: Instant) -> TickOutcome {
+            let sent = &mut self.sent;
+            self.link
+                .on_tick(&identity(self.me), self.peer, now, &mut |p| {
+                    sent.push(p.to_vec());
+                    true
+                })
+        }
+
+        fn take_sent(&mut self) -> Vec<Vec<u8>> {
+            std::mem::take(&mut self.sent)
+        }
+    }
+
+    fn kinds(packets: &[Vec<u8>]) -> Vec<(PacketKind, u32)> {
+        packets
+            .iter()
+            .map(|p| {
+                let h = decode(p).unwrap().header;
+                (h.kind, h.seq)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn in_order_delivery_with_delayed_ack() {
+        let t0 = Instant::now();
+        let mut a = Side::new(A, B, t0);
+        let mut b = Side::new(B, A, t0);
+        a.send(b"m0", t0);
+        a.send(b"m1", t0);
+        for p in a.take_sent() {
+            b.receive(&p, t0);
+        }
+        assert_eq!(b.delivered, vec![b"m0".to_vec(), b"m1".to_vec()]);
+        // Two packets are fewer than ack_every: the ack waits for the timer.
+        assert!(b.take_sent().is_empty());
+        assert_eq!(
+            b.link.next_deadline(),
+            Some(t0 + Duration::from_micros(200))
+        );
+        b.tick(t0 + Duration::from_micros(200));
+        let acks = b.take_sent();
+        assert_eq!(kinds(&acks), vec![(PacketKind::Ack, 0)]);
+        assert_eq!(decode(&acks[0]).unwrap().header.ack, 2);
+        let outcome = a.receive(&acks[0], t0 + Duration::from_micros(300));
+        assert!(outcome.window_opened);
+        assert_eq!(a.link.in_flight(), 0);
+        assert_eq!(a.link.srtt(), Some(Duration::from_micros(300)));
+    }
+
+    #[test]
+    fn every_fourth_packet_is_acked_at_once() {
+        let t0 = Instant::now();
+        let mut a = Side::new(A, B, t0);
+        let mut b = Side::new(B, A, t0);
+        for i in 0..4u8 {
+            a.send(&[i], t0);
+        }
+        for p in a.take_sent() {
+            b.receive(&p, t0);
+        }
+        let acks = b.take_sent();
+        assert_eq!(acks.len(), 1);
+        assert_eq!(decode(&acks[0]).unwrap().header.ack, 4);
+    }
+
+    #[test]
+    fn reply_piggybacks_the_ack() {
+        let t0 = Instant::now();
+        let mut a = Side::new(A, B, t0);
+        let mut b = Side::new(B, A, t0);
+        a.send(b"ping", t0);
+        b.receive(&a.take_sent()[0], t0);
+        b.send(b"pong", t0);
+        let sent = b.take_sent();
+        assert_eq!(kinds(&sent), vec![(PacketKind::Data, 0)]);
+        assert_eq!(decode(&sent[0]).unwrap().header.ack, 1);
+        // No separate ack is owed any more.
+        assert_eq!(b.link.ack_due, None);
+        a.receive(&sent[0], t0);
+        assert_eq!(a.link.in_flight(), 0);
+        assert_eq!(a.delivered, vec![b"pong".to_vec()]);
+    }
+
+    #[test]
+    fn reordered_and_duplicated_packets_are_delivered_once_in_order() {
+        let t0 = Instant::now();
+        let mut a = Side::new(A, B, t0);
+        let mut b = Side::new(B, A, t0);
+        for i in 0..3u8 {
+            a.send(&[i], t0);
+        }
+        let p = a.take_sent();
+        b.receive(&p[2], t0);
+        b.receive(&p[2], t0);
+        b.receive(&p[0], t0);
+        b.receive(&p[0], t0);
+        assert_eq!(b.delivered, vec![vec![0]]);
+        // The ack after the out-of-order packet reports it selectively.
+        let acks = b.take_sent();
+        let first = decode(&acks[0]).unwrap().header;
+        assert_eq!((first.ack, first.sack), (0, 0b10));
+        b.receive(&p[1], t0);
+        assert_eq!(b.delivered, vec![vec![0], vec![1], vec![2]]);
+        assert_eq!(b.link.counters.duplicates_dropped, 2);
+        assert_eq!(b.link.counters.out_of_order_buffered, 1);
+        assert_eq!(b.link.counters.received, 3);
+    }
+
+    #[test]
+    fn timeout_retransmits_with_backoff_and_fresh_ack() {
+        let t0 = Instant::now();
+        let mut a = Side::new(A, B, t0);
+        let mut b = Side::new(B, A, t0);
+        b.send(b"x", t0);
+        a.receive(&b.take_sent()[0], t0);
+        a.take_sent();
+        a.send(b"lost", t0);
+        let first = a.take_sent();
+        assert_eq!(decode(&first[0]).unwrap().header.ack, 1);
+        assert_eq!(a.link.next_deadline(), Some(t0 + Duration::from_millis(1)));
+        // The delayed ack for b's packet was already carried by "lost".
+        a.tick(t0 + Duration::from_micros(500));
+        assert!(a.take_sent().is_empty());
+        let t1 = t0 + Duration::from_millis(1);
+        a.tick(t1);
+        let again = a.take_sent();
+        assert_eq!(kinds(&again), vec![(PacketKind::Data, 0)]);
+        assert_eq!(a.link.current_rto(), Duration::from_millis(2));
+        assert_eq!(a.link.next_deadline(), Some(t1 + Duration::from_millis(2)));
+        a.tick(t1 + Duration::from_millis(2));
+        assert_eq!(a.take_sent().len(), 1);
+        assert_eq!(a.link.current_rto(), Duration::from_millis(4));
+        assert_eq!(a.link.counters.timeouts, 2);
+        assert_eq!(a.link.counters.retransmits, 2);
+        // Backoff resets when an ack makes progress; the retransmitted packet gives no
+        // RTT sample (Karn), so srtt stays unset.
+        b.receive(&again[0], t1);
+        b.tick(t1 + Duration::from_millis(1));
+        for p in b.take_sent() {
+            a.receive(&p, t1 + Duration::from_millis(1));
+        }
+        assert_eq!(a.link.current_rto(), Duration::from_millis(1));
+        assert_eq!(a.link.srtt(), None);
+        assert_eq!(b.delivered, vec![b"lost".to_vec()]);
+    }
+
+    #[test]
+    fn retransmit_backoff_is_capped() {
+        let t0 = Instant::now();
+        let mut a = Side::new(A, B, t0);
+        a.send(b"x", t0);
+        let mut now = t0;
+        for _ in 0..20 {
+            now += a.link.current_rto();
+            a.tick(now);
+            // Keep the peer alive for the test.
+            a.link.last_heard = now;
+        }
+        assert_eq!(a.link.current_rto(), Duration::from_millis(64));
+    }
+
+    #[test]
+    fn sacks_trigger_one_fast_retransmit_of_the_hole() {
+        let t0 = Instant::now();
+        let mut a = Side::new(A, B, t0);
+        let mut b = Side::new(B, A, t0);
+        for i in 0..5u8 {
+            a.send(&[i], t0);
+        }
+        let p = a.take_sent();
+        for packet in &p[1..] {
+            b.receive(packet, t0);
+        }
+        let acks = b.take_sent();
+        assert_eq!(acks.len(), 4);
+        for ack in &acks {
+            a.receive(ack, t0);
+        }
+        // Sequence 0 was lost; after three later sacks it is sent again, once.
+        let resent = a.take_sent();
+        assert_eq!(kinds(&resent), vec![(PacketKind::Data, 0)]);
+        assert_eq!(a.link.counters.fast_retransmits, 1);
+        b.receive(&resent[0], t0);
+        assert_eq!(b.delivered, (0..5u8).map(|i| vec![i]).collect::<Vec<_>>());
+        // Sacked packets are not resent by the timer.
+        for ack in b.take_sent() {
+            a.receive(&ack, t0);
+        }
+        assert_eq!(a.link.in_flight(), 0);
+    }
+
+    #[test]
+    fn window_limits_packets_in_flight() {
+        let t0 = Instant::now();
+        let mut a = Side::new(A, B, t0);
+        for i in 0..8u8 {
+            a.send(&[i], t0);
+        }
+        assert!(!a.link.can_send());
+        assert_eq!(a.link.in_flight(), 8);
+    }
+
+    #[test]
+    fn acks_for_unsent_data_and_far_future_data_are_rejected() {
+        let t0 = Instant::now();
+        let mut a = Side::new(A, B, t0);
+        let mut b = Side::new(B, A, t0);
+        a.send(b"x", t0);
+        let bogus = wire::encode_to_vec(
+            &Header {
+                ack: 5,
+                ..decode(&a.take_sent()[0]).unwrap().header
+            },
+            b"x",
+        )
+        .unwrap();
+        a.receive(&bogus, t0);
+        assert_eq!(a.link.counters.bad_acks, 1);
+        assert_eq!(a.link.in_flight(), 1);
+        let far = wire::encode_to_vec(
+            &Header {
+                seq: MAX_WINDOW,
+                src: A,
+                session: 100,
+                ..decode(&bogus).unwrap().header
+            },
+            b"x",
+        )
+        .unwrap();
+        b.receive(&far, t0);
+        assert_eq!(b.link.counters.beyond_window_dropped, 1);
+        assert!(b.delivered.is_empty());
+    }
+
+    #[test]
+    fn heartbeat_when_idle_and_death_after_silence() {
+        let t0 = Instant::now();
+        let mut a = Side::new(A, B, t0);
+        assert_eq!(
+            a.link.next_deadline(),
+            Some(t0 + Duration::from_millis(100))
+        );
+        a.tick(t0 + Duration::from_millis(100));
+        assert_eq!(kinds(&a.take_sent()), vec![(PacketKind::Heartbeat, 0)]);
+        assert_eq!(a.link.counters.heartbeats_sent, 1);
+        // Hearing anything from the peer postpones death.
+        let mut b = Side::new(B, A, t0);
+        b.tick(t0 + Duration::from_millis(900));
+        a.receive(&b.take_sent()[0], t0 + Duration::from_millis(900));
+        assert_eq!(a.tick(t0 + Duration::from_millis(1500)), TickOutcome::Quiet);
+        assert_eq!(a.tick(t0 + Duration::from_millis(1900)), TickOutcome::Died);
+        assert!(a.link.is_dead());
+        assert_eq!(a.link.next_deadline(), None);
+        assert_eq!(a.tick(t0 + Duration::from_millis(5000)), TickOutcome::Quiet);
+    }
+
+    #[test]
+    fn packets_of_another_session_are_dropped() {
+        let t0 = Instant::now();
+        let mut a = Side::new(A, B, t0);
+        let mut b = Side::new(B, A, t0);
+        b.send(b"one", t0);
+        a.receive(&b.take_sent()[0], t0);
+        let mut restarted = Side::new(B, A, t0);
+        restarted.send(b"two", t0);
+        let mut packet = restarted.take_sent().remove(0);
+        packet[20] ^= 1; // another session number
+        a.receive(&packet, t0);
+        assert_eq!(a.link.counters.stale_session_dropped, 1);
+        assert_eq!(a.delivered, vec![b"one".to_vec()]);
+    }
+
+    #[test]
+    fn sequence_numbers_wrap() {
+        let t0 = Instant::now();
+        let mut a = Side::new(A, B, t0);
+        let mut b = Side::new(B, A, t0);
+        a.link.snd_una = u32::MAX - 1;
+        b.link.rcv_next = u32::MAX - 1;
+        for i in 0..4u8 {
+            a.send(&[i], t0);
+        }
+        let p = a.take_sent();
+        for packet in p.iter().rev() {
+            b.receive(packet, t0);
+        }
+        assert_eq!(b.delivered, (0..4u8).map(|i| vec![i]).collect::<Vec<_>>());
+        for ack in b.take_sent() {
+            a.receive(&ack, t0);
+        }
+        assert_eq!(a.link.in_flight(), 0);
+        assert_eq!(a.link.snd_una, 2);
+    }
+}
