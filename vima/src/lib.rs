@@ -29,5 +29,6 @@ pub mod config;
 pub mod interrupt;
 pub mod layout;
 mod status;
+pub mod wire;
 
 pub use status::Status;
