@@ -1,0 +1,313 @@
+//! The guest command line: which workload to run and its parameters.
+//!
+//! Grammar (words separated by ASCII white space, numbers in decimal):
+//! `hello` | `counter ITERS` | `matmul N` | `sort N` | `litmus (mp|sb|lb|iriw) ITERS` |
+//! `probe PAGES`. An unknown first word is [`CmdlineError::UnknownWorkload`] (exit status
+//! 2); every other mistake exits with status 1 (see [`CmdlineError::exit_status`]).
+
+use core::fmt;
+
+use crate::litmus::LitmusTest;
+
+/// Largest `N` of `matmul N` (three N x N u64 matrices must fit in logical memory).
+pub const MATMUL_MAX_N: u64 = 16_384;
+/// Largest `N` of `sort N`.
+pub const SORT_MAX_N: u64 = 1 << 30;
+
+/// A workload and its parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Workload {
+    /// Every VP says hello.
+    Hello,
+    /// Every VP increments one shared counter `iterations` times under one spinlock.
+    Counter {
+        /// Increments per VP.
+        iterations: u64,
+    },
+    /// `C = A * B` for N x N matrices, rows split across the VPs.
+    Matmul {
+        /// Matrix dimension.
+        n: usize,
+    },
+    /// Parallel sort of `n` pseudo-random values.
+    Sort {
+        /// Number of values.
+        n: usize,
+    },
+    /// A memory-model litmus test run `iterations` times.
+    Litmus {
+        /// Which test.
+        test: LitmusTest,
+        /// Runs.
+        iterations: u64,
+    },
+    /// Reserved: a fault-latency probe over `pages` pages (not implemented yet).
+    Probe {
+        /// Pages to touch.
+        pages: u64,
+    },
+}
+
+impl Workload {
+    /// The workload's name, its first command line word.
+    pub const fn name(&self) -> &'static str {
+        match self {
+            Workload::Hello => "hello",
+            Workload::Counter { .. } => "counter",
+            Workload::Matmul { .. } => "matmul",
+            Workload::Sort { .. } => "sort",
+            Workload::Litmus { .. } => "litmus",
+            Workload::Probe { .. } => "probe",
+        }
+    }
+}
+
+/// Command line bytes shown as text (invalid UTF-8 as `\xNN`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Word<'a>(pub &'a [u8]);
+
+impl fmt::Display for Word<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for chunk in self.0.utf8_chunks() {
+            f.write_str(chunk.valid())?;
+            for byte in chunk.invalid() {
+                write!(f, "\\x{byte:02x}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why the command line was rejected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CmdlineError<'a> {
+    /// Nothing but white space.
+    #[error("empty command line (expected hello, counter, matmul, sort or litmus)")]
+    Empty,
+    /// The first word names no workload.
+    #[error("unknown workload \"{0}\"")]
+    UnknownWorkload(Word<'a>),
+    /// Too few or too many words after the workload name.
+    #[error("{workload} takes {expected}, got {got} argument(s)")]
+    ArgumentCount {
+        /// The workload.
+        workload: &'static str,
+        /// Its arguments, as the user should write them.
+        expected: &'static str,
+        /// How many arguments were given.
+        got: usize,
+    },
+    /// A number is not decimal or does not fit.
+    #[error("{what} \"{text}\" is not a decimal number")]
+    BadNumber {
+        /// Which argument.
+        what: &'static str,
+        /// What was written.
+        text: Word<'a>,
+    },
+    /// A number is outside its range.
+    #[error("{what} must be between {min} and {max}, got {value}")]
+    OutOfRange {
+        /// Which argument.
+        what: &'static str,
+        /// The value given.
+        value: u64,
+        /// Smallest accepted.
+        min: u64,
+        /// Largest accepted.
+        max: u64,
+    },
+    /// `litmus` names no known test.
+    #[error("unknown litmus test \"{0}\" (expected mp, sb, lb or iriw)")]
+    UnknownLitmus(Word<'a>),
+}
+
+impl CmdlineError<'_> {
+    /// The `VsExit` status for this error: 2 for an unknown workload, 1 otherwise.
+    pub const fn exit_status(&self) -> u64 {
+        match self {
+            CmdlineError::UnknownWorkload(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+fn number<'a>(
+    what: &'static str,
+    text: &'a [u8],
+    min: u64,
+    max: u64,
+) -> Result<u64, CmdlineError<'a>> {
+    let bad = CmdlineError::BadNumber {
+        what,
+        text: Word(text),
+    };
+    if text.is_empty() || !text.iter().all(u8::is_ascii_digit) {
+        return Err(bad);
+    }
+    let value = core::str::from_utf8(text)
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .ok_or(bad)?;
+    if value < min || value > max {
+        return Err(CmdlineError::OutOfRange {
+            what,
+            value,
+            min,
+            max,
+        });
+    }
+    Ok(value)
+}
+
+fn size<'a>(what: &'static str, text: &'a [u8], max: u64) -> Result<usize, CmdlineError<'a>> {
+    let value = number(what, text, 1, max)?;
+    usize::try_from(value).map_err(|_| CmdlineError::OutOfRange {
+        what,
+        value,
+        min: 1,
+        max,
+    })
+}
+
+/// Parses a command line.
+pub fn parse(cmdline: &[u8]) -> Result<Workload, CmdlineError<'_>> {
+    let mut words = cmdline
+        .split(u8::is_ascii_whitespace)
+        .filter(|word| !word.is_empty());
+    let name = words.next().ok_or(CmdlineError::Empty)?;
+    let mut args: [&[u8]; 2] = [&[]; 2];
+    let mut got = 0;
+    for word in words {
+        if let Some(slot) = args.get_mut(got) {
+            *slot = word;
+        }
+        got += 1;
+    }
+    let arity = |workload: &'static str, expected: &'static str, count: usize| {
+        if got == count {
+            Ok(())
+        } else {
+            Err(CmdlineError::ArgumentCount {
+                workload,
+                expected,
+                got,
+            })
+        }
+    };
+    match name {
+        b"hello" => {
+            arity("hello", "no arguments", 0)?;
+            Ok(Workload::Hello)
+        }
+        b"counter" => {
+            arity("counter", "ITERS", 1)?;
+            let iterations = number("ITERS", args[0], 0, u64::MAX)?;
+            Ok(Workload::Counter { iterations })
+        }
+        b"matmul" => {
+            arity("matmul", "N", 1)?;
+            let n = size("N", args[0], MATMUL_MAX_N)?;
+            Ok(Workload::Matmul { n })
+        }
+        b"sort" => {
+            arity("sort", "N", 1)?;
+            let n = size("N", args[0], SORT_MAX_N)?;
+            Ok(Workload::Sort { n })
+        }
+        b"litmus" => {
+            arity("litmus", "NAME ITERS", 2)?;
+            let test =
+                LitmusTest::from_name(args[0]).ok_or(CmdlineError::UnknownLitmus(Word(args[0])))?;
+            let iterations = number("ITERS", args[1], 0, u64::MAX)?;
+            Ok(Workload::Litmus { test, iterations })
+        }
+        b"probe" => {
+            arity("probe", "PAGES", 1)?;
+            let pages = number("PAGES", args[0], 1, u64::MAX)?;
+            Ok(Workload::Probe { pages })
+        }
+        other => Err(CmdlineError::UnknownWorkload(Word(other))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_workload() {
+        assert_eq!(parse(b"hello"), Ok(Workload::Hello));
+        assert_eq!(parse(b"  hello \n"), Ok(Workload::Hello));
+        assert_eq!(
+            parse(b"counter 1000"),
+            Ok(Workload::Counter { iterations: 1000 })
+        );
+        assert_eq!(parse(b"counter 0"), Ok(Workload::Counter { iterations: 0 }));
+        assert_eq!(parse(b"matmul\t64"), Ok(Workload::Matmul { n: 64 }));
+        assert_eq!(parse(b"sort 1000"), Ok(Workload::Sort { n: 1000 }));
+        assert_eq!(
+            parse(b"litmus iriw 500"),
+            Ok(Workload::Litmus {
+                test: LitmusTest::Iriw,
+                iterations: 500
+            })
+        );
+        assert_eq!(parse(b"probe 16"), Ok(Workload::Probe { pages: 16 }));
+        assert_eq!(
+            parse(b"counter 18446744073709551615"),
+            Ok(Workload::Counter {
+                iterations: u64::MAX
+            })
+        );
+    }
+
+    #[test]
+    fn unknown_workload_exits_with_2() {
+        let err = parse(b"frobnicate 3").unwrap_err();
+        assert_eq!(err, CmdlineError::UnknownWorkload(Word(b"frobnicate")));
+        assert_eq!(err.exit_status(), 2);
+        assert_eq!(err.to_string(), "unknown workload \"frobnicate\"");
+    }
+
+    #[test]
+    fn bad_arguments_exit_with_1() {
+        let cases: [&[u8]; 11] = [
+            b"",
+            b"   ",
+            b"hello 1",
+            b"counter",
+            b"counter -1",
+            b"counter +1",
+            b"counter 18446744073709551616",
+            b"matmul 0",
+            b"sort 1 2",
+            b"litmus xyz 10",
+            b"litmus mp",
+        ];
+        for case in cases {
+            let err = parse(case).unwrap_err();
+            assert_eq!(err.exit_status(), 1, "{err}");
+        }
+    }
+
+    #[test]
+    fn messages_name_the_problem() {
+        assert_eq!(
+            parse(b"matmul x").unwrap_err().to_string(),
+            "N \"x\" is not a decimal number"
+        );
+        assert_eq!(
+            parse(b"matmul 0").unwrap_err().to_string(),
+            "N must be between 1 and 16384, got 0"
+        );
+        assert_eq!(
+            parse(b"counter 1 2 3").unwrap_err().to_string(),
+            "counter takes ITERS, got 3 argument(s)"
+        );
+        assert_eq!(
+            parse(b"litmus \xff 3").unwrap_err().to_string(),
+            "unknown litmus test \"\\xff\" (expected mp, sb, lb or iriw)"
+        );
+    }
+}

@@ -1,0 +1,70 @@
+//! The kernel's page allocator: [`guest::page_alloc::PageAllocator`] over the memory
+//! ranges of the configuration, behind a spinlock, minus everything below the end of the
+//! image (the null page, the per-node region and the boot stack lie below it too).
+//!
+//! Memory is handed out as page blocks or as `u64` slices that live as long as the
+//! kernel. Blocks are zero when handed out: fresh ones were never touched, reused ones are
+//! cleared here, on the calling VP.
+
+use vima::config::Config;
+use vima::layout::PAGE_SIZE;
+
+use guest::page_alloc::{PageAllocError, PageAllocator};
+
+use crate::spinlock::SpinLock;
+use crate::sync::PageAligned;
+
+static PAGES: PageAligned<SpinLock<PageAllocator>> =
+    PageAligned(SpinLock::new(PageAllocator::new()));
+
+extern "C" {
+    /// End of the image (page aligned), from the linker script.
+    static __image_end: u8;
+}
+
+/// First byte after the loaded image.
+pub fn image_end() -> u64 {
+    core::ptr::addr_of!(__image_end) as u64
+}
+
+/// Hands the configuration's memory ranges to the allocator.
+pub fn init(config: &Config<'_>) -> Result<(), PageAllocError> {
+    let reserved_end = image_end();
+    let mut pages = PAGES.lock();
+    for range in config.mem_ranges() {
+        pages.add_range(range.base, range.size, range.node_id, reserved_end)?;
+    }
+    Ok(())
+}
+
+/// Allocates `count` zeroed pages, on `node` if it has room; returns the address.
+pub fn alloc_pages(count: u64, node: u32) -> Result<u64, PageAllocError> {
+    let block = PAGES.lock().alloc(count, node)?;
+    if !block.fresh {
+        // SAFETY: the allocator just handed the block to us alone; it lies in logical
+        // memory, which is mapped read/write.
+        unsafe { core::ptr::write_bytes(block.addr as *mut u64, 0, words(count * PAGE_SIZE)) };
+    }
+    Ok(block.addr)
+}
+
+fn words(bytes: u64) -> usize {
+    (bytes / 8) as usize
+}
+
+/// Gives back pages from [`alloc_pages`].
+#[allow(dead_code)] // The workloads keep their memory until the virtual server ends.
+pub fn free_pages(addr: u64, count: u64) -> Result<(), PageAllocError> {
+    PAGES.lock().free(addr, count)
+}
+
+/// Allocates a zeroed `u64` slice of `len` elements on `node` if it has room. The memory
+/// is never given back.
+pub fn alloc_u64s(len: usize, node: u32) -> Result<&'static mut [u64], PageAllocError> {
+    let bytes = (len as u64).saturating_mul(8);
+    let pages = bytes.div_ceil(PAGE_SIZE).max(1);
+    let addr = alloc_pages(pages, node)?;
+    // SAFETY: the block is ours alone for ever (never freed), zeroed, 8-byte aligned and
+    // at least `len * 8` bytes long; zero is a valid u64.
+    Ok(unsafe { core::slice::from_raw_parts_mut(addr as *mut u64, len) })
+}

@@ -1,0 +1,195 @@
+//! Interrupts: the virtual IDT, its entry stub, the handlers, and masking through the
+//! VP's shared block (`gs` points at it, so masking never exits).
+//!
+//! The VMM enters a handler with `rsp = rdi =` the [`vima::interrupt::InterruptFrame`] it
+//! pushed and `rsi =` the vector, and `IntrReturn` restores only `rip, rsp, rflags, rax,
+//! rdi, rsi, rdx`. So the one entry stub, used for every vector, saves what else a Rust
+//! function may clobber (`rcx`, `r8`-`r11`, and the SSE state, via `fxsave64`), calls
+//! [`handle_interrupt`] on a 16-byte aligned stack, restores, and makes the `IntrReturn`
+//! call itself.
+//!
+//! Handlers only count: the per-node tick (the paper's jiffies page, 4.8) and IPIs. They
+//! never lock or print, so they cannot deadlock with the code they interrupt.
+
+use core::arch::{asm, global_asm};
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use vima::call::Call;
+use vima::interrupt::{VECTOR_COUNT, VECTOR_IPI, VECTOR_TIMER};
+use vima::layout::{MAX_VPS, PER_NODE_GUEST_BASE};
+
+use crate::vima_calls::{self, CallError};
+
+/// The per-node tick period: 100 Hz.
+pub const TICK_NS: u64 = 10_000_000;
+
+global_asm!(
+    ".pushsection .text.intr_entry,\"ax\",@progbits",
+    ".global intr_entry",
+    "intr_entry:",
+    "push rbp",
+    "mov rbp, rsp",
+    "push rcx",
+    "push r8",
+    "push r9",
+    "push r10",
+    "push r11",
+    "push rbx",
+    // rbx (callee-saved) keeps the frame address across the call.
+    "mov rbx, rdi",
+    "and rsp, -16",
+    "sub rsp, 512",
+    "fxsave64 [rsp]",
+    "mov rdi, rsi",
+    "cld",
+    "call {handler}",
+    "fxrstor64 [rsp]",
+    "lea rsp, [rbp - 48]",
+    "mov rdi, rbx",
+    "pop rbx",
+    "pop r11",
+    "pop r10",
+    "pop r9",
+    "pop r8",
+    "pop rcx",
+    "pop rbp",
+    "mov eax, {intr_return}",
+    "out 0xCA, al",
+    // IntrReturn does not return; if it did, the VP must stop here rather than run on.
+    "ud2",
+    ".popsection",
+    handler = sym handle_interrupt,
+    intr_return = const Call::IntrReturn as u32,
+);
+
+extern "C" {
+    /// The entry stub above; only its address is used.
+    fn intr_entry();
+}
+
+/// IPIs received, per VP.
+static IPIS_RECEIVED: [AtomicU64; MAX_VPS] = [const { AtomicU64::new(0) }; MAX_VPS];
+/// Interrupts on vectors nobody expects, per VP.
+static SPURIOUS: [AtomicU64; MAX_VPS] = [const { AtomicU64::new(0) }; MAX_VPS];
+
+/// This node's tick counter, in the per-node region: every node has its own copy and
+/// only the node's first VP arms the timer that advances it.
+fn node_tick() -> &'static AtomicU64 {
+    const _: () = assert!(PER_NODE_GUEST_BASE % 8 == 0);
+    // SAFETY: PER_NODE_GUEST_BASE is 8-byte aligned, mapped on every node, reserved for
+    // the guest, and this kernel keeps only the tick counter there; atomics make the
+    // concurrent updates and reads of the VPs of one node well defined.
+    unsafe { &*(PER_NODE_GUEST_BASE as *const AtomicU64) }
+}
+
+extern "sysv64" fn handle_interrupt(vector: u64) {
+    let vp = current_vp() as usize % MAX_VPS;
+    match u8::try_from(vector) {
+        Ok(VECTOR_TIMER) => {
+            node_tick().fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(VECTOR_IPI) => {
+            IPIS_RECEIVED[vp].fetch_add(1, Ordering::Relaxed);
+        }
+        _ => {
+            SPURIOUS[vp].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// This VP's id, from its shared block (no exit).
+pub fn current_vp() -> u32 {
+    let vp: u32;
+    // SAFETY: the VMM points the gs base at this VP's VpShared block before the VP runs;
+    // offset 4 is `vp_id`, a u32 the VMM wrote before start.
+    unsafe {
+        asm!(
+            "mov {vp:e}, dword ptr gs:[{offset}]",
+            vp = out(reg) vp,
+            offset = const vima::interrupt::VP_SHARED_VP_ID_OFFSET,
+            options(nostack, readonly, preserves_flags)
+        );
+    }
+    vp
+}
+
+fn set_mask(mask: u32) -> u32 {
+    let old: u32;
+    // SAFETY: gs points at this VP's VpShared block; offset 0 is `mask`, which the guest
+    // owns. `xchg` reads the old value and writes the new one in one instruction.
+    unsafe {
+        asm!(
+            "xchg dword ptr gs:[{offset}], {mask:e}",
+            mask = inout(reg) mask => old,
+            offset = const vima::interrupt::VP_SHARED_MASK_OFFSET,
+            options(nostack, preserves_flags)
+        );
+    }
+    old
+}
+
+fn pending() -> u64 {
+    let pending: u64;
+    // SAFETY: gs points at this VP's VpShared block; offset 8 is `pending`, a u64 the VMM
+    // sets bits in.
+    unsafe {
+        asm!(
+            "mov {pending}, qword ptr gs:[{offset}]",
+            pending = out(reg) pending,
+            offset = const vima::interrupt::VP_SHARED_PENDING_OFFSET,
+            options(nostack, readonly, preserves_flags)
+        );
+    }
+    pending
+}
+
+/// Lets interrupts in: clears the mask, then polls if any arrived while it was set.
+pub fn enable() -> Result<(), CallError> {
+    set_mask(0);
+    if pending() != 0 {
+        vima_calls::intr_poll()?;
+    }
+    Ok(())
+}
+
+/// Runs `f` with interrupts held back, restoring the previous mask afterwards.
+pub fn without_interrupts<R>(f: impl FnOnce() -> R) -> R {
+    let old = set_mask(1);
+    let result = f();
+    set_mask(old);
+    if old == 0 && pending() != 0 {
+        // Best effort: a failing poll only delays delivery to the next call.
+        let _ = vima_calls::intr_poll();
+    }
+    result
+}
+
+/// Registers the virtual IDT of the calling VP: the entry stub on every external vector.
+pub fn install() -> Result<(), CallError> {
+    let mut table = [0u64; VECTOR_COUNT];
+    for (vector, slot) in table.iter_mut().enumerate() {
+        if vima::interrupt::is_external_vector(vector as u64) {
+            *slot = intr_entry as *const () as u64;
+        }
+    }
+    vima_calls::idt_register(&table)
+}
+
+/// Starts this node's tick (call on the node's first VP only).
+pub fn start_node_tick() -> Result<(), CallError> {
+    vima_calls::timer_set(VECTOR_TIMER, TICK_NS, TICK_NS)
+}
+
+/// Ticks of the caller's node so far.
+#[allow(dead_code)] // Read by the scheduler and probe workloads to come.
+pub fn node_ticks() -> u64 {
+    node_tick().load(Ordering::Relaxed)
+}
+
+/// IPIs VP `vp` has received.
+#[allow(dead_code)] // Statistics for the scheduler to come.
+pub fn ipis_received(vp: u32) -> u64 {
+    IPIS_RECEIVED
+        .get(vp as usize)
+        .map_or(0, |count| count.load(Ordering::Relaxed))
+}

@@ -1,0 +1,96 @@
+//! The workloads the command line chooses from. Each has up to three steps:
+//! `prepare` on VP 0 before the other VPs start (shared inputs), `run` on every VP (its
+//! share), and `finish` on VP 0 once every VP is done (the result line). Shared inputs
+//! and per-VP results are published through statics of the workload's module.
+
+mod counter;
+mod hello;
+mod litmus;
+mod matmul;
+mod sort;
+
+use guest::cmdline::Workload;
+use guest::page_alloc::PageAllocError;
+use guest::sort::MergeError;
+
+use crate::boot::Kernel;
+use crate::vima_calls::CallError;
+
+/// Why a workload failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkloadError {
+    /// A ViMA call failed.
+    #[error("{0}")]
+    Call(#[from] CallError),
+    /// Memory ran out.
+    #[error("{0}")]
+    Alloc(#[from] PageAllocError),
+    /// The sorted chunks could not be merged.
+    #[error("{0}")]
+    Merge(#[from] MergeError),
+    /// A step ran before `prepare`.
+    #[error("{0} ran before it was prepared")]
+    NotPrepared(&'static str),
+    /// The workload exists on the command line but not in this kernel yet.
+    #[error("workload {0} is not available in this kernel")]
+    NotAvailable(&'static str),
+    /// A VP disagrees with the configuration about who it is.
+    #[error("VP {vp} is told it is VP {told}")]
+    WrongIdentity {
+        /// The VP id the kernel runs as.
+        vp: usize,
+        /// What `SelfInfo` said.
+        told: u32,
+    },
+}
+
+impl WorkloadError {
+    /// The `VsExit` status: 2 for a workload this kernel lacks, 1 otherwise.
+    pub fn exit_status(&self) -> u64 {
+        match self {
+            WorkloadError::NotAvailable(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// VP 0, before the other VPs start.
+pub fn prepare(kernel: &Kernel) -> Result<(), WorkloadError> {
+    match kernel.workload {
+        Workload::Hello | Workload::Counter { .. } => Ok(()),
+        Workload::Matmul { n } => matmul::prepare(kernel, n),
+        Workload::Sort { n } => sort::prepare(kernel, n),
+        Workload::Litmus { test, iterations } => litmus::prepare(kernel, test, iterations),
+        Workload::Probe { .. } => Err(WorkloadError::NotAvailable("probe")),
+    }
+}
+
+/// Every VP: its share.
+pub fn run(kernel: &Kernel, vp: usize) -> Result<(), WorkloadError> {
+    match kernel.workload {
+        Workload::Hello => hello::run(kernel, vp),
+        Workload::Counter { iterations } => {
+            counter::run(iterations);
+            Ok(())
+        }
+        Workload::Matmul { .. } => matmul::run(kernel, vp),
+        Workload::Sort { .. } => sort::run(kernel, vp),
+        Workload::Litmus { .. } => litmus::run(vp),
+        Workload::Probe { .. } => Err(WorkloadError::NotAvailable("probe")),
+    }
+}
+
+/// VP 0, after every VP finished `run`: prints the result line.
+pub fn finish(kernel: &Kernel) -> Result<(), WorkloadError> {
+    match kernel.workload {
+        Workload::Hello => Ok(()),
+        Workload::Counter { .. } => {
+            counter::finish();
+            Ok(())
+        }
+        Workload::Matmul { .. } => matmul::finish(),
+        Workload::Sort { .. } => sort::finish(),
+        Workload::Litmus { .. } => litmus::finish(),
+        Workload::Probe { .. } => Err(WorkloadError::NotAvailable("probe")),
+    }
+}
