@@ -1,0 +1,29 @@
+//! The `cvmm` command line.
+
+pub mod run;
+
+use clap::{Parser, Subcommand};
+
+/// cvmm: a clustered virtual machine monitor.
+#[derive(Debug, Parser)]
+#[command(name = "cvmm", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a virtual server on this machine and print its console.
+    Run(run::RunArgs),
+}
+
+/// Parses the command line and runs it; returns the process exit status.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => run::run(&args),
+    }
+}

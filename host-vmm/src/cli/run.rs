@@ -1,0 +1,90 @@
+//! `cvmm run`: a whole virtual server on this machine.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use serde::Serialize;
+
+use crate::devices::console::StdoutSink;
+use crate::guest_image::GUEST_ELF;
+use crate::node::{run_node, NodeConfig, NodeReport};
+use crate::server::Outcome;
+
+/// Arguments of `cvmm run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Number of nodes.
+    #[arg(long, default_value_t = 1)]
+    pub nodes: u32,
+    /// Virtual processors on each node.
+    #[arg(long, default_value_t = 1)]
+    pub vps_per_node: u32,
+    /// Logical memory each node is home for, in MiB.
+    #[arg(long, default_value_t = 64)]
+    pub mem_mib: u64,
+    /// Write counters as JSON to this file at exit.
+    #[arg(long)]
+    pub stats_json: Option<PathBuf>,
+    /// The guest workload and its arguments, e.g. `matmul 64`.
+    #[arg(last = true, required = true, num_args = 1..)]
+    pub workload: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct StatsFile<'a> {
+    nodes: &'a [NodeReport],
+}
+
+/// Runs the virtual server; returns the exit status.
+pub fn run(args: &RunArgs) -> i32 {
+    if args.nodes != 1 {
+        eprintln!(
+            "cvmm: --nodes {} is not supported yet: only single-node servers run so far",
+            args.nodes
+        );
+        return 2;
+    }
+    let cfg = NodeConfig {
+        node_id: 0,
+        nodes: args.nodes,
+        vps_per_node: args.vps_per_node,
+        mem_mib_per_node: args.mem_mib,
+        cmdline: args.workload.join(" "),
+    };
+    let report = match run_node(&cfg, GUEST_ELF, Box::new(StdoutSink { tag_node: false })) {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("cvmm: {}", error_chain(&e));
+            return 1;
+        }
+    };
+    match &report.outcome {
+        Outcome::GuestFault(fault) => eprintln!("cvmm: {fault}"),
+        Outcome::VmmError(msg) => eprintln!("cvmm: {msg}"),
+        Outcome::Exited(_) | Outcome::AllStopped => {}
+    }
+    if let Some(path) = &args.stats_json {
+        let reports = [report.clone()];
+        let file = StatsFile { nodes: &reports };
+        let written = serde_json::to_string_pretty(&file)
+            .map_err(std::io::Error::other)
+            .and_then(|json| std::fs::write(path, json));
+        if let Err(e) = written {
+            eprintln!("cvmm: failed to write {}: {e}", path.display());
+            return 1;
+        }
+    }
+    report.outcome.exit_code()
+}
+
+/// An error and its sources, joined with ": ".
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

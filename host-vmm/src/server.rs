@@ -1,0 +1,307 @@
+//! One node's share of a virtual server: its VPs, its logical memory, its devices and
+//! timers, and how the server ends.
+//!
+//! Every access the VMM makes to guest memory goes through the helpers here
+//! (`read_guest`, `write_guest`, ...), which take ranges already checked against logical
+//! memory (`vima::call::LogicalRange`): the only way a guest-supplied address reaches
+//! memory.
+
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Instant;
+
+use kvm_ioctls::VcpuFd;
+use vima::call::{LogicalRange, UncheckedRange};
+use vima::interrupt::{VpShared, VP_SHARED_PENDING_OFFSET};
+use vima::layout::vp_shared_addr;
+use vima::Status;
+
+use crate::devices::console::Console;
+use crate::memory::LogicalMemory;
+use crate::metrics::VmmStats;
+use crate::sched::timer::Timers;
+use crate::vp::{RunState, VpControl};
+
+/// How a virtual server ended (on this node).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// A VP called `VsExit(status)`.
+    Exited(u64),
+    /// Every VP stopped itself.
+    AllStopped,
+    /// A VP faulted; the server cannot go on.
+    GuestFault(GuestFault),
+    /// The VMM itself failed.
+    VmmError(String),
+}
+
+impl Outcome {
+    /// The exit status `cvmm` returns: the guest's for `VsExit`, 0 when all VPs stopped,
+    /// [`GUEST_FAULT_EXIT`] for a guest fault, 1 for a VMM failure.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Outcome::Exited(status) => i32::from(u8::try_from(status & 0xff).expect("masked")),
+            Outcome::AllStopped => 0,
+            Outcome::GuestFault(_) => GUEST_FAULT_EXIT,
+            Outcome::VmmError(_) => 1,
+        }
+    }
+}
+
+/// Exit status of `cvmm` when the guest faulted (EX_SOFTWARE).
+pub const GUEST_FAULT_EXIT: i32 = 70;
+
+/// A guest fault, with the registers of the VP that took it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestFault {
+    /// The VP.
+    pub vp: u32,
+    /// Its node.
+    pub node: u32,
+    /// What happened.
+    pub what: String,
+    /// A register dump, one line per group.
+    pub registers: String,
+}
+
+impl GuestFault {
+    /// Reads the VP's registers for the report (best effort: a failing read is reported).
+    pub fn capture(vp: u32, node: u32, what: String, vcpu: &VcpuFd) -> Self {
+        let registers = match (vcpu.get_regs(), vcpu.get_sregs()) {
+            (Ok(r), Ok(s)) => format!(
+                "rip={:#018x} rsp={:#018x} rflags={:#x}\n\
+                 rax={:#018x} rbx={:#018x} rcx={:#018x} rdx={:#018x}\n\
+                 rsi={:#018x} rdi={:#018x} rbp={:#018x} r8 ={:#018x}\n\
+                 r9 ={:#018x} r10={:#018x} r11={:#018x} r12={:#018x}\n\
+                 r13={:#018x} r14={:#018x} r15={:#018x}\n\
+                 cs={:#x} ss={:#x} cr2={:#x} cr3={:#x} gs.base={:#x}",
+                r.rip,
+                r.rsp,
+                r.rflags,
+                r.rax,
+                r.rbx,
+                r.rcx,
+                r.rdx,
+                r.rsi,
+                r.rdi,
+                r.rbp,
+                r.r8,
+                r.r9,
+                r.r10,
+                r.r11,
+                r.r12,
+                r.r13,
+                r.r14,
+                r.r15,
+                s.cs.selector,
+                s.ss.selector,
+                s.cr2,
+                s.cr3,
+                s.gs.base
+            ),
+            (Err(e), _) | (_, Err(e)) => format!("(registers unavailable: {e})"),
+        };
+        GuestFault {
+            vp,
+            node,
+            what,
+            registers,
+        }
+    }
+}
+
+impl std::fmt::Display for GuestFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "guest fault on vp {} (node {}): {}",
+            self.vp, self.node, self.what
+        )?;
+        write!(f, "{}", self.registers)
+    }
+}
+
+/// One node's share of a virtual server.
+#[derive(Debug)]
+pub struct VirtualServer {
+    /// This node.
+    pub node_id: u32,
+    /// Bytes of logical memory.
+    pub logical_bytes: u64,
+    /// Logical memory.
+    pub memory: Arc<LogicalMemory>,
+    /// The encoded configuration (`ConfigRead`).
+    pub config_table: Vec<u8>,
+    /// Every VP of the virtual server (local ones have threads here).
+    pub vps: Vec<Arc<VpControl>>,
+    /// The console.
+    pub console: Console,
+    /// Per-VP timers.
+    pub timers: Arc<Timers>,
+    /// VP-side counters.
+    pub stats: VmmStats,
+    /// When the virtual server started (`TimeRead` counts from here).
+    pub started_at: Instant,
+    /// CR3 of the page tables every VP uses.
+    pub cr3: u64,
+    outcome: Mutex<Option<Outcome>>,
+    finished: Condvar,
+}
+
+impl VirtualServer {
+    /// Assembles a server; nothing runs yet.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        node_id: u32,
+        memory: Arc<LogicalMemory>,
+        config_table: Vec<u8>,
+        vps: Vec<Arc<VpControl>>,
+        console: Console,
+        timers: Arc<Timers>,
+        cr3: u64,
+    ) -> Self {
+        VirtualServer {
+            node_id,
+            logical_bytes: memory.size(),
+            memory,
+            config_table,
+            vps,
+            console,
+            timers,
+            stats: VmmStats::default(),
+            started_at: Instant::now(),
+            cr3,
+            outcome: Mutex::new(None),
+            finished: Condvar::new(),
+        }
+    }
+
+    /// VP `id`, if it exists.
+    pub fn vp(&self, id: u32) -> Option<&Arc<VpControl>> {
+        self.vps.get(usize::try_from(id).ok()?)
+    }
+
+    /// Reads a checked range of guest memory.
+    pub fn read_guest(&self, range: LogicalRange) -> Result<Vec<u8>, Status> {
+        let mut out = vec![0u8; usize::try_from(range.len()).map_err(|_| Status::BadArgument)?];
+        self.memory
+            .read(range, &mut out)
+            .map_err(|_| Status::BadAddress)?;
+        Ok(out)
+    }
+
+    /// Writes a checked range of guest memory.
+    pub fn write_guest(&self, range: LogicalRange, data: &[u8]) -> Result<(), Status> {
+        self.memory
+            .write(range, data)
+            .map_err(|_| Status::BadAddress)
+    }
+
+    /// Reads an aligned u64 of guest memory.
+    pub fn read_guest_u64(&self, range: LogicalRange) -> Result<u64, Status> {
+        self.memory.read_u64(range).map_err(|_| Status::BadAddress)
+    }
+
+    fn vp_shared_range(&self, vp: u32, offset: u64, len: u64) -> LogicalRange {
+        UncheckedRange::new(vp_shared_addr(vp) + offset, len)
+            .check(self.logical_bytes, len.min(8))
+            .expect("the per-node region is inside logical memory")
+    }
+
+    /// Writes the guest-visible copy of `vp`'s pending bits.
+    pub fn mirror_pending(&self, vp: u32, pending: u64) {
+        let range = self.vp_shared_range(vp, VP_SHARED_PENDING_OFFSET, 8);
+        self.memory
+            .write_u64(range, pending)
+            .expect("per-node region is always local");
+    }
+
+    /// Writes `vp`'s interrupt mask word.
+    pub fn write_mask(&self, vp: u32, mask: u32) {
+        let range = self.vp_shared_range(vp, 0, 4);
+        self.write_guest(range, &mask.to_le_bytes())
+            .expect("per-node region is always local");
+    }
+
+    /// Resets `vp`'s VpShared block for a (re)start: masked, its id, pending bits kept.
+    pub fn reset_vp_shared(&self, vp: u32) {
+        let pending = self
+            .vp(vp)
+            .map_or(0, |c| *c.pending.lock().expect("pending lock"));
+        let block = VpShared {
+            mask: 1,
+            vp_id: vp,
+            pending,
+            ..VpShared::default()
+        };
+        let range = self.vp_shared_range(vp, 0, std::mem::size_of::<VpShared>() as u64);
+        self.write_guest(range, bytemuck::bytes_of(&block))
+            .expect("per-node region is always local");
+    }
+
+    /// Makes `vector` pending on VP `vp` and kicks it.
+    pub fn post_interrupt(&self, vp: u32, vector: u8) -> Result<(), Status> {
+        let control = self.vp(vp).ok_or(Status::BadVp)?;
+        {
+            let mut pending = control.pending.lock().expect("pending lock");
+            *pending |= 1u64 << vector;
+            self.mirror_pending(vp, *pending);
+        }
+        control.kick();
+        Ok(())
+    }
+
+    /// Asks a stopped VP to start.
+    pub fn start_vp(&self, vp: &VpControl, request: RunState) -> Result<(), Status> {
+        let mut state = vp.state.lock().expect("state lock");
+        if *state != RunState::Stopped {
+            return Err(Status::VpBusy);
+        }
+        *state = request;
+        vp.started.notify_all();
+        Ok(())
+    }
+
+    /// A VP stopped itself; the server ends when none runs any more.
+    pub fn vp_stopped(&self) {
+        let any_alive = self
+            .vps
+            .iter()
+            .any(|vp| *vp.state.lock().expect("state lock") != RunState::Stopped);
+        if !any_alive {
+            self.finish(Outcome::AllStopped);
+        }
+    }
+
+    /// Ends the server with `outcome` (the first outcome wins) and wakes every VP.
+    pub fn finish(&self, outcome: Outcome) {
+        {
+            let mut slot = self.outcome.lock().expect("outcome lock");
+            if slot.is_none() {
+                *slot = Some(outcome);
+            }
+        }
+        self.finished.notify_all();
+        for vp in &self.vps {
+            // Take the state lock so a VP parked in wait_for_start cannot miss this.
+            let _state = vp.state.lock().expect("state lock");
+            vp.started.notify_all();
+            vp.kick();
+        }
+    }
+
+    /// True once the server ended.
+    pub fn is_finished(&self) -> bool {
+        self.outcome.lock().expect("outcome lock").is_some()
+    }
+
+    /// Blocks until the server ends.
+    pub fn wait(&self) -> Outcome {
+        let mut slot = self.outcome.lock().expect("outcome lock");
+        loop {
+            if let Some(outcome) = slot.as_ref() {
+                return outcome.clone();
+            }
+            slot = self.finished.wait(slot).expect("outcome lock");
+        }
+    }
+}
