@@ -80,6 +80,8 @@ pub struct PeerCounters {
 struct InFlight {
     packet: Vec<u8>,
     first_sent: Instant,
+    /// When the latest copy was sent.
+    last_sent: Instant,
     deadline: Instant,
     retransmitted: bool,
     sacked: bool,
@@ -249,6 +251,7 @@ impl PeerLink {
         self.in_flight.push_back(InFlight {
             packet,
             first_sent: now,
+            last_sent: now,
             deadline: now + self.current_rto(),
             retransmitted: false,
             sacked: false,
@@ -295,6 +298,7 @@ impl PeerLink {
         wire::write_ack_fields(&mut slot.packet, ack, sack);
         sign(identity, &mut slot.packet);
         slot.retransmitted = true;
+        slot.last_sent = now;
         slot.deadline = now + rto;
         if !out(&slot.packet) {
             self.counters.send_errors += 1;
@@ -339,10 +343,16 @@ impl PeerLink {
             self.counters.bad_acks += 1;
             return false;
         }
-        let mut sample = None;
+        // Round-trip sample: only from the newest packet this ack newly covers, and only
+        // if it was sent once (Karn). Older packets it covers waited behind a hole, not
+        // on the network; their delay would inflate the RTO.
+        let mut newest: Option<(Instant, bool)> = None;
+        // The latest send time of a copy known to have arrived (see below).
+        let mut delivered_sent: Option<Instant> = None;
         for slot in self.in_flight.drain(..advanced) {
-            if !slot.retransmitted {
-                sample = Some(now.saturating_duration_since(slot.first_sent));
+            if !slot.sacked {
+                newest = Some((slot.first_sent, slot.retransmitted));
+                delivered_sent = delivered_sent.max(Some(slot.last_sent));
             }
         }
         let opened = advanced > 0;
@@ -351,7 +361,6 @@ impl PeerLink {
             self.backoff = 1;
         }
         // Selective acks: bit i is sequence ack + 1 + i, which is index 1 + i now.
-        let mut highest_sacked = None;
         for i in 0..SACK_BITS as usize {
             if sack & (1 << i) == 0 {
                 continue;
@@ -361,32 +370,38 @@ impl PeerLink {
             };
             if !slot.sacked {
                 slot.sacked = true;
-                if !slot.retransmitted {
-                    sample = Some(now.saturating_duration_since(slot.first_sent));
-                }
+                newest = Some((slot.first_sent, slot.retransmitted));
+                delivered_sent = delivered_sent.max(Some(slot.last_sent));
             }
-            highest_sacked = Some(i + 1);
         }
+        let sample = match newest {
+            Some((first_sent, false)) => Some(now.saturating_duration_since(first_sent)),
+            _ => None,
+        };
         if let Some(sample) = sample {
             self.rtt_sample(sample);
         }
-        // Fast retransmit: a packet with enough later packets acked around it is lost,
-        // not late. Once per packet; the timer covers a lost fast retransmission.
-        if let Some(highest) = highest_sacked {
-            let mut sacked_above = 0u32;
-            for index in (0..highest).rev() {
-                if self.in_flight[index + 1].sacked {
-                    sacked_above += 1;
-                }
-                let slot = &self.in_flight[index];
-                if !slot.sacked
-                    && !slot.fast_retransmitted
-                    && sacked_above >= self.params.fast_retransmit_sacks
-                {
-                    self.in_flight[index].fast_retransmitted = true;
-                    self.counters.fast_retransmits += 1;
-                    self.retransmit(identity, index, now, out);
-                }
+        // Fast retransmit, two rules. A packet sent once is lost when enough later
+        // packets were selectively acked (reordering alone rarely passes the threshold).
+        // A packet already resent is lost when a copy sent after its latest copy has
+        // arrived (the RACK idea, RFC 8985): this repairs a lost retransmission in one
+        // round trip instead of a backed-off timeout. Both leave the timer as the backstop.
+        let mut sacked_above = 0u32;
+        for index in (0..self.in_flight.len()).rev() {
+            let slot = &self.in_flight[index];
+            if slot.sacked {
+                sacked_above += 1;
+                continue;
+            }
+            let lost = if slot.retransmitted {
+                delivered_sent.is_some_and(|sent| slot.last_sent < sent)
+            } else {
+                !slot.fast_retransmitted && sacked_above >= self.params.fast_retransmit_sacks
+            };
+            if lost {
+                self.in_flight[index].fast_retransmitted = true;
+                self.counters.fast_retransmits += 1;
+                self.retransmit(identity, index, now, out);
             }
         }
         opened
@@ -809,6 +824,69 @@ mod tests {
             a.receive(&ack, t0);
         }
         assert_eq!(a.link.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_lost_retransmission_is_resent_when_a_later_packet_arrives() {
+        let t0 = Instant::now();
+        let (t1, t2) = (
+            t0 + Duration::from_micros(10),
+            t0 + Duration::from_micros(20),
+        );
+        let mut a = Side::new(A, B, t0);
+        let mut b = Side::new(B, A, t0);
+        for i in 0..5u8 {
+            a.send(&[i], t0);
+        }
+        let p = a.take_sent();
+        for packet in &p[1..] {
+            b.receive(packet, t1);
+        }
+        for ack in b.take_sent() {
+            a.receive(&ack, t1);
+        }
+        // Sequence 0 resent at t1 (fast retransmit)... and lost again.
+        assert_eq!(kinds(&a.take_sent()), vec![(PacketKind::Data, 0)]);
+        a.send(&[5], t2);
+        let five = a.take_sent();
+        b.receive(&five[0], t2);
+        for ack in b.take_sent() {
+            a.receive(&ack, t2);
+        }
+        // Sequence 5, sent after the lost copy, arrived: 0 is resent without a timeout.
+        let resent = a.take_sent();
+        assert_eq!(kinds(&resent), vec![(PacketKind::Data, 0)]);
+        assert_eq!(a.link.counters.fast_retransmits, 2);
+        assert_eq!(a.link.counters.timeouts, 0);
+        b.receive(&resent[0], t2);
+        assert_eq!(b.delivered, (0..6u8).map(|i| vec![i]).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn rtt_is_not_sampled_from_packets_that_waited_behind_a_hole() {
+        let t0 = Instant::now();
+        let us = Duration::from_micros;
+        let mut a = Side::new(A, B, t0);
+        let mut b = Side::new(B, A, t0);
+        a.send(&[0], t0);
+        a.send(&[1], t0);
+        let p = a.take_sent();
+        // 0 is lost; 1 arrives and is selectively acked after 100 µs.
+        b.receive(&p[1], t0 + us(100));
+        for ack in b.take_sent() {
+            a.receive(&ack, t0 + us(100));
+        }
+        assert_eq!(a.link.srtt(), Some(us(100)));
+        // The timer resends 0; the cumulative ack for both comes 5 ms after 1 was sent.
+        a.tick(t0 + us(1_000));
+        let resent = a.take_sent();
+        b.receive(&resent[0], t0 + us(5_000));
+        for ack in b.take_sent() {
+            a.receive(&ack, t0 + us(5_000));
+        }
+        assert_eq!(a.link.in_flight(), 0);
+        // Neither 1 (already sampled, and its ack waited for 0) nor 0 (resent) is a sample.
+        assert_eq!(a.link.srtt(), Some(us(100)));
     }
 
     #[test]
