@@ -180,6 +180,11 @@ pub fn start_node_tick() -> Result<(), CallError> {
     vima_calls::timer_set(VECTOR_TIMER, TICK_NS, TICK_NS)
 }
 
+/// Disarms this VP's timer.
+pub fn stop_node_tick() -> Result<(), CallError> {
+    vima_calls::timer_set(VECTOR_TIMER, 0, 0)
+}
+
 /// Ticks of the caller's node so far.
 #[allow(dead_code)] // Read by the scheduler and probe workloads to come.
 pub fn node_ticks() -> u64 {

@@ -96,6 +96,12 @@ extern "sysv64" fn vp_main(_arg: u64, vp: u64) -> ! {
         fail(err.exit_status(), format_args!("VP {vp}: {err}"));
     }
     crate::console::flush();
+    // A stopped VP takes no interrupts: stop its tick rather than leave it armed.
+    if kernel.is_first_on_node(vp) {
+        if let Err(err) = interrupts::stop_node_tick() {
+            fail(1, format_args!("VP {vp}: {err}"));
+        }
+    }
     DONE.fetch_add(1, Ordering::Release);
     if let Err(err) = vima_calls::ipi_send(0, VECTOR_IPI) {
         fail(1, format_args!("VP {vp}: {err}"));
