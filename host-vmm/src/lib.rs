@@ -10,7 +10,9 @@
 
 pub mod boot;
 pub mod cli;
+pub mod cluster;
 pub mod devices;
+pub mod fabric;
 pub mod guest_image;
 pub mod memory;
 pub mod metrics;

@@ -13,7 +13,7 @@ use vima::layout::{BOOT_STACK_TOP, MAX_LOGICAL_BYTES, MAX_VPS, MIN_LOGICAL_BYTES
 
 use crate::boot::{elf, private};
 use crate::devices::console::{Console, ConsoleSink};
-use crate::memory::{LogicalMemory, MemoryError};
+use crate::memory::{LocalResolver, LogicalMemory, MemoryError, PageResolver};
 use crate::metrics::VmmStatsSnapshot;
 use crate::sched::timer::Timers;
 use crate::server::{Outcome, VirtualServer};
@@ -306,7 +306,11 @@ impl Node {
             unsafe { vm.set_user_memory_region(region) }
                 .map_err(kvm_err("register guest memory with KVM"))?;
         }
-        load_image(&memory, image)?;
+        // The image lives in node 0's home range: only the home holds the boot contents,
+        // other nodes fetch the pages they touch.
+        if cfg.node_id == 0 {
+            load_image(&memory, image)?;
+        }
 
         let vp_count = cfg.nodes * cfg.vps_per_node;
         let mut vcpus = Vec::new();
@@ -340,11 +344,17 @@ impl Node {
         })
     }
 
-    /// Runs until the virtual server ends; VP 0 boots at the image entry on node 0.
-    pub fn run(mut self) -> Result<NodeReport, NodeError> {
+    /// Runs a single node until the virtual server ends.
+    pub fn run(self) -> Result<NodeReport, NodeError> {
+        self.run_with(Arc::new(LocalResolver))
+    }
+
+    /// Runs until the virtual server ends, fetching pages not valid here through
+    /// `resolver`; VP 0 boots at the image entry on node 0.
+    pub fn run_with(mut self, resolver: Arc<dyn PageResolver>) -> Result<NodeReport, NodeError> {
         let server = self.server.clone();
         let memory = server.memory.clone();
-        let fault_handler = memory.spawn_fault_handler()?;
+        let fault_handler = memory.spawn_fault_handler_with(resolver)?;
         let timer_server = server.clone();
         let timer_thread = server
             .timers

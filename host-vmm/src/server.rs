@@ -6,16 +6,18 @@
 //! memory (`vima::call::LogicalRange`): the only way a guest-supplied address reaches
 //! memory.
 
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Instant;
 
 use kvm_ioctls::VcpuFd;
 use vima::call::{LogicalRange, UncheckedRange};
 use vima::interrupt::{VpShared, VP_SHARED_PENDING_OFFSET};
-use vima::layout::vp_shared_addr;
+use vima::layout::{is_per_node, vp_shared_addr};
+use vima::wire::Body;
 use vima::Status;
 
 use crate::devices::console::Console;
+use crate::fabric::Fabric;
 use crate::memory::LogicalMemory;
 use crate::metrics::VmmStats;
 use crate::sched::timer::Timers;
@@ -143,6 +145,10 @@ pub struct VirtualServer {
     pub started_at: Instant,
     /// CR3 of the page tables every VP uses.
     pub cr3: u64,
+    /// The fabric to the other nodes (absent on a single node).
+    pub fabric: OnceLock<Arc<Fabric>>,
+    /// Nodes in the virtual computer.
+    pub nodes: u32,
     outcome: Mutex<Option<Outcome>>,
     finished: Condvar,
 }
@@ -159,6 +165,7 @@ impl VirtualServer {
         timers: Arc<Timers>,
         cr3: u64,
     ) -> Self {
+        let nodes = vps.iter().map(|vp| vp.node + 1).max().unwrap_or(1);
         VirtualServer {
             node_id,
             logical_bytes: memory.size(),
@@ -170,6 +177,8 @@ impl VirtualServer {
             stats: VmmStats::default(),
             started_at: Instant::now(),
             cr3,
+            fabric: OnceLock::new(),
+            nodes,
             outcome: Mutex::new(None),
             finished: Condvar::new(),
         }
@@ -180,24 +189,64 @@ impl VirtualServer {
         self.vps.get(usize::try_from(id).ok()?)
     }
 
-    /// Reads a checked range of guest memory.
+    /// True when `range` must be accessed coherently: on a cluster, outside the per-node
+    /// region.
+    fn coherent(&self, range: LogicalRange) -> bool {
+        let last = range.addr() + range.len().max(1) - 1;
+        self.fabric.get().is_some() && !(is_per_node(range.addr()) && is_per_node(last))
+    }
+
+    fn guest_ptr(&self, range: LogicalRange) -> *mut u8 {
+        (self.memory.guest_mapping_addr() + range.addr()) as *mut u8
+    }
+
+    /// Reads a checked range of guest memory. On a cluster this goes through the guest
+    /// mapping, so a page not valid here faults and is fetched like a guest access (only
+    /// VP threads call this; the fault and fabric threads never do).
     pub fn read_guest(&self, range: LogicalRange) -> Result<Vec<u8>, Status> {
-        let mut out = vec![0u8; usize::try_from(range.len()).map_err(|_| Status::BadArgument)?];
+        let len = usize::try_from(range.len()).map_err(|_| Status::BadArgument)?;
+        let mut out = vec![0u8; len];
+        if self.coherent(range) {
+            let src = self.guest_ptr(range);
+            for (i, byte) in out.iter_mut().enumerate() {
+                // SAFETY: the range was checked against logical memory, which the guest
+                // mapping covers for the life of `memory`; volatile because the guest
+                // writes concurrently.
+                *byte = unsafe { src.add(i).read_volatile() };
+            }
+            return Ok(out);
+        }
         self.memory
             .read(range, &mut out)
             .map_err(|_| Status::BadAddress)?;
         Ok(out)
     }
 
-    /// Writes a checked range of guest memory.
+    /// Writes a checked range of guest memory (coherently on a cluster, as `read_guest`).
     pub fn write_guest(&self, range: LogicalRange, data: &[u8]) -> Result<(), Status> {
+        if self.coherent(range) {
+            let dst = self.guest_ptr(range);
+            let len = usize::try_from(range.len()).unwrap_or(0);
+            for (i, byte) in data.iter().take(len).enumerate() {
+                // SAFETY: as in read_guest; the write faults for ownership if needed.
+                unsafe { dst.add(i).write_volatile(*byte) };
+            }
+            return Ok(());
+        }
         self.memory
             .write(range, data)
             .map_err(|_| Status::BadAddress)
     }
 
-    /// Reads an aligned u64 of guest memory.
+    /// Reads an aligned u64 of guest memory (coherently on a cluster).
     pub fn read_guest_u64(&self, range: LogicalRange) -> Result<u64, Status> {
+        if self.coherent(range) {
+            let ptr = self.guest_ptr(range).cast::<u64>();
+            // SAFETY: checked in range and 8-aligned by the caller's check (the guest
+            // mapping is page aligned); an atomic load matches the guest's own accesses.
+            let atomic = unsafe { std::sync::atomic::AtomicU64::from_ptr(ptr) };
+            return Ok(atomic.load(std::sync::atomic::Ordering::SeqCst));
+        }
         self.memory.read_u64(range).map_err(|_| Status::BadAddress)
     }
 
@@ -238,9 +287,15 @@ impl VirtualServer {
             .expect("per-node region is always local");
     }
 
-    /// Makes `vector` pending on VP `vp` and kicks it.
+    /// Makes `vector` pending on VP `vp` and kicks it; a VP on another node gets an IPI
+    /// message.
     pub fn post_interrupt(&self, vp: u32, vector: u8) -> Result<(), Status> {
         let control = self.vp(vp).ok_or(Status::BadVp)?;
+        if control.node != self.node_id {
+            let fabric = self.fabric.get().ok_or(Status::BadVp)?;
+            fabric.send_control(control.node, Body::Ipi { vp, vector });
+            return Ok(());
+        }
         {
             let mut pending = control.pending.lock().expect("pending lock");
             *pending |= 1u64 << vector;
@@ -250,8 +305,30 @@ impl VirtualServer {
         Ok(())
     }
 
-    /// Asks a stopped VP to start.
+    /// Asks a stopped VP to start (on another node: a VpStart message; its node checks
+    /// that it is stopped).
     pub fn start_vp(&self, vp: &VpControl, request: RunState) -> Result<(), Status> {
+        if vp.node != self.node_id {
+            let RunState::StartRequested {
+                entry,
+                stack_top,
+                arg,
+            } = request
+            else {
+                return Err(Status::BadArgument);
+            };
+            let fabric = self.fabric.get().ok_or(Status::BadVp)?;
+            fabric.send_control(
+                vp.node,
+                Body::VpStart {
+                    vp: vp.id,
+                    entry,
+                    stack_top,
+                    arg,
+                },
+            );
+            return Ok(());
+        }
         let mut state = vp.state.lock().expect("state lock");
         if *state != RunState::Stopped {
             return Err(Status::VpBusy);
@@ -261,8 +338,39 @@ impl VirtualServer {
         Ok(())
     }
 
-    /// A VP stopped itself; the server ends when none runs any more.
+    /// A VP wrote console bytes: complete lines are printed here on the console's node
+    /// (node 0) or sent there.
+    pub fn console_write(&self, vp: u32, bytes: &[u8]) {
+        for line in self.console.write(vp, bytes) {
+            match self.fabric.get() {
+                Some(fabric) if self.node_id != 0 => {
+                    fabric.send_control(
+                        0,
+                        Body::ConsoleLine {
+                            vp,
+                            line: line.as_bytes(),
+                        },
+                    );
+                }
+                _ => self.console.print_line(vp, self.node_id, &line),
+            }
+        }
+    }
+
+    /// `VsExit`: ends the server here and on every other node.
+    pub fn exit_everywhere(&self, status: u64) {
+        if let Some(fabric) = self.fabric.get() {
+            fabric.broadcast(self.nodes, Body::VsExit { status });
+        }
+        self.finish(Outcome::Exited(status));
+    }
+
+    /// A VP stopped itself; a single-node server ends when none runs any more.
     pub fn vp_stopped(&self) {
+        // A node cannot see the other nodes' VPs: on a cluster the server ends on VsExit.
+        if self.fabric.get().is_some() {
+            return;
+        }
         let any_alive = self
             .vps
             .iter()

@@ -5,7 +5,16 @@ use std::process::Command;
 
 fn cvmm(vps: u32, workload: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_cvmm"))
-        .args(["run", "--nodes", "1", "--vps-per-node", &vps.to_string(), "--mem-mib", "32", "--"])
+        .args([
+            "run",
+            "--nodes",
+            "1",
+            "--vps-per-node",
+            &vps.to_string(),
+            "--mem-mib",
+            "32",
+            "--",
+        ])
         .args(workload)
         .output()
         .expect("cvmm runs");
@@ -18,7 +27,10 @@ fn cvmm(vps: u32, workload: &[&str]) -> (i32, String, String) {
 
 fn assert_line(vps: u32, workload: &[&str], want: &str) {
     let (code, stdout, stderr) = cvmm(vps, workload);
-    assert_eq!(code, 0, "{workload:?} on {vps} VPs exited {code}\n{stdout}\n{stderr}");
+    assert_eq!(
+        code, 0,
+        "{workload:?} on {vps} VPs exited {code}\n{stdout}\n{stderr}"
+    );
     assert!(
         stdout.lines().any(|line| line == want),
         "{workload:?} on {vps} VPs: no line {want:?} in\n{stdout}\n{stderr}"
@@ -31,7 +43,9 @@ fn matmul_reference(n: u64) -> u64 {
     let mut sum = 0u64;
     for i in 0..n {
         for j in 0..n {
-            let c = (0..n).fold(0u64, |acc, k| acc.wrapping_add(a(i, k).wrapping_mul(b(k, j))));
+            let c = (0..n).fold(0u64, |acc, k| {
+                acc.wrapping_add(a(i, k).wrapping_mul(b(k, j)))
+            });
             sum = sum.wrapping_add(c.wrapping_mul(i + 2 * j + 1));
         }
     }
@@ -49,10 +63,9 @@ fn sort_reference(n: usize) -> u64 {
         })
         .collect();
     values.sort_unstable();
-    values
-        .iter()
-        .enumerate()
-        .fold(0u64, |acc, (i, v)| acc.wrapping_add(v.wrapping_mul(i as u64 + 1)))
+    values.iter().enumerate().fold(0u64, |acc, (i, v)| {
+        acc.wrapping_add(v.wrapping_mul(i as u64 + 1))
+    })
 }
 
 #[test]
@@ -69,7 +82,10 @@ fn hello_greets_from_every_vp() {
         assert_eq!(code, 0, "{stderr}");
         for vp in 0..vps {
             let want = format!("hello from vp {vp} on node 0");
-            assert!(stdout.lines().any(|l| l == want), "missing {want:?} in {stdout}");
+            assert!(
+                stdout.lines().any(|l| l == want),
+                "missing {want:?} in {stdout}"
+            );
         }
     }
 }
@@ -105,7 +121,10 @@ fn litmus_never_shows_forbidden_outcomes() {
             let (code, stdout, stderr) = cvmm(vps, &["litmus", name, "500"]);
             assert_eq!(code, 0, "{stderr}");
             let want = format!("litmus {name} forbidden = 0 allowed = 500");
-            assert!(stdout.lines().any(|l| l == want), "{name} on {vps} VPs: {stdout}");
+            assert!(
+                stdout.lines().any(|l| l == want),
+                "{name} on {vps} VPs: {stdout}"
+            );
         }
     }
 }
@@ -121,7 +140,10 @@ fn unknown_workload_and_bad_flags_fail_clearly() {
     assert_ne!(out.status.code(), Some(0));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("at least one node and one VP"), "{stderr}");
-    let out = Command::new(env!("CARGO_BIN_EXE_cvmm")).args(["run", "--bogus"]).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cvmm"))
+        .args(["run", "--bogus"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
 
@@ -142,7 +164,12 @@ fn stats_json_has_the_documented_counters() {
     assert_eq!(node["id"], 0);
     assert_eq!(node["calls"]["vs_exit"], 1);
     assert_eq!(node["calls"]["vp_start"], 1);
-    assert!(node["interrupts_delivered"].as_u64().unwrap() >= 1, "{text}");
+    assert!(
+        node["interrupts_delivered"].as_u64().unwrap() >= 1,
+        "{text}"
+    );
     assert!(node["latency"]["samples"].as_u64().unwrap() > 0, "{text}");
-    assert!(node["latency"]["p99_us"].as_f64().unwrap() >= node["latency"]["p50_us"].as_f64().unwrap());
+    assert!(
+        node["latency"]["p99_us"].as_f64().unwrap() >= node["latency"]["p50_us"].as_f64().unwrap()
+    );
 }

@@ -1,5 +1,6 @@
 //! The `cvmm` command line.
 
+pub mod node;
 pub mod run;
 
 use clap::{Parser, Subcommand};
@@ -18,6 +19,8 @@ pub struct Cli {
 pub enum Command {
     /// Run a virtual server on this machine and print its console.
     Run(run::RunArgs),
+    /// Run one node of a cluster described by a TOML file.
+    Node(node::NodeArgs),
 }
 
 /// Parses the command line and runs it; returns the process exit status.
@@ -25,5 +28,6 @@ pub fn main() -> i32 {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => run::run(&args),
+        Command::Node(args) => node::node(&args),
     }
 }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 use serde::Serialize;
 
+use crate::cluster::launch::{launch, LaunchOptions};
 use crate::devices::console::StdoutSink;
 use crate::guest_image::GUEST_ELF;
 use crate::node::{run_node, NodeConfig, NodeReport};
@@ -25,6 +26,12 @@ pub struct RunArgs {
     /// Write counters as JSON to this file at exit.
     #[arg(long)]
     pub stats_json: Option<PathBuf>,
+    /// Drop (and duplicate, reorder) this fraction of datagrams between nodes, for testing.
+    #[arg(long, default_value_t = 0.0)]
+    pub wire_loss: f64,
+    /// Put each node in its own network namespace, joined by veth (separate hosts).
+    #[arg(long)]
+    pub netns: bool,
     /// The guest workload and its arguments, e.g. `matmul 64`.
     #[arg(last = true, required = true, num_args = 1..)]
     pub workload: Vec<String>,
@@ -37,12 +44,16 @@ struct StatsFile<'a> {
 
 /// Runs the virtual server; returns the exit status.
 pub fn run(args: &RunArgs) -> i32 {
-    if args.nodes != 1 {
-        eprintln!(
-            "cvmm: --nodes {} is not supported yet: only single-node servers run so far",
-            args.nodes
-        );
-        return 2;
+    if args.nodes != 1 || args.netns {
+        return launch(&LaunchOptions {
+            nodes: args.nodes,
+            vps_per_node: args.vps_per_node,
+            mem_mib: args.mem_mib,
+            cmdline: args.workload.join(" "),
+            wire_loss: args.wire_loss,
+            netns: args.netns,
+            stats_json: args.stats_json.clone(),
+        });
     }
     let cfg = NodeConfig {
         node_id: 0,

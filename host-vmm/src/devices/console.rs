@@ -52,27 +52,32 @@ impl Console {
         }
     }
 
-    /// Appends bytes written by `vp`; prints every line they complete.
-    pub fn write(&self, vp: u32, node: u32, bytes: &[u8]) {
+    /// Appends bytes written by `vp`; returns the lines they complete (the caller prints
+    /// them with [`Console::print_line`] or sends them to the console's node).
+    pub fn write(&self, vp: u32, bytes: &[u8]) -> Vec<String> {
         let mut done = Vec::new();
-        {
-            let mut partial = self.partial.lock().expect("console lock");
-            let buf = partial.entry(vp).or_default();
-            for &b in bytes {
-                if b == b'\n' || buf.len() >= MAX_LINE {
-                    done.push(String::from_utf8_lossy(buf).into_owned());
-                    buf.clear();
-                    if b == b'\n' {
-                        continue;
-                    }
+        let mut partial = self.partial.lock().expect("console lock");
+        let buf = partial.entry(vp).or_default();
+        for &b in bytes {
+            if b == b'\n' || buf.len() >= MAX_LINE {
+                done.push(String::from_utf8_lossy(buf).into_owned());
+                buf.clear();
+                if b == b'\n' {
+                    continue;
                 }
-                buf.push(b);
             }
+            buf.push(b);
         }
-        for line in done {
-            self.sink.line(vp, node, &line);
-            self.lines.lock().expect("console lock").push(line);
-        }
+        done
+    }
+
+    /// Prints one complete line of `vp` on `node`.
+    pub fn print_line(&self, vp: u32, node: u32, line: &str) {
+        self.sink.line(vp, node, line);
+        self.lines
+            .lock()
+            .expect("console lock")
+            .push(line.to_string());
     }
 
     /// Prints what is left of unfinished lines (at exit).
@@ -110,10 +115,17 @@ mod tests {
     fn lines_of_two_vps_do_not_interleave() {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let console = Console::new(Box::new(Collect(seen.clone())));
-        console.write(0, 0, b"hello ");
-        console.write(1, 0, b"other\nsecond ");
-        console.write(0, 0, b"world\n");
-        console.write(1, 0, b"line\n");
+        let writes: [(u32, &[u8]); 4] = [
+            (0, b"hello "),
+            (1, b"other\nsecond "),
+            (0, b"world\n"),
+            (1, b"line\n"),
+        ];
+        for (vp, bytes) in writes {
+            for line in console.write(vp, bytes) {
+                console.print_line(vp, 0, &line);
+            }
+        }
         let got = seen.lock().unwrap().clone();
         assert_eq!(
             got,
@@ -129,7 +141,9 @@ mod tests {
     fn overlong_lines_are_cut() {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let console = Console::new(Box::new(Collect(seen.clone())));
-        console.write(0, 0, &vec![b'x'; MAX_LINE + 10]);
+        for line in console.write(0, &vec![b'x'; MAX_LINE + 10]) {
+            console.print_line(0, 0, &line);
+        }
         console.flush(0);
         let got = seen.lock().unwrap().clone();
         assert_eq!(got.len(), 2);

@@ -118,7 +118,7 @@ impl LogicalMemory {
     /// Exclusive. Faults block until [`LogicalMemory::spawn_fault_handler`] runs.
     pub fn new(size_bytes: u64) -> Result<Arc<Self>, MemoryError> {
         let invalid = MemoryError::InvalidSize { size_bytes };
-        if size_bytes == 0 || size_bytes % PAGE_SIZE != 0 {
+        if size_bytes == 0 || size_bytes & (PAGE_SIZE - 1) != 0 {
             return Err(invalid);
         }
         let len =
@@ -233,7 +233,7 @@ impl LogicalMemory {
     }
 
     fn word(&self, at: LogicalRange) -> Result<&AtomicU64, MemoryError> {
-        if at.len() != 8 || at.addr() % 8 != 0 {
+        if at.len() != 8 || at.addr() & 7 != 0 {
             return Err(MemoryError::NotAWord {
                 addr: at.addr(),
                 len: at.len(),
@@ -440,7 +440,7 @@ impl LogicalMemory {
 unsafe fn copy_out(src: *const u8, out: &mut [u8]) {
     let len = out.len();
     let mut i = 0;
-    while i < len && (src.addr() + i) % 8 != 0 {
+    while i < len && (src.addr() + i) & 7 != 0 {
         // SAFETY: `i < len`, so the byte is in range (caller's contract).
         out[i] = unsafe { AtomicU8::from_ptr(src.add(i).cast_mut()) }.load(Ordering::Relaxed);
         i += 1;
@@ -467,7 +467,7 @@ unsafe fn copy_out(src: *const u8, out: &mut [u8]) {
 unsafe fn copy_in(dst: *mut u8, data: &[u8]) {
     let len = data.len();
     let mut i = 0;
-    while i < len && (dst.addr() + i) % 8 != 0 {
+    while i < len && (dst.addr() + i) & 7 != 0 {
         // SAFETY: `i < len`, so the byte is in range (caller's contract).
         unsafe { AtomicU8::from_ptr(dst.add(i)) }.store(data[i], Ordering::Relaxed);
         i += 1;

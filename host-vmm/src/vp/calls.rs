@@ -12,7 +12,7 @@ use vima::Status;
 use super::interrupts;
 use super::{RunState, VpControl};
 use crate::memory::SpinWaitOutcome;
-use crate::server::{Outcome, VirtualServer};
+use crate::server::VirtualServer;
 
 /// Longest SpinWait the VMM honours in one call; the guest re-checks and calls again.
 const SPIN_WAIT_MAX: Duration = Duration::from_millis(100);
@@ -102,7 +102,7 @@ fn handle(
             }
             let range = UncheckedRange::new(a[0], a[1]).check(logical, 1)?;
             let bytes = server.read_guest(range)?;
-            server.console.write(vp.id, vp.node, &bytes);
+            server.console_write(vp.id, &bytes);
             Ok(Reply::Value(a[1]))
         }
         Call::ConfigRead => {
@@ -166,7 +166,7 @@ fn handle(
             Ok(Reply::Value(u64::try_from(ns).unwrap_or(u64::MAX)))
         }
         Call::VsExit => {
-            server.finish(Outcome::Exited(a[0]));
+            server.exit_everywhere(a[0]);
             Ok(Reply::Exit)
         }
     }
@@ -198,6 +198,11 @@ fn spin_wait(server: &VirtualServer, vp: &VpControl, a: &[u64; 5]) -> Result<Rep
     const CHANGED: u64 = 1;
     const INTERRUPT: u64 = 2;
     let range = UncheckedRange::new(a[0], 8).check(server.logical_bytes, 8)?;
+    // A coherent read first: on a cluster it brings the page here (Shared), so the
+    // DMA-window read and the watch below see the current copy.
+    if server.read_guest_u64(range)? != a[1] {
+        return Ok(Reply::Value(CHANGED));
+    }
     // Reset before looking at pending: an interrupt posted after the look notifies
     // after the reset, so the wait returns at once.
     vp.wake.reset();

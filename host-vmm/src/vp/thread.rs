@@ -39,6 +39,9 @@ enum RunEnd {
 fn vp_main(server: &VirtualServer, mut vcpu: VcpuFd, vp: &VpControl) {
     let run_page: *mut kvm_bindings::kvm_run = vcpu.get_kvm_run();
     kick::register_this_thread(Some(run_page));
+    if let Some(fabric) = server.fabric.get() {
+        fabric.register_vp_thread(vp.id);
+    }
     while let Some((entry, stack_top, arg)) = wait_for_start(server, vp) {
         if let Err(error) = set_entry_state(server, &vcpu, vp, entry, stack_top, arg) {
             server.finish(Outcome::VmmError(format!(

@@ -1,0 +1,196 @@
+//! `cvmm node`: one node of a cluster described by a TOML file (on a rack, one per
+//! machine; `cvmm run --nodes M` starts M of them on this machine).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use dpdk_transport::{
+    FaultConfig, LossyDatagram, NodeId, ReliableTransport, Transport, TransportConfig, UdpDatagram,
+};
+
+use super::run::error_chain;
+use crate::boot::elf;
+use crate::cluster::config::ClusterConfig;
+use crate::devices::console::StdoutSink;
+use crate::fabric::Fabric;
+use crate::guest_image::GUEST_ELF;
+use crate::memory::PageResolver;
+use crate::node::{Node, NodeReport};
+use crate::server::Outcome;
+
+/// Arguments of `cvmm node`.
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// The cluster description (see docs/cluster.md).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// This node's id in the description.
+    #[arg(long)]
+    pub id: u32,
+    /// Write this node's counters as JSON to this file at exit.
+    #[arg(long)]
+    pub stats_json: Option<PathBuf>,
+}
+
+/// Runs the node; returns the exit status.
+pub fn node(args: &NodeArgs) -> i32 {
+    match run_node(args) {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("cvmm node {}: {message}", args.id);
+            1
+        }
+    }
+}
+
+fn transport_for(config: &ClusterConfig, id: u32) -> Result<Arc<dyn Transport>, String> {
+    let me = config.nodes.get(id as usize).ok_or_else(|| {
+        format!(
+            "node id {id} is not in the cluster description ({} nodes)",
+            config.nodes.len()
+        )
+    })?;
+    let socket = UdpDatagram::bind(me.address)
+        .map_err(|e| format!("cannot listen on {}: {}", me.address, error_chain(&e)))?;
+    let seed = u64::from(std::process::id()) << 8 | u64::from(id);
+    let faults = if config.cluster.wire_loss > 0.0 {
+        FaultConfig::wire_loss(config.cluster.wire_loss, seed)
+    } else {
+        FaultConfig::none()
+    };
+    let peers: Vec<_> = config
+        .nodes
+        .iter()
+        .filter(|n| n.id != id)
+        .map(|n| (NodeId(n.id), n.address))
+        .collect();
+    let tuning = TransportConfig {
+        dead_after_ms: config.cluster.peer_timeout_ms,
+        ..TransportConfig::default()
+    };
+    let transport = ReliableTransport::new(
+        LossyDatagram::new(socket, faults),
+        NodeId(id),
+        &peers,
+        tuning,
+    )
+    .map_err(|e| format!("cannot start the transport: {}", error_chain(&e)))?;
+    Ok(Arc::new(transport))
+}
+
+fn run_node(args: &NodeArgs) -> Result<i32, String> {
+    let config = ClusterConfig::load(&args.config).map_err(|e| error_chain(&e))?;
+    let cfg = config.node_config(args.id);
+    if args.id >= cfg.nodes {
+        return Err(format!(
+            "node id {} is not below the node count {}",
+            args.id, cfg.nodes
+        ));
+    }
+    let transport = transport_for(&config, args.id)?;
+    let image = elf::parse(GUEST_ELF, cfg.logical_bytes()).map_err(|e| error_chain(&e))?;
+    let node = Node::create(&cfg, &image, Box::new(StdoutSink { tag_node: true }))
+        .map_err(|e| error_chain(&e))?;
+    let server = node.server.clone();
+    let local: Vec<u32> = node.vcpus.iter().map(|(vp, _)| *vp).collect();
+    let fabric = Fabric::new(
+        &server.config_table,
+        args.id,
+        &local,
+        server.memory.clone(),
+        transport.clone(),
+    )
+    .map_err(|e| error_chain(&e))?;
+    fabric.attach(&server);
+    server
+        .fabric
+        .set(fabric.clone())
+        .expect("the fabric is set once");
+    let receiver = fabric.spawn_receiver().map_err(|e| error_chain(&e))?;
+    let resolver: Arc<dyn PageResolver> = fabric.clone();
+    let report = node.run_with(resolver).map_err(|e| error_chain(&e))?;
+    drain(transport.as_ref());
+    fabric.shutdown();
+    let _ = receiver.join();
+    match &report.outcome {
+        Outcome::GuestFault(fault) => eprintln!("cvmm node {}: {fault}", args.id),
+        Outcome::VmmError(msg) => eprintln!("cvmm node {}: {msg}", args.id),
+        Outcome::Exited(_) | Outcome::AllStopped => {}
+    }
+    let stats = node_stats(&report, &fabric);
+    eprintln!("{}", summary(&stats));
+    if let Some(path) = &args.stats_json {
+        let json = serde_json::json!({ "nodes": [stats] });
+        let text = serde_json::to_string_pretty(&json).expect("JSON values serialize");
+        std::fs::write(path, text)
+            .map_err(|e| format!("failed to write {}: {e}", path.display()))?;
+    }
+    Ok(report.outcome.exit_code())
+}
+
+/// Lets the last messages (the exit broadcast) reach the peers before the transport stops.
+fn drain(transport: &dyn Transport) {
+    let deadline = Instant::now() + Duration::from_millis(500);
+    while Instant::now() < deadline {
+        let stats = transport.stats();
+        if stats.peers.iter().all(|p| p.in_flight == 0 || !p.alive) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The per-node JSON: VP counters, memory faults, fabric, engine and transport counters.
+pub fn node_stats(report: &NodeReport, fabric: &Fabric) -> serde_json::Value {
+    let mut value = serde_json::to_value(report).expect("reports serialize");
+    let engine = fabric.engine_counters();
+    let transport = fabric.transport_stats();
+    let retransmits: u64 = transport.peers.iter().map(|p| p.counters.retransmits).sum();
+    let extra = serde_json::json!({
+        "invalidations_sent": engine.invalidations_sent,
+        "invalidations_received": engine.invalidations_received,
+        "forwards_sent": engine.forwards_sent,
+        "requests_queued": engine.requests_queued,
+        "pages_received": engine.pages_received,
+        "retransmits": retransmits,
+        "transport": transport,
+    });
+    let fabric_stats = serde_json::to_value(fabric.stats.snapshot()).expect("stats serialize");
+    if let (Some(obj), Some(more), Some(fab)) = (
+        value.as_object_mut(),
+        extra.as_object(),
+        fabric_stats.as_object(),
+    ) {
+        obj.extend(fab.clone());
+        obj.extend(more.clone());
+    }
+    value
+}
+
+/// One line for people: what the node did.
+pub fn summary(stats: &serde_json::Value) -> String {
+    let n = |k: &str| {
+        stats
+            .get(k)
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0)
+    };
+    let lat = &stats["fault_latency_us"];
+    format!(
+        "cvmm: node {}: {} remote read faults, {} remote write faults, {} upgrades, \
+         {} invalidations sent, {} received, {} pages sent, {} retransmits; \
+         remote fault p50 {:.0} us p99 {:.0} us",
+        n("id"),
+        n("remote_read_faults"),
+        n("remote_write_faults"),
+        n("upgrades"),
+        n("invalidations_sent"),
+        n("invalidations_received"),
+        n("pages_sent"),
+        n("retransmits"),
+        lat["p50"].as_f64().unwrap_or(0.0),
+        lat["p99"].as_f64().unwrap_or(0.0),
+    )
+}

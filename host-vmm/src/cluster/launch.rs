@@ -1,0 +1,220 @@
+//! `cvmm run` with several nodes: writes a cluster description, starts one `cvmm node`
+//! process per node, watches them, and merges their statistics.
+//!
+//! A node process that dies takes the server down: the others notice through the
+//! transport's liveness check and stop naming it; the launcher also notices the exit,
+//! says which node died, and kills whatever still runs after a grace period, so nothing
+//! hangs.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus};
+use std::time::{Duration, Instant};
+
+use super::config::{
+    ClusterConfig, ClusterSection, FabricKind, NodeEntry, ServerSection, TransportKind,
+};
+use super::netns::NetnsCluster;
+
+/// What `cvmm run` asked for.
+#[derive(Debug, Clone)]
+pub struct LaunchOptions {
+    /// Nodes.
+    pub nodes: u32,
+    /// VPs per node.
+    pub vps_per_node: u32,
+    /// MiB of logical memory per node.
+    pub mem_mib: u64,
+    /// Guest command line.
+    pub cmdline: String,
+    /// Injected wire loss.
+    pub wire_loss: f64,
+    /// One network namespace per node.
+    pub netns: bool,
+    /// Merged statistics go here.
+    pub stats_json: Option<PathBuf>,
+}
+
+/// How long the other nodes get to stop by themselves after one ended.
+const GRACE: Duration = Duration::from_secs(8);
+/// Port the nodes listen on inside their own namespaces.
+const NETNS_PORT: u16 = 7100;
+
+fn free_loopback_ports(count: u32) -> std::io::Result<Vec<SocketAddr>> {
+    // Hold every socket until all are chosen so the kernel hands out distinct ports.
+    let sockets: Vec<UdpSocket> = (0..count)
+        .map(|_| UdpSocket::bind("127.0.0.1:0"))
+        .collect::<Result<_, _>>()?;
+    sockets.iter().map(UdpSocket::local_addr).collect()
+}
+
+fn describe(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with status {code}"),
+        (None, Some(signal)) => format!("was killed by signal {signal}"),
+        _ => "ended".to_string(),
+    }
+}
+
+struct RunDir(PathBuf);
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Starts the cluster, waits for it, returns the exit status for `cvmm`.
+pub fn launch(opts: &LaunchOptions) -> i32 {
+    match try_launch(opts) {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("cvmm: {message}");
+            1
+        }
+    }
+}
+
+fn try_launch(opts: &LaunchOptions) -> Result<i32, String> {
+    let dir = std::env::temp_dir().join(format!("cvmm-run-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| format!("failed to create {}: {e}", dir.display()))?;
+    let dir = RunDir(dir);
+    let netns = if opts.netns {
+        Some(NetnsCluster::create(opts.nodes).map_err(|e| crate::cli::run::error_chain(&e))?)
+    } else {
+        None
+    };
+    let addresses: Vec<SocketAddr> = match &netns {
+        Some(ns) => (0..opts.nodes)
+            .map(|n| SocketAddr::new(ns.address(n), NETNS_PORT))
+            .collect(),
+        None => free_loopback_ports(opts.nodes)
+            .map_err(|e| format!("failed to find free ports: {e}"))?,
+    };
+    let config = ClusterConfig {
+        cluster: ClusterSection {
+            transport: TransportKind::Udp,
+            fabric: FabricKind::Software,
+            wire_loss: opts.wire_loss,
+            peer_timeout_ms: 3000,
+        },
+        server: ServerSection {
+            vps_per_node: opts.vps_per_node,
+            mem_mib_per_node: opts.mem_mib,
+            cmdline: opts.cmdline.clone(),
+        },
+        nodes: addresses
+            .iter()
+            .enumerate()
+            .map(|(id, address)| NodeEntry {
+                id: u32::try_from(id).expect("few nodes"),
+                address: *address,
+            })
+            .collect(),
+    };
+    config.validate().map_err(|e| e.to_string())?;
+    let config_path = dir.0.join("cluster.toml");
+    std::fs::write(&config_path, config.to_toml())
+        .map_err(|e| format!("failed to write the cluster description: {e}"))?;
+
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find the cvmm binary: {e}"))?;
+    let mut children = Vec::new();
+    for node in 0..opts.nodes {
+        let stats = dir.0.join(format!("node-{node}.json"));
+        let mut command = match &netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", &ns.namespace(node)]).arg(&exe);
+                c
+            }
+            None => Command::new(&exe),
+        };
+        command
+            .arg("node")
+            .arg("--config")
+            .arg(&config_path)
+            .arg("--id")
+            .arg(node.to_string());
+        command.arg("--stats-json").arg(&stats);
+        match command.spawn() {
+            Ok(child) => children.push(child),
+            Err(e) => {
+                kill_all(&mut children);
+                return Err(format!("failed to start node {node}: {e}"));
+            }
+        }
+    }
+    let statuses = watch(&mut children);
+    let code = match statuses.first().copied().flatten() {
+        Some(status) => status.code().unwrap_or(1),
+        None => 1,
+    };
+    if let Some(path) = &opts.stats_json {
+        merge_stats(&dir.0, opts.nodes, path)?;
+    }
+    drop(netns);
+    Ok(code)
+}
+
+fn kill_all(children: &mut [Child]) {
+    for child in children.iter_mut() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// Waits for every node; reports deaths; kills stragglers after the grace period.
+fn watch(children: &mut [Child]) -> Vec<Option<ExitStatus>> {
+    let mut statuses: Vec<Option<ExitStatus>> = vec![None; children.len()];
+    let mut first_end: Option<Instant> = None;
+    loop {
+        for (node, child) in children.iter_mut().enumerate() {
+            if statuses[node].is_some() {
+                continue;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                statuses[node] = Some(status);
+                first_end.get_or_insert_with(Instant::now);
+                let ended_badly = status.signal().is_some();
+                if ended_badly {
+                    eprintln!("cvmm: node {node} {}", describe(status));
+                }
+            }
+        }
+        if statuses.iter().all(Option::is_some) {
+            return statuses;
+        }
+        if first_end.is_some_and(|t| t.elapsed() > GRACE) {
+            for (node, child) in children.iter_mut().enumerate() {
+                if statuses[node].is_none() {
+                    eprintln!("cvmm: node {node} did not stop after the server ended; killing it");
+                    let _ = child.kill();
+                    statuses[node] = child.wait().ok();
+                }
+            }
+            return statuses;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn merge_stats(dir: &Path, nodes: u32, out: &Path) -> Result<(), String> {
+    let mut merged = Vec::new();
+    for node in 0..nodes {
+        let path = dir.join(format!("node-{node}.json"));
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            eprintln!("cvmm: node {node} wrote no statistics");
+            continue;
+        };
+        let value: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| format!("node {node} wrote bad statistics: {e}"))?;
+        if let Some(list) = value.get("nodes").and_then(|n| n.as_array()) {
+            merged.extend(list.iter().cloned());
+        }
+    }
+    let json = serde_json::json!({ "nodes": merged });
+    let text = serde_json::to_string_pretty(&json).expect("JSON values serialize");
+    std::fs::write(out, text).map_err(|e| format!("failed to write {}: {e}", out.display()))
+}

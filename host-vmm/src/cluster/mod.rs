@@ -1,0 +1,7 @@
+//! Cluster control: the TOML that describes a virtual computer and its virtual server
+//! ([`config`]), and `cvmm run`'s launcher that starts one node process per node on this
+//! machine, on loopback or in network namespaces ([`launch`]).
+
+pub mod config;
+pub mod launch;
+pub mod netns;

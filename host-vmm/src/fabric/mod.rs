@@ -1,0 +1,334 @@
+//! The software fabric: the coherence engine of `nic-firmware` run on host threads over
+//! the node-to-node transport, plus the control messages that make VPs on different
+//! nodes one virtual server (IPIs, remote VP start, console lines, exit).
+//!
+//! Threads: the memory fault thread calls [`Fabric::fetch`] (through
+//! [`crate::memory::PageResolver`]) for pages the local copy cannot serve; one receive
+//! thread feeds wire messages to the engine or to the control handlers. The engine sits
+//! behind one mutex and its actions are applied while it is held, which is the simplest
+//! way to meet the engine's ordering rule (actions on one page take effect in emission
+//! order); the work under the lock is a 4 KiB copy and one or two syscalls.
+
+mod apply;
+mod control;
+mod stats;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use dpdk_transport::{Event, NodeId, Transport};
+use log::warn;
+use nic_firmware::engine::{
+    DirEntry, Engine, EngineConfig, EngineStorage, HomeMap, HomeRequest, LocalFault, LogicalPage,
+    PageState as EngineState, PendingFault,
+};
+use vima::wire::{self, is_coherent_page, Body, Message, MAX_MESSAGE_BYTES};
+
+use crate::memory::{FetchRequest, LogicalMemory, PageResolver, PageState};
+use crate::server::{Outcome, VirtualServer};
+
+pub use stats::{FabricStats, FabricStatsSnapshot, FaultKindLatency};
+
+/// The virtual server id on the wire (one virtual server per cluster so far).
+pub const VS_ID: u16 = 1;
+
+/// Why the fabric could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum FabricError {
+    /// The engine refused its configuration.
+    #[error("Failed to start the coherence engine: {0:?}")]
+    Engine(nic_firmware::engine::EngineError),
+    /// The home map could not be built from the configuration.
+    #[error("Failed to read the memory ranges of the configuration: {0:?}")]
+    Config(vima::config::ConfigError),
+    /// Setting the initial page states failed.
+    #[error("Failed to set the initial page states")]
+    Memory(#[from] crate::memory::MemoryError),
+    /// The receive thread could not start.
+    #[error("Failed to start the fabric receive thread")]
+    Thread(#[source] std::io::Error),
+}
+
+/// One node's fabric.
+pub struct Fabric {
+    node: u16,
+    engine: Mutex<Engine<'static>>,
+    transport: Arc<dyn Transport>,
+    memory: Arc<LogicalMemory>,
+    server: OnceLock<Weak<VirtualServer>>,
+    vp_of_thread: Mutex<HashMap<u32, u32>>,
+    first_local_vp: u32,
+    started: Mutex<HashMap<u64, (Instant, FaultKindLatency)>>,
+    /// Counters and latencies.
+    pub stats: FabricStats,
+}
+
+impl std::fmt::Debug for Fabric {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fabric")
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Leaks a table for the engine: the engine borrows its storage for the life of the node
+/// process (it is firmware-shaped: fixed tables, no allocation).
+fn table<T: Clone>(len: usize, fill: T) -> &'static mut [T] {
+    Box::leak(vec![fill; len].into_boxed_slice())
+}
+
+impl Fabric {
+    /// Builds the engine for `node` from the configuration table and sets the initial
+    /// page states: pages homed here (and the per-node region) Exclusive, the rest Invalid.
+    pub fn new(
+        config_table: &[u8],
+        node: u32,
+        local_vps: &[u32],
+        memory: Arc<LogicalMemory>,
+        transport: Arc<dyn Transport>,
+    ) -> Result<Arc<Self>, FabricError> {
+        let config = vima::config::Config::parse(config_table).map_err(FabricError::Config)?;
+        let homes = HomeMap::from_config(&config).map_err(FabricError::Engine)?;
+        let node16 = u16::try_from(node).expect("node ids are below MAX_NODES");
+        let nodes = u16::try_from(config.node_count()).expect("at most MAX_NODES");
+        let pages = usize::try_from(homes.page_limit()).expect("page count fits");
+        let directory = usize::try_from(homes.home_page_count(node16)).expect("page count fits");
+        let pending = local_vps.len() + 4;
+        let requests = pending + config.vp_count() * 2 + 8;
+        let storage = EngineStorage {
+            local: table(pages, EngineState::Invalid),
+            directory: table(directory, DirEntry::default()),
+            pending: table(pending, PendingFault::default()),
+            requests: table(requests, HomeRequest::default()),
+        };
+        let engine_config = EngineConfig {
+            vs_id: VS_ID,
+            node: node16,
+            node_count: nodes,
+        };
+        let engine =
+            Engine::new(engine_config, homes.clone(), storage).map_err(FabricError::Engine)?;
+        for page in 0..memory.page_count() {
+            let home = homes.home_of(LogicalPage(page));
+            if is_coherent_page(page) && home != Some(node16) {
+                memory.set_page_state(page, PageState::Invalid)?;
+            }
+        }
+        Ok(Arc::new(Fabric {
+            node: node16,
+            engine: Mutex::new(engine),
+            transport,
+            memory,
+            server: OnceLock::new(),
+            vp_of_thread: Mutex::new(HashMap::new()),
+            first_local_vp: local_vps.first().copied().unwrap_or(0),
+            started: Mutex::new(HashMap::new()),
+            stats: FabricStats::default(),
+        }))
+    }
+
+    /// Connects the fabric to the server it serves (control messages need it).
+    pub fn attach(&self, server: &Arc<VirtualServer>) {
+        let _ = self.server.set(Arc::downgrade(server));
+    }
+
+    fn server(&self) -> Option<Arc<VirtualServer>> {
+        self.server.get().and_then(Weak::upgrade)
+    }
+
+    /// This node.
+    pub fn node(&self) -> u32 {
+        u32::from(self.node)
+    }
+
+    /// Records the calling thread as VP `vp`'s (faults are steered by thread).
+    pub fn register_vp_thread(&self, vp: u32) {
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() };
+        let tid = u32::try_from(tid).unwrap_or(0);
+        self.vp_of_thread.lock().expect("tid lock").insert(tid, vp);
+    }
+
+    /// Encodes and sends a message; a dead peer or a shut-down transport is logged and
+    /// counted, never fatal here (the receive thread reports dead peers).
+    pub fn send(&self, msg: &Message<'_>) {
+        let mut buf = [0u8; MAX_MESSAGE_BYTES];
+        match wire::encode(msg, &mut buf) {
+            Ok(len) => {
+                if let Err(e) = self.transport.send(NodeId(u32::from(msg.dst)), &buf[..len]) {
+                    self.stats.count_send_failure();
+                    warn!("send to node {} failed: {e}", msg.dst);
+                }
+            }
+            Err(e) => warn!("failed to encode a {:?} message: {e:?}", msg.body.kind()),
+        }
+    }
+
+    /// Sends a control message to `node`.
+    pub fn send_control(&self, node: u32, body: Body<'_>) {
+        let dst = u16::try_from(node).expect("node ids are below MAX_NODES");
+        self.send(&Message {
+            vs_id: VS_ID,
+            src: self.node,
+            dst,
+            request_id: 0,
+            body,
+        });
+    }
+
+    /// Sends a control message to every other node.
+    pub fn broadcast(&self, nodes: u32, body: Body<'_>) {
+        for node in (0..nodes).filter(|n| *n != u32::from(self.node)) {
+            self.send_control(node, body);
+        }
+    }
+
+    /// Runs the engine on one input and applies its actions, under the engine lock.
+    fn run_engine<F>(&self, input: F)
+    where
+        F: FnOnce(
+            &mut Engine<'static>,
+            &mut apply::Applier<'_>,
+        ) -> Result<(), nic_firmware::engine::EngineError>,
+    {
+        let mut engine = self.engine.lock().expect("engine lock");
+        let mut applier = apply::Applier::new(self);
+        if let Err(e) = input(&mut engine, &mut applier) {
+            self.stats.count_engine_error();
+            warn!("coherence engine refused an input: {e:?}");
+        }
+        let done = applier.finish();
+        for page in done {
+            let state = match engine.page_state(page) {
+                Ok(EngineState::Exclusive) => PageState::Exclusive,
+                Ok(EngineState::Shared) => PageState::Shared,
+                _ => PageState::Invalid,
+            };
+            if let Err(e) = self.memory.complete_fetch(page.0, state) {
+                warn!("completing the fetch of page {}: {e}", page.0);
+            }
+            self.finish_latency(page.0);
+        }
+    }
+
+    fn finish_latency(&self, page: u64) {
+        if let Some((start, kind)) = self.started.lock().expect("latency lock").remove(&page) {
+            self.stats.record(kind, start.elapsed());
+        }
+    }
+
+    /// Starts the receive thread; it ends when the server ends.
+    pub fn spawn_receiver(self: &Arc<Self>) -> Result<JoinHandle<()>, FabricError> {
+        let fabric = self.clone();
+        std::thread::Builder::new()
+            .name("fabric-rx".into())
+            .spawn(move || fabric.receive_loop())
+            .map_err(FabricError::Thread)
+    }
+
+    fn receive_loop(&self) {
+        loop {
+            let finished = self.server().is_none_or(|s| s.is_finished());
+            if finished {
+                return;
+            }
+            match self.transport.recv(Duration::from_millis(50)) {
+                Ok(Some(Event::Message { from, payload })) => {
+                    self.on_message(from, payload.as_ref())
+                }
+                Ok(Some(Event::PeerDown(node))) => {
+                    if let Some(server) = self.server() {
+                        server.finish(Outcome::VmmError(format!(
+                            "node {} stopped responding; stopping the virtual server",
+                            node.0
+                        )));
+                    }
+                    return;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    if let Some(server) = self.server() {
+                        server.finish(Outcome::VmmError(format!(
+                            "the node-to-node transport failed: {e}"
+                        )));
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_message(&self, from: NodeId, bytes: &[u8]) {
+        let msg = match wire::decode(bytes) {
+            Ok(msg)
+                if u32::from(msg.src) == from.0 && msg.dst == self.node && msg.vs_id == VS_ID =>
+            {
+                msg
+            }
+            Ok(_) => {
+                self.stats.count_bad_message();
+                return;
+            }
+            Err(_) => {
+                self.stats.count_bad_message();
+                return;
+            }
+        };
+        if msg.body.kind().is_coherence() {
+            self.run_engine(|engine, applier| engine.receive(&msg, applier));
+        } else if let Some(server) = self.server() {
+            control::handle(self, &server, &msg);
+        }
+    }
+
+    /// Transport counters.
+    pub fn transport_stats(&self) -> dpdk_transport::TransportStats {
+        self.transport.stats()
+    }
+
+    /// Engine counters.
+    pub fn engine_counters(&self) -> nic_firmware::engine::Counters {
+        *self.engine.lock().expect("engine lock").counters()
+    }
+
+    /// Stops the transport (at exit).
+    pub fn shutdown(&self) {
+        self.transport.shutdown();
+    }
+}
+
+impl PageResolver for Fabric {
+    fn fetch(&self, _memory: &Arc<LogicalMemory>, request: FetchRequest) {
+        let vp = self
+            .vp_of_thread
+            .lock()
+            .expect("tid lock")
+            .get(&request.thread_id)
+            .copied()
+            .unwrap_or(self.first_local_vp);
+        let page = LogicalPage(request.page);
+        let kind = match (request.write, self.memory.page_state(request.page)) {
+            (false, _) => FaultKindLatency::ReadMiss,
+            (true, Ok(PageState::Shared)) => FaultKindLatency::Upgrade,
+            (true, _) => FaultKindLatency::WriteMiss,
+        };
+        self.stats.count_fault(kind);
+        self.started
+            .lock()
+            .expect("latency lock")
+            .entry(request.page)
+            .or_insert((Instant::now(), kind));
+        self.run_engine(|engine, applier| {
+            engine.fault(
+                LocalFault {
+                    page,
+                    write: request.write,
+                    vp,
+                },
+                applier,
+            )
+        });
+    }
+}
