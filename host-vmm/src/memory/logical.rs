@@ -585,6 +585,16 @@ mod tests {
         unsafe { p.write_volatile(value) }
     }
 
+    /// Counters after the fault thread has finished: it books an answer after the ioctl
+    /// that already resumed the faulting thread, so only a joined thread's counts are final.
+    fn stopped_stats(
+        m: &LogicalMemory,
+        handler: FaultHandler,
+    ) -> crate::memory::FaultStatsSnapshot {
+        handler.stop().expect("stop");
+        m.fault_stats().snapshot()
+    }
+
     fn words_of(bytes: &[u8]) -> Vec<u64> {
         bytes
             .chunks_exact(8)
@@ -601,10 +611,9 @@ mod tests {
         let handler = m.spawn_fault_handler().expect("handler");
         let got = GuestAccess::spawn(&m, |base| read_words(base, 3 * PAGE_SIZE, 512)).join();
         assert_eq!(got, words_of(&expected));
-        let s = m.fault_stats().snapshot();
+        let s = stopped_stats(&m, handler);
         assert_eq!((s.missing_faults, s.minor_faults, s.resolved), (0, 1, 1));
         assert_eq!(s.latency.samples, 1);
-        handler.stop().expect("stop");
     }
 
     #[test]
@@ -618,9 +627,8 @@ mod tests {
             .check_range(UncheckedRange::new(6 * PAGE_SIZE + 8, 8), 8)
             .expect("word");
         assert_eq!(m.read_u64(at).expect("read"), 0xfeed_f00d);
-        let s = m.fault_stats().snapshot();
+        let s = stopped_stats(&m, handler);
         assert_eq!((s.missing_faults, s.minor_faults, s.resolved), (2, 0, 2));
-        handler.stop().expect("stop");
     }
 
     #[test]
@@ -639,13 +647,12 @@ mod tests {
         m.drop_page(4).expect("drop");
         let got = GuestAccess::spawn(&m, |base| read_words(base, 4 * PAGE_SIZE, 512)).join();
         assert_eq!(got, expected);
-        // The re-read faulted (the PTE was really gone) and was a MINOR fault.
-        assert_eq!(m.fault_stats().snapshot().minor_faults, minor_before + 1);
         let mut window = vec![0u8; 4096];
         m.read(range(&m, 4 * PAGE_SIZE, PAGE_SIZE), &mut window)
             .expect("dma read");
         assert_eq!(words_of(&window), expected);
-        handler.stop().expect("stop");
+        // The re-read faulted (the PTE was really gone) and was a MINOR fault.
+        assert_eq!(stopped_stats(&m, handler).minor_faults, minor_before + 1);
     }
 
     #[test]
@@ -678,14 +685,13 @@ mod tests {
         writer.join();
         assert!(signal.wait_until(Instant::now() + HANG), "watcher notified");
         assert_eq!(m.read_u64(at).expect("read"), 2);
-        let s = m.fault_stats().snapshot();
+        let s = stopped_stats(&m, handler);
         assert_eq!(s.write_protect_faults, 1);
         assert_eq!(
             m.pages.peek(7),
             Some(PageState::Exclusive as u8),
             "unprotected, unwatched"
         );
-        handler.stop().expect("stop");
     }
 
     #[test]
@@ -695,14 +701,16 @@ mod tests {
         m.write_protect(2, true).expect("protect");
         m.drop_page(2).expect("drop");
         GuestAccess::spawn(&m, |base| write_word(base, 2 * PAGE_SIZE + 16, 77)).join();
-        let s = m.fault_stats().snapshot();
+        let s = stopped_stats(&m, handler);
         // Hole -> MISSING (mapped write-protected) -> the write retries -> WP fault.
-        assert_eq!((s.missing_faults, s.write_protect_faults), (1, 1));
+        assert_eq!(
+            (s.missing_faults, s.write_protect_faults, s.resolved),
+            (1, 1, 2)
+        );
         let at = m
             .check_range(UncheckedRange::new(2 * PAGE_SIZE + 16, 8), 8)
             .expect("word");
         assert_eq!(m.read_u64(at).expect("read"), 77);
-        handler.stop().expect("stop");
     }
 
     #[test]
@@ -719,9 +727,8 @@ mod tests {
         let words = words_of(&expected);
         assert_eq!(a.join(), words[8..12].to_vec());
         assert_eq!(b.join(), words[16..20].to_vec());
-        let s = m.fault_stats().snapshot();
+        let s = stopped_stats(&m, handler);
         assert_eq!((s.minor_faults, s.resolved, s.coalesced), (2, 1, 1));
-        handler.stop().expect("stop");
     }
 
     #[test]
@@ -770,10 +777,9 @@ mod tests {
         m.complete_fetch(10, PageState::Exclusive)
             .expect("complete");
         assert_eq!(reader.join(), words_of(&delivered));
-        let s = m.fault_stats().snapshot();
+        let s = stopped_stats(&m, handler);
         assert_eq!((s.fetches, s.resolved), (1, 1));
         assert_eq!(m.page_state(10).expect("state"), PageState::Exclusive);
-        handler.stop().expect("stop");
     }
 
     #[test]
@@ -797,19 +803,32 @@ mod tests {
 
         for guest_writes in [true, false] {
             let (tx, rx) = mpsc::channel();
+            let (tid_tx, tid_rx) = mpsc::channel();
             let waiter_memory = Arc::clone(&m);
             let waiter_signal = Arc::clone(&signal);
             std::thread::spawn(move || {
+                // SAFETY: gettid has no preconditions.
+                tid_tx.send(unsafe { libc::gettid() }).expect("tid");
                 let outcome = waiter_memory.spin_wait(at, 5, Instant::now() + HANG, &waiter_signal);
                 let _ = tx.send(outcome.expect("spin"));
             });
-            // Write only once the waiter is registered, so the outcome must be Woken.
+            // Write only once the waiter sleeps on its signal (registered, re-checked, in
+            // the condvar's futex wait; nothing else here contends a lock), so the outcome
+            // must be Woken. A write between its watch and its re-check would rightly give
+            // Differs, which is not what this test is about.
+            let wchan = format!("/proc/self/task/{}/wchan", tid_rx.recv().expect("tid"));
             let give_up = Instant::now() + HANG;
-            while m.pages.peek(11).is_some_and(|b| b & WATCHED == 0) {
-                assert!(Instant::now() < give_up, "waiter never registered");
-                std::thread::yield_now();
+            while !std::fs::read_to_string(&wchan)
+                .unwrap_or_default()
+                .contains("futex")
+            {
+                assert!(Instant::now() < give_up, "waiter never slept");
+                std::thread::sleep(Duration::from_millis(1));
             }
-            assert!(m.pages.peek(11).is_some_and(|b| b & PROTECTED != 0));
+            assert!(m
+                .pages
+                .peek(11)
+                .is_some_and(|b| b & (WATCHED | PROTECTED) == WATCHED | PROTECTED));
             if guest_writes {
                 GuestAccess::spawn(&m, move |base| write_word(base, 11 * PAGE_SIZE + 24, 6)).join();
             } else {
