@@ -252,6 +252,14 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_is_valid() {
+        let text = include_str!("../../../examples/cluster.toml");
+        let config = ClusterConfig::parse(text, "examples/cluster.toml").unwrap();
+        assert_eq!(config.nodes.len(), 2);
+        assert_eq!(config.server.cmdline, "matmul 256");
+    }
+
+    #[test]
     fn rejects_unknown_keys_and_bad_values() {
         let typo = GOOD.replace("wire_loss", "wire_los");
         let err = ClusterConfig::parse(&typo, "t").unwrap_err().to_string();
