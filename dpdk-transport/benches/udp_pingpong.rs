@@ -1,7 +1,10 @@
 //! Ping-pong over kernel UDP loopback through the whole reliable transport: one thread
 //! sends a message and waits for the echo, another transport's thread echoes it. Each
 //! iteration is one round trip (two messages, each acknowledged by the other's payload).
+//! `raw_udp` is the baseline: the same exchange on two bare blocking sockets, so the
+//! transport's own cost (framing, state, the driver thread hand-off) is the difference.
 
+use std::net::UdpSocket;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,9 +69,46 @@ fn pingpong(c: &mut Criterion) {
     group.finish();
 }
 
+fn raw_udp(c: &mut Criterion) {
+    let mut group = c.benchmark_group("raw_udp");
+    for size in [64usize, 4096] {
+        let a = UdpSocket::bind("127.0.0.1:0").expect("bind a");
+        let b = UdpSocket::bind("127.0.0.1:0").expect("bind b");
+        b.set_read_timeout(Some(Duration::from_millis(50)))
+            .expect("timeout");
+        a.connect(b.local_addr().expect("addr")).expect("connect a");
+        b.connect(a.local_addr().expect("addr")).expect("connect b");
+        let stop = Arc::new(AtomicBool::new(false));
+        let echo = {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 8192];
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok(len) = b.recv(&mut buf) {
+                        b.send(&buf[..len]).expect("echo");
+                    }
+                }
+            })
+        };
+        let message = vec![0x5au8; size];
+        let mut buf = vec![0u8; 8192];
+        group.throughput(Throughput::Bytes(size as u64));
+        group.bench_function(format!("{size}B"), |bench| {
+            bench.iter(|| {
+                a.send(&message).expect("send");
+                let len = a.recv(&mut buf).expect("recv");
+                assert_eq!(len, size);
+            });
+        });
+        stop.store(true, Ordering::Relaxed);
+        echo.join().expect("echo thread");
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(5)).sample_size(50);
-    targets = pingpong
+    targets = pingpong, raw_udp
 }
 criterion_main!(benches);

@@ -39,7 +39,6 @@ pub(crate) struct LinkParams {
 pub(crate) struct Identity<'a> {
     pub(crate) cluster: u32,
     pub(crate) local: u32,
-    pub(crate) session: u32,
     pub(crate) auth: &'a dyn Authenticator,
 }
 
@@ -108,6 +107,8 @@ pub(crate) struct PacketOutcome {
 #[derive(Debug)]
 pub(crate) struct PeerLink {
     params: LinkParams,
+    /// This link's incarnation: the `session` of every packet it sends.
+    session: u32,
     // Sending side.
     snd_una: u32,
     in_flight: VecDeque<InFlight>,
@@ -137,9 +138,10 @@ fn sign(identity: &Identity<'_>, packet: &mut [u8]) {
 }
 
 impl PeerLink {
-    pub(crate) fn new(params: LinkParams, now: Instant) -> Self {
+    pub(crate) fn new(params: LinkParams, session: u32, now: Instant) -> Self {
         Self {
             params,
+            session,
             snd_una: 0,
             in_flight: VecDeque::new(),
             srtt: None,
@@ -179,6 +181,14 @@ impl PeerLink {
         self.in_flight.len()
     }
 
+    pub(crate) fn session(&self) -> u32 {
+        self.session
+    }
+
+    pub(crate) fn peer_session(&self) -> Option<u32> {
+        self.peer_session
+    }
+
     pub(crate) fn srtt(&self) -> Option<Duration> {
         self.srtt
     }
@@ -214,7 +224,7 @@ impl PeerLink {
             cluster: identity.cluster,
             src: identity.local,
             dst,
-            session: identity.session,
+            session: self.session,
             seq: self.next_seq(),
             ack: self.rcv_next,
             sack: self.sack_bits(),
@@ -579,7 +589,6 @@ mod tests {
         Identity {
             cluster: 9,
             local,
-            session: local * 100,
             auth: &NoAuth,
         }
     }
@@ -596,7 +605,7 @@ mod tests {
     impl Side {
         fn new(me: u32, peer: u32, now: Instant) -> Self {
             Self {
-                link: PeerLink::new(params(), now),
+                link: PeerLink::new(params(), me * 100, now),
                 me,
                 peer,
                 sent: vec![],

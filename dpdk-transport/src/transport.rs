@@ -130,6 +130,10 @@ pub struct PeerStats {
     pub srtt_us: Option<u64>,
     /// Retransmission timeout in force.
     pub rto_us: u64,
+    /// This node's incarnation of the link (the `session` it sends).
+    pub session: u32,
+    /// The peer's incarnation, once heard.
+    pub peer_session: Option<u32>,
     /// Protocol counters.
     #[serde(flatten)]
     pub counters: PeerCounters,
@@ -144,8 +148,6 @@ pub struct TransportStats {
     pub node: NodeId,
     /// Its cluster id.
     pub cluster_id: u32,
-    /// Its incarnation number.
-    pub session: u32,
     /// Datagrams that failed to decode (bad magic, version, lengths, ...).
     pub malformed_dropped: u64,
     /// Well-formed packets of another cluster.
@@ -200,7 +202,7 @@ struct Inner<D: Datagram> {
     datagram: D,
     local: NodeId,
     cluster: u32,
-    session: u32,
+    sessions: SessionSource,
     auth: Arc<dyn Authenticator>,
     params: LinkParams,
     peers: RwLock<PeerTable<D::Addr>>,
@@ -218,7 +220,6 @@ impl<D: Datagram> std::fmt::Debug for Inner<D> {
         f.debug_struct("Inner")
             .field("local", &self.local)
             .field("cluster", &self.cluster)
-            .field("session", &self.session)
             .finish_non_exhaustive()
     }
 }
@@ -251,17 +252,34 @@ pub struct ReliableTransport<D: Datagram> {
     driver: Mutex<Option<JoinHandle<()>>>,
 }
 
-/// A random incarnation number: time, process id and address mixed, so two runs on the
-/// same address differ.
-fn new_session(local: NodeId) -> u32 {
-    let nanos = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let low_nanos = u64::try_from(nanos & u128::from(u64::MAX)).unwrap_or(0);
-    let seed = low_nanos ^ (u64::from(std::process::id()) << 32) ^ u64::from(local.0);
-    let bits = SplitMix64::new(seed).next_u64();
-    u32::try_from(bits >> 32).unwrap_or(0)
+/// Hands out link incarnation numbers: random-looking, different for every link this
+/// transport creates (a peer removed and added again gets a new one) and, by seeding
+/// with the time and process id, for every run on the same address.
+#[derive(Debug)]
+struct SessionSource {
+    seed: u64,
+    created: AtomicU64,
+}
+
+impl SessionSource {
+    fn new(local: NodeId) -> Self {
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let low_nanos = u64::try_from(nanos & u128::from(u64::MAX)).unwrap_or(0);
+        let seed = low_nanos ^ (u64::from(std::process::id()) << 32) ^ u64::from(local.0);
+        Self {
+            seed,
+            created: AtomicU64::new(0),
+        }
+    }
+
+    fn next(&self) -> u32 {
+        let n = self.created.fetch_add(1, Ordering::Relaxed);
+        let bits = SplitMix64::new(self.seed ^ n.wrapping_mul(0x9e37_79b9)).next_u64();
+        u32::try_from(bits >> 32).unwrap_or(0)
+    }
 }
 
 impl<D: Datagram> ReliableTransport<D> {
@@ -291,18 +309,20 @@ impl<D: Datagram> ReliableTransport<D> {
             });
         }
         let now = Instant::now();
+        let sessions = SessionSource::new(local);
         let mut table = PeerTable {
             by_node: HashMap::new(),
             by_addr: HashMap::new(),
         };
         for &(node, addr) in peers {
-            insert_peer(&mut table, local, node, addr, params, now)?;
+            let link = PeerLink::new(params, sessions.next(), now);
+            insert_peer(&mut table, local, node, addr, link)?;
         }
         let inner = Arc::new(Inner {
             datagram,
             local,
             cluster: config.cluster_id,
-            session: new_session(local),
+            sessions,
             auth,
             params,
             peers: RwLock::new(table),
@@ -329,22 +349,15 @@ impl<D: Datagram> ReliableTransport<D> {
         &self.inner.datagram
     }
 
-    /// This transport's incarnation number (the `session` header field).
-    pub fn session(&self) -> u32 {
-        self.inner.session
-    }
-
     /// Adds a peer (a node joining the virtual computer).
     pub fn add_peer(&self, node: NodeId, addr: D::Addr) -> Result<(), TransportError> {
         let mut table = self.inner.peers.write().expect("peer table lock poisoned");
-        insert_peer(
-            &mut table,
-            self.inner.local,
-            node,
-            addr,
+        let link = PeerLink::new(
             self.inner.params,
+            self.inner.sessions.next(),
             Instant::now(),
-        )?;
+        );
+        insert_peer(&mut table, self.inner.local, node, addr, link)?;
         drop(table);
         // Its heartbeat timer may be earlier than the driver's wait.
         self.inner.datagram.interrupt();
@@ -374,8 +387,7 @@ fn insert_peer<A: Copy + Eq + std::hash::Hash>(
     local: NodeId,
     node: NodeId,
     addr: A,
-    params: LinkParams,
-    now: Instant,
+    link: PeerLink,
 ) -> Result<(), TransportError> {
     if node == local || table.by_node.contains_key(&node) || table.by_addr.contains_key(&addr) {
         return Err(TransportError::DuplicatePeer { node });
@@ -383,7 +395,7 @@ fn insert_peer<A: Copy + Eq + std::hash::Hash>(
     let slot = PeerSlot {
         node,
         addr,
-        link: Mutex::new(PeerLink::new(params, now)),
+        link: Mutex::new(link),
         window_open: Condvar::new(),
     };
     table.by_node.insert(node, Arc::new(slot));
@@ -396,7 +408,6 @@ impl<D: Datagram> Inner<D> {
         Identity {
             cluster: self.cluster,
             local: self.local.0,
-            session: self.session,
             auth: &*self.auth,
         }
     }
@@ -629,6 +640,8 @@ impl<D: Datagram> Inner<D> {
                         .srtt()
                         .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
                     rto_us: u64::try_from(link.current_rto().as_micros()).unwrap_or(u64::MAX),
+                    session: link.session(),
+                    peer_session: link.peer_session(),
                     counters: link.counters,
                     injected: self.datagram.injected(slot.addr),
                 }
@@ -639,7 +652,6 @@ impl<D: Datagram> Inner<D> {
         TransportStats {
             node: self.local,
             cluster_id: self.cluster,
-            session: self.session,
             malformed_dropped: load(&self.counters.malformed),
             foreign_cluster_dropped: load(&self.counters.foreign_cluster),
             misdirected_dropped: load(&self.counters.misdirected),

@@ -252,7 +252,7 @@ fn an_idle_node_sends_heartbeats() {
         (header.kind, header.src, header.dst),
         (PacketKind::Heartbeat, 0, 1)
     );
-    assert_eq!(header.session, a.session());
+    assert_eq!(header.session, a.stats().peers[0].session);
     // The silent socket never answers: A declares it dead.
     assert!(matches!(a.recv(PATIENCE), Ok(Some(Event::PeerDown(B)))));
 }
@@ -484,10 +484,26 @@ fn peers_can_be_added_and_removed() {
         b.recv(PATIENCE),
         Ok(Some(Event::Message { from: A, .. }))
     ));
+    let old_session = a.stats().peers[0].session;
     a.remove_peer(B).unwrap();
     assert!(a.peer_dead(B));
     assert!(matches!(
         a.send(B, b"x"),
         Err(TransportError::UnknownPeer { node: B })
     ));
+    // Added again, the link is a new incarnation: B, which still holds the old one, drops
+    // its packets until the cluster resets B's side too.
+    a.add_peer(B, addr_b).unwrap();
+    assert_ne!(a.stats().peers[0].session, old_session);
+    a.send(B, b"y").unwrap();
+    let mut stale = 0;
+    for _ in 0..6000 {
+        stale = b.stats().peers[0].counters.stale_session_dropped;
+        if stale > 0 {
+            break;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    assert!(stale > 0);
+    assert!(matches!(b.recv(Duration::ZERO), Ok(None)));
 }
