@@ -615,8 +615,9 @@ pub fn decode(bytes: &[u8]) -> Result<Message<'_>, WireError> {
             if forward.reserved != [0; 3] {
                 return Err(WireError::BadReserved);
             }
+            // The requester may be the home itself (src), never the owner (dst).
             let requester = check_node(forward.requester)?;
-            if requester == src || requester == dst {
+            if requester == dst {
                 return Err(WireError::BadNode);
             }
             if kind == MessageKind::ForwardRead {
@@ -932,10 +933,11 @@ mod tests {
         assert_eq!(mutate(8, 16), Err(WireError::BadNode));
         assert_eq!(mutate(10, 1), Err(WireError::BadNode), "src == dst");
         assert_eq!(
-            mutate(HEADER_BYTES, 1),
+            mutate(HEADER_BYTES, 2),
             Err(WireError::BadNode),
-            "requester is src"
+            "requester is dst"
         );
+        assert!(mutate(HEADER_BYTES, 1).is_ok(), "the home forwards for itself");
         assert_eq!(mutate(HEADER_BYTES + 2, 1), Err(WireError::BadReserved));
         assert_eq!(
             mutate(17, 0),
@@ -1037,11 +1039,11 @@ mod tests {
 
     fn build(p: &Parts) -> Message<'_> {
         let dst = (p.src + p.dst_offset) % 16;
-        // A requester that is neither source nor destination (16 nodes leave room).
+        // Any requester but the destination.
         let requester = (0..16u16)
             .cycle()
             .skip(usize::from(p.requester_offset))
-            .find(|n| *n != p.src && *n != dst)
+            .find(|n| *n != dst)
             .unwrap();
         let page = p.page;
         let data: &[u8; PAGE_BYTES] = p.data.as_slice().try_into().unwrap();
