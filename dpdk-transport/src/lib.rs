@@ -37,7 +37,7 @@
 //! | 8 | 4 | cluster | virtual computer / server id; other clusters' packets are dropped |
 //! | 12 | 4 | src | sending node |
 //! | 16 | 4 | dst | receiving node |
-//! | 20 | 4 | session | sender's incarnation (random per start) |
+//! | 20 | 4 | session | sender's incarnation of this link (random per link creation) |
 //! | 24 | 4 | seq | data: sequence number (per ordered node pair, from 0, wrapping) |
 //! | 28 | 4 | ack | cumulative: every seq below this was received |
 //! | 32 | 8 | sack | bit i: seq `ack + 1 + i` was received |
@@ -47,18 +47,22 @@
 //! A datagram is accepted only if it decodes (magic, version, kind, flags, reserved,
 //! lengths add up exactly, payload only on data), its cluster and dst match, its tag
 //! verifies, its src is a configured peer sending from that peer's address, the peer is not
-//! dead, and its session equals the first session heard from that peer. Everything else
-//! is dropped and counted ([`TransportStats`]); nothing is answered.
+//! dead, and its session equals the first session heard from that peer (so packets of a
+//! previous run, or of a link removed and added again, cannot be mistaken for this one's).
+//! Everything else is dropped and counted ([`TransportStats`]); nothing is answered.
 //!
 //! **Sending.** Each message gets the next seq and stays in the send window until
 //! acknowledged; a sender blocks when `window_packets` (default 64) are unacknowledged.
 //! Every packet of any kind carries the current ack and sack, so replies acknowledge
 //! for free. Retransmission: per-packet timer of RTO, computed as in RFC 6298 from
 //! round-trip samples of packets sent once (Karn), clamped to 1 ms..200 ms, doubled on each
-//! timeout (capped), reset when an ack makes progress. A packet with 3 later packets
-//! selectively acknowledged is resent at once (fast retransmit, once per packet).
-//! Selectively acknowledged packets are never resent. A retransmission refreshes its ack
-//! fields and tag.
+//! timeout (capped), reset when an ack makes progress. RTT samples come only from the
+//! newest packet an ack newly covers (older ones waited behind a hole). Fast retransmit,
+//! without waiting for the timer: a packet sent once is resent when 3 later packets were
+//! selectively acknowledged; a packet already resent is resent again as soon as a packet
+//! whose latest copy was sent after its own latest copy is acknowledged (the RACK idea,
+//! RFC 8985). Selectively acknowledged packets are never resent. A retransmission
+//! refreshes its ack fields and tag.
 //!
 //! **Receiving.** `seq < next expected`: duplicate, dropped, acked at once. `seq ==
 //! next`: delivered, then every consecutive packet waiting in the reorder buffer.
@@ -81,7 +85,14 @@
 //!
 //! **Threads.** A driver thread per transport receives and runs timers (see
 //! `transport.rs` for why not a caller-driven poll); `send` may be called from any
-//! thread, `recv` from any thread.
+//! thread, `recv` from any thread. Received messages wait in an unbounded queue: the
+//! window bounds what is in flight, not what the application has yet to read, because
+//! acknowledging only consumed messages lets two nodes that answer from their receive
+//! thread deadlock each other.
+//!
+//! **Fault injection.** [`LossyDatagram`] with [`FaultConfig::wire_loss`]`(p, seed)` (the
+//! VMM's `--wire-loss P`) drops, duplicates and reorders each with probability `p`, on
+//! sending and on receiving; counts per peer appear in [`PeerStats::injected`].
 
 #![deny(missing_docs)]
 

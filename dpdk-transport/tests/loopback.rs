@@ -202,8 +202,8 @@ fn full_windows_on_both_sides_do_not_deadlock() {
 
 fn fast_death() -> TransportConfig {
     TransportConfig {
-        heartbeat_interval_ms: 20,
-        dead_after_ms: 200,
+        heartbeat_interval_ms: 50,
+        dead_after_ms: 1000,
         ..TransportConfig::default()
     }
 }
