@@ -937,7 +937,10 @@ mod tests {
             Err(WireError::BadNode),
             "requester is dst"
         );
-        assert!(mutate(HEADER_BYTES, 1).is_ok(), "the home forwards for itself");
+        assert!(
+            mutate(HEADER_BYTES, 1).is_ok(),
+            "the home forwards for itself"
+        );
         assert_eq!(mutate(HEADER_BYTES + 2, 1), Err(WireError::BadReserved));
         assert_eq!(
             mutate(17, 0),

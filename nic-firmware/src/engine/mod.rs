@@ -7,8 +7,8 @@
 //! thread, in the NIC model process and on a NIC core, and is tested here by simulation.
 //!
 //! Every node runs one engine per virtual server. It plays two roles:
-//! - **node** ([`node`](self) side): its own copy of each page ([`PageState`]) and the faults
-//!   waiting for a reply (one request in flight per page; faults on a page coalesce);
+//! - **node**: its own copy of each page ([`PageState`]) and the faults waiting for a reply
+//!   (one request in flight per page; faults on a page coalesce);
 //! - **home** for the pages of its memory ranges: the directory ([`DirectoryState`]) and
 //!   the requests waiting for an operation on the same page to finish.
 //!
