@@ -17,7 +17,7 @@ use vima::wire::Body;
 use vima::Status;
 
 use crate::devices::console::Console;
-use crate::fabric::Fabric;
+use crate::fabric::ClusterLink;
 use crate::memory::LogicalMemory;
 use crate::metrics::VmmStats;
 use crate::sched::timer::Timers;
@@ -146,7 +146,7 @@ pub struct VirtualServer {
     /// CR3 of the page tables every VP uses.
     pub cr3: u64,
     /// The fabric to the other nodes (absent on a single node).
-    pub fabric: OnceLock<Arc<Fabric>>,
+    pub fabric: OnceLock<Arc<dyn ClusterLink>>,
     /// Nodes in the virtual computer.
     pub nodes: u32,
     outcome: Mutex<Option<Outcome>>,

@@ -14,7 +14,7 @@ use super::run::error_chain;
 use crate::boot::elf;
 use crate::cluster::config::ClusterConfig;
 use crate::devices::console::StdoutSink;
-use crate::fabric::Fabric;
+use crate::fabric::{ClusterLink, Fabric};
 use crate::guest_image::GUEST_ELF;
 use crate::memory::PageResolver;
 use crate::node::{Node, NodeReport};
@@ -106,7 +106,7 @@ fn run_node(args: &NodeArgs) -> Result<i32, String> {
     fabric.attach(&server);
     server
         .fabric
-        .set(fabric.clone())
+        .set(fabric.clone() as Arc<dyn ClusterLink>)
         .expect("the fabric is set once");
     let receiver = fabric.spawn_receiver().map_err(|e| error_chain(&e))?;
     let resolver: Arc<dyn PageResolver> = fabric.clone();
@@ -119,7 +119,7 @@ fn run_node(args: &NodeArgs) -> Result<i32, String> {
         Outcome::VmmError(msg) => eprintln!("cvmm node {}: {msg}", args.id),
         Outcome::Exited(_) | Outcome::AllStopped => {}
     }
-    let stats = node_stats(&report, &fabric);
+    let stats = node_stats(&report, fabric.as_ref());
     eprintln!("{}", summary(&stats));
     if let Some(path) = &args.stats_json {
         let json = serde_json::json!({ "nodes": [stats] });
@@ -142,28 +142,10 @@ fn drain(transport: &dyn Transport) {
     }
 }
 
-/// The per-node JSON: VP counters, memory faults, fabric, engine and transport counters.
-pub fn node_stats(report: &NodeReport, fabric: &Fabric) -> serde_json::Value {
+/// The per-node JSON: VP counters and memory faults, plus the fabric's counters.
+pub fn node_stats(report: &NodeReport, link: &dyn ClusterLink) -> serde_json::Value {
     let mut value = serde_json::to_value(report).expect("reports serialize");
-    let engine = fabric.engine_counters();
-    let transport = fabric.transport_stats();
-    let retransmits: u64 = transport.peers.iter().map(|p| p.counters.retransmits).sum();
-    let extra = serde_json::json!({
-        "invalidations_sent": engine.invalidations_sent,
-        "invalidations_received": engine.invalidations_received,
-        "forwards_sent": engine.forwards_sent,
-        "requests_queued": engine.requests_queued,
-        "pages_received": engine.pages_received,
-        "retransmits": retransmits,
-        "transport": transport,
-    });
-    let fabric_stats = serde_json::to_value(fabric.stats.snapshot()).expect("stats serialize");
-    if let (Some(obj), Some(more), Some(fab)) = (
-        value.as_object_mut(),
-        extra.as_object(),
-        fabric_stats.as_object(),
-    ) {
-        obj.extend(fab.clone());
+    if let (Some(obj), Some(more)) = (value.as_object_mut(), link.stats_json().as_object()) {
         obj.extend(more.clone());
     }
     value

@@ -51,7 +51,21 @@ pub enum FabricError {
     Thread(#[source] std::io::Error),
 }
 
-/// One node's fabric.
+/// What a node's virtual server needs from its fabric, whichever path (host threads or
+/// a NIC) runs the coherence engine: control messages to other nodes, VP thread
+/// registration for fault steering, and counters for `--stats-json`.
+pub trait ClusterLink: Send + Sync + std::fmt::Debug {
+    /// Records the calling thread as VP `vp`'s.
+    fn register_vp_thread(&self, vp: u32);
+    /// Sends a control message (IPI, VpStart, ConsoleLine, VsExit) to `node`.
+    fn send_control(&self, node: u32, body: Body<'_>);
+    /// Sends a control message to every node but this one.
+    fn broadcast(&self, nodes: u32, body: Body<'_>);
+    /// Counters of the fabric, the engine and the wire, as JSON object members.
+    fn stats_json(&self) -> serde_json::Value;
+}
+
+/// One node's software fabric.
 pub struct Fabric {
     node: u16,
     engine: Mutex<Engine<'static>>,
@@ -296,6 +310,41 @@ impl Fabric {
     /// Stops the transport (at exit).
     pub fn shutdown(&self) {
         self.transport.shutdown();
+    }
+}
+
+impl ClusterLink for Fabric {
+    fn register_vp_thread(&self, vp: u32) {
+        Fabric::register_vp_thread(self, vp);
+    }
+
+    fn send_control(&self, node: u32, body: Body<'_>) {
+        Fabric::send_control(self, node, body);
+    }
+
+    fn broadcast(&self, nodes: u32, body: Body<'_>) {
+        Fabric::broadcast(self, nodes, body);
+    }
+
+    fn stats_json(&self) -> serde_json::Value {
+        let engine = self.engine_counters();
+        let transport = self.transport_stats();
+        let retransmits: u64 = transport.peers.iter().map(|p| p.counters.retransmits).sum();
+        let mut value = serde_json::to_value(self.stats.snapshot()).expect("stats serialize");
+        let extra = serde_json::json!({
+            "fabric": "software",
+            "invalidations_sent": engine.invalidations_sent,
+            "invalidations_received": engine.invalidations_received,
+            "forwards_sent": engine.forwards_sent,
+            "requests_queued": engine.requests_queued,
+            "pages_received": engine.pages_received,
+            "retransmits": retransmits,
+            "transport": transport,
+        });
+        if let (Some(obj), Some(more)) = (value.as_object_mut(), extra.as_object()) {
+            obj.extend(more.clone());
+        }
+        value
     }
 }
 
