@@ -78,7 +78,7 @@ fn bench(c: &mut Criterion, name: &str, code: &'static [u8], drop_page: bool) {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
                 if drop_page {
-                    server.memory.drop_page(page);
+                    server.memory.drop_page(page).expect("page in range");
                 }
                 let start = Instant::now();
                 round_trip(&mut vcpu);

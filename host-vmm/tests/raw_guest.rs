@@ -1,5 +1,6 @@
 //! The VMM against hand-assembled guests: call argument checking, console, exit status,
 //! guest faults. These need /dev/kvm and /dev/userfaultfd (present on the build machines).
+#![allow(clippy::cast_possible_truncation)] // test addresses and counts are small
 
 use host_vmm::boot::elf::GuestImage;
 use host_vmm::devices::console::ConsoleSink;

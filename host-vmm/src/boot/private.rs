@@ -56,7 +56,9 @@ const TSS_HEADER_BYTES: usize = 0x68;
 /// One bit per port, plus the terminating all-ones byte the CPU requires.
 const IO_BITMAP_BYTES: usize = 65536 / 8 + 1;
 /// Bytes of the TSS including its I/O permission bitmap (the TSS limit + 1).
+#[allow(clippy::cast_possible_truncation)] // 0x68 + 8193, checked below
 pub const TSS_BYTES: u32 = (TSS_HEADER_BYTES + IO_BITMAP_BYTES) as u32;
+const _: () = assert!(TSS_HEADER_BYTES + IO_BITMAP_BYTES < u32::MAX as usize);
 
 fn put(buf: &mut [u8], off: usize, value: u64) {
     buf[off..off + 8].copy_from_slice(&value.to_le_bytes());
