@@ -122,8 +122,7 @@ impl Fabric {
             node: node16,
             node_count: nodes,
         };
-        let engine =
-            Engine::new(engine_config, homes, storage).map_err(FabricError::Engine)?;
+        let engine = Engine::new(engine_config, homes, storage).map_err(FabricError::Engine)?;
         for page in 0..memory.page_count() {
             let home = homes.home_of(LogicalPage(page));
             if is_coherent_page(page) && home != Some(node16) {
