@@ -8,7 +8,10 @@ use tests::cvmm_bin;
 
 /// Pids of the `cvmm node` children of `parent` with their node ids.
 fn node_children(parent: u32) -> Vec<(u32, u32)> {
-    let out = Command::new("ps").args(["-o", "pid=,args=", "--ppid", &parent.to_string()]).output().unwrap();
+    let out = Command::new("ps")
+        .args(["-o", "pid=,args=", "--ppid", &parent.to_string()])
+        .output()
+        .unwrap();
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|line| {
@@ -24,7 +27,17 @@ fn node_children(parent: u32) -> Vec<(u32, u32)> {
 #[test]
 fn killing_a_node_stops_the_others_with_a_clear_message() {
     let mut launcher = Command::new(cvmm_bin())
-        .args(["run", "--nodes", "3", "--mem-mib", "16", "--", "litmus", "mp", "100000000"])
+        .args([
+            "run",
+            "--nodes",
+            "3",
+            "--mem-mib",
+            "16",
+            "--",
+            "litmus",
+            "mp",
+            "100000000",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -38,11 +51,18 @@ fn killing_a_node_stops_the_others_with_a_clear_message() {
                 break *pid;
             }
         }
-        assert!(start.elapsed() < Duration::from_secs(30), "nodes did not start");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "nodes did not start"
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
     let killed_at = Instant::now();
-    assert!(Command::new("kill").args(["-9", &victim.to_string()]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-9", &victim.to_string()])
+        .status()
+        .unwrap()
+        .success());
     // The launcher must end on its own well within the liveness timeout plus grace.
     let status = loop {
         if let Some(status) = launcher.try_wait().unwrap() {
@@ -58,7 +78,13 @@ fn killing_a_node_stops_the_others_with_a_clear_message() {
     let mut stderr = String::new();
     std::io::Read::read_to_string(launcher.stderr.as_mut().unwrap(), &mut stderr).unwrap();
     assert!(!status.success(), "{stderr}");
-    assert!(stderr.contains("node 1"), "the message does not name node 1:\n{stderr}");
-    assert!(stopped_after < Duration::from_secs(15), "took {stopped_after:?}\n{stderr}");
+    assert!(
+        stderr.contains("node 1"),
+        "the message does not name node 1:\n{stderr}"
+    );
+    assert!(
+        stopped_after < Duration::from_secs(15),
+        "took {stopped_after:?}\n{stderr}"
+    );
     assert!(node_children(launcher.id()).is_empty());
 }
