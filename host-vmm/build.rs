@@ -128,8 +128,11 @@ fn main() {
     if !status.success() {
         panic!(
             "building the guest kernel failed ({status}); its errors are above. \
-             Reproduce with: cargo build --release --manifest-path {} --target {GUEST_TARGET}",
-            guest_dir.join("Cargo.toml").display()
+             Reproduce with: cargo build --release --manifest-path {manifest} --target {GUEST_TARGET}. \
+             If cargo says the lock file needs updating (a dependency of guest or vima \
+             changed), run `cargo build --manifest-path {manifest}` once and commit \
+             guest/Cargo.lock.",
+            manifest = guest_dir.join("Cargo.toml").display()
         );
     }
 
