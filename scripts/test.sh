@@ -4,5 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/ensure-deps.sh
+echo "== guest kernel: unit tests" >&2
+cargo test --manifest-path guest/Cargo.toml
+echo "== workspace: build" >&2
 cargo build --workspace --all-targets
+echo "== workspace: tests (unit, property, KVM, whole clusters)" >&2
 cargo test --workspace --no-fail-fast
