@@ -90,9 +90,9 @@ pub enum NodeError {
     /// The requested shape is invalid.
     #[error("Invalid virtual server: {0}")]
     Shape(String),
-    /// /dev/kvm could not be opened.
-    #[error("KVM is not available ({0}): cvmm needs /dev/kvm and permission to open it")]
-    OpenKvm(#[source] kvm_ioctls::Error),
+    /// The KVM device could not be opened.
+    #[error("KVM is not available: cannot open {0} (cvmm needs KVM and permission to open it)")]
+    OpenKvm(String, #[source] kvm_ioctls::Error),
     /// A KVM call failed.
     #[error("Failed to {what}")]
     Kvm {
@@ -180,6 +180,18 @@ impl Drop for PrivateRegion {
 
 fn kvm_err(what: &'static str) -> impl Fn(kvm_ioctls::Error) -> NodeError {
     move |source| NodeError::Kvm { what, source }
+}
+
+/// Environment variable naming the KVM device (default `/dev/kvm`): for hosts that expose
+/// it elsewhere, and for testing the error path.
+pub const KVM_DEVICE_ENV: &str = "CVMM_KVM_DEVICE";
+
+fn open_kvm() -> Result<Kvm, NodeError> {
+    let path = std::env::var_os(KVM_DEVICE_ENV).unwrap_or_else(|| "/dev/kvm".into());
+    let path = std::ffi::CString::new(path.as_encoded_bytes())
+        .map_err(|_| NodeError::Shape(format!("{KVM_DEVICE_ENV} contains a NUL byte")))?;
+    Kvm::new_with_path(&path)
+        .map_err(|e| NodeError::OpenKvm(path.to_string_lossy().into_owned(), e))
 }
 
 /// Builds the configuration table the guest reads.
@@ -278,7 +290,7 @@ impl Node {
     ) -> Result<Node, NodeError> {
         cfg.validate()?;
         let logical = cfg.logical_bytes();
-        let kvm = Kvm::new().map_err(NodeError::OpenKvm)?;
+        let kvm = open_kvm()?;
         let vm = kvm.create_vm().map_err(kvm_err("create a VM"))?;
         let memory = LogicalMemory::new(logical)?;
         let mut private_region = PrivateRegion::new().map_err(NodeError::MapPrivate)?;

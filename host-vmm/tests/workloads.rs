@@ -173,3 +173,19 @@ fn stats_json_has_the_documented_counters() {
         node["latency"]["p99_us"].as_f64().unwrap() >= node["latency"]["p50_us"].as_f64().unwrap()
     );
 }
+
+#[test]
+fn missing_kvm_is_one_clear_sentence() {
+    let out = Command::new(env!("CARGO_BIN_EXE_cvmm"))
+        .env("CVMM_KVM_DEVICE", "/nonexistent/kvm")
+        .args(["run", "--", "hello"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("KVM is not available: cannot open /nonexistent/kvm"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
