@@ -2,17 +2,24 @@
 //!
 //! Grammar (words separated by ASCII white space, numbers in decimal):
 //! `hello` | `counter ITERS` | `matmul N` | `sort N` | `litmus (mp|sb|lb|iriw) ITERS` |
-//! `probe PAGES`. An unknown first word is [`CmdlineError::UnknownWorkload`] (exit status
+//! `probe (local|read_miss|write_miss|upgrade) PAGES` | `probe invalidate PAGES SHARERS`.
+//! An unknown first word is [`CmdlineError::UnknownWorkload`] (exit status
 //! 2); every other mistake exits with status 1 (see [`CmdlineError::exit_status`]).
 
 use core::fmt;
 
 use crate::litmus::LitmusTest;
+use crate::probe::ProbeKind;
 
 /// Largest `N` of `matmul N` (three N x N u64 matrices must fit in logical memory).
 pub const MATMUL_MAX_N: u64 = 16_384;
 /// Largest `N` of `sort N`.
 pub const SORT_MAX_N: u64 = 1 << 30;
+/// Largest `PAGES` of `probe` (4 GiB of probed pages; memory per node limits it further
+/// at run time).
+pub const PROBE_MAX_PAGES: u64 = 1 << 20;
+/// Largest `SHARERS` of `probe invalidate` (every node but the writer's).
+pub const PROBE_MAX_SHARERS: u64 = vima::layout::MAX_NODES as u64 - 1;
 
 /// A workload and its parameters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,10 +48,15 @@ pub enum Workload {
         /// Runs.
         iterations: u64,
     },
-    /// Reserved: a fault-latency probe over `pages` pages (not implemented yet).
+    /// The fault-latency probe: VP 0 times one access to each of `pages` pages put in the
+    /// state `kind` needs (see [`crate::probe`]).
     Probe {
-        /// Pages to touch.
+        /// What is timed.
+        kind: ProbeKind,
+        /// Pages, one timed access each.
         pages: u64,
+        /// Nodes holding a copy before the timed write (`invalidate` only, else 0).
+        sharers: u32,
     },
 }
 
@@ -82,7 +94,7 @@ impl fmt::Display for Word<'_> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum CmdlineError<'a> {
     /// Nothing but white space.
-    #[error("empty command line (expected hello, counter, matmul, sort or litmus)")]
+    #[error("empty command line (expected hello, counter, matmul, sort, litmus or probe)")]
     Empty,
     /// The first word names no workload.
     #[error("unknown workload \"{0}\"")]
@@ -120,6 +132,11 @@ pub enum CmdlineError<'a> {
     /// `litmus` names no known test.
     #[error("unknown litmus test \"{0}\" (expected mp, sb, lb or iriw)")]
     UnknownLitmus(Word<'a>),
+    /// `probe` names no known kind.
+    #[error(
+        "unknown probe kind \"{0}\" (expected local, read_miss, write_miss, upgrade or invalidate)"
+    )]
+    UnknownProbeKind(Word<'a>),
 }
 
 impl CmdlineError<'_> {
@@ -176,7 +193,7 @@ pub fn parse(cmdline: &[u8]) -> Result<Workload, CmdlineError<'_>> {
         .split(u8::is_ascii_whitespace)
         .filter(|word| !word.is_empty());
     let name = words.next().ok_or(CmdlineError::Empty)?;
-    let mut args: [&[u8]; 2] = [&[]; 2];
+    let mut args: [&[u8]; 3] = [&[]; 3];
     let mut got = 0;
     for word in words {
         if let Some(slot) = args.get_mut(got) {
@@ -223,9 +240,22 @@ pub fn parse(cmdline: &[u8]) -> Result<Workload, CmdlineError<'_>> {
             Ok(Workload::Litmus { test, iterations })
         }
         b"probe" => {
-            arity("probe", "PAGES", 1)?;
-            let pages = number("PAGES", args[0], 1, u64::MAX)?;
-            Ok(Workload::Probe { pages })
+            let kind = ProbeKind::from_name(args[0])
+                .ok_or(CmdlineError::UnknownProbeKind(Word(args[0])))?;
+            let sharers = if kind == ProbeKind::Invalidate {
+                arity("probe invalidate", "PAGES SHARERS", 3)?;
+                number("SHARERS", args[2], 1, PROBE_MAX_SHARERS)?
+            } else {
+                arity("probe", "KIND PAGES", 2)?;
+                0
+            };
+            let pages = number("PAGES", args[1], 1, PROBE_MAX_PAGES)?;
+            let sharers = u32::try_from(sharers).unwrap_or(u32::MAX);
+            Ok(Workload::Probe {
+                kind,
+                pages,
+                sharers,
+            })
         }
         other => Err(CmdlineError::UnknownWorkload(Word(other))),
     }
@@ -253,7 +283,38 @@ mod tests {
                 iterations: 500
             })
         );
-        assert_eq!(parse(b"probe 16"), Ok(Workload::Probe { pages: 16 }));
+        assert_eq!(
+            parse(b"probe read_miss 16"),
+            Ok(Workload::Probe {
+                kind: ProbeKind::ReadMiss,
+                pages: 16,
+                sharers: 0
+            })
+        );
+        assert_eq!(
+            parse(b"probe invalidate 200 3"),
+            Ok(Workload::Probe {
+                kind: ProbeKind::Invalidate,
+                pages: 200,
+                sharers: 3
+            })
+        );
+        for kind in ProbeKind::ALL {
+            let text = match kind {
+                ProbeKind::Invalidate => format!("probe {} 7 1", kind.name()),
+                _ => format!("probe {} 7", kind.name()),
+            };
+            let sharers = u32::from(kind == ProbeKind::Invalidate);
+            assert_eq!(
+                parse(text.as_bytes()),
+                Ok(Workload::Probe {
+                    kind,
+                    pages: 7,
+                    sharers
+                }),
+                "{text}"
+            );
+        }
         assert_eq!(
             parse(b"counter 18446744073709551615"),
             Ok(Workload::Counter {
@@ -272,7 +333,7 @@ mod tests {
 
     #[test]
     fn bad_arguments_exit_with_1() {
-        let cases: [&[u8]; 11] = [
+        let cases: [&[u8]; 19] = [
             b"",
             b"   ",
             b"hello 1",
@@ -284,6 +345,14 @@ mod tests {
             b"sort 1 2",
             b"litmus xyz 10",
             b"litmus mp",
+            b"probe",
+            b"probe 16",
+            b"probe read_miss",
+            b"probe read_miss 0",
+            b"probe read_miss 5 1",
+            b"probe invalidate 5",
+            b"probe invalidate 5 0",
+            b"probe invalidate 5 16",
         ];
         for case in cases {
             let err = parse(case).unwrap_err();
@@ -308,6 +377,18 @@ mod tests {
         assert_eq!(
             parse(b"litmus \xff 3").unwrap_err().to_string(),
             "unknown litmus test \"\\xff\" (expected mp, sb, lb or iriw)"
+        );
+        assert_eq!(
+            parse(b"probe upgrad 3").unwrap_err().to_string(),
+            "unknown probe kind \"upgrad\" (expected local, read_miss, write_miss, upgrade or invalidate)"
+        );
+        assert_eq!(
+            parse(b"probe invalidate 3").unwrap_err().to_string(),
+            "probe invalidate takes PAGES SHARERS, got 2 argument(s)"
+        );
+        assert_eq!(
+            parse(b"probe invalidate 3 20").unwrap_err().to_string(),
+            "SHARERS must be between 1 and 15, got 20"
         );
     }
 }

@@ -23,5 +23,6 @@ pub mod line;
 pub mod litmus;
 pub mod matmul;
 pub mod page_alloc;
+pub mod probe;
 pub mod sort;
 pub mod split;
