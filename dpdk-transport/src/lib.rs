@@ -83,9 +83,10 @@
 //! implement [`Authenticator`]; the tag covers header and payload, the header says its
 //! length, no offset changes.
 //!
-//! **Threads.** A driver thread per transport receives and runs timers (see
-//! `transport.rs` for why not a caller-driven poll); `send` may be called from any
-//! thread, `recv` from any thread. Received messages wait in an unbounded queue: the
+//! **Threads.** A driver thread per transport runs timers and reads the backend when no
+//! application thread waits in `recv` (a waiting `recv` reads it itself, which saves a
+//! thread switch per message; `transport.rs` says why there is a driver at all); `send`
+//! and `recv` may be called from any thread. Received messages wait in an unbounded queue: the
 //! window bounds what is in flight, not what the application has yet to read, because
 //! acknowledging only consumed messages lets two nodes that answer from their receive
 //! thread deadlock each other.
@@ -218,6 +219,11 @@ pub trait Transport: Send + Sync {
 
     /// True when `peer` was declared dead (or is not a peer).
     fn peer_dead(&self, peer: NodeId) -> bool;
+
+    /// Waits until every message sent so far to a live peer is acknowledged, at most
+    /// `timeout`; true if so. `send` returns before delivery, so a node that is about to
+    /// shut down calls this first: dropping the transport abandons what is in flight.
+    fn flush(&self, timeout: Duration) -> bool;
 
     /// A snapshot of the counters.
     fn stats(&self) -> TransportStats;

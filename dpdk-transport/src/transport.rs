@@ -2,23 +2,31 @@
 //! backend, with locking and a driver thread.
 //!
 //! Threading. Any number of threads call [`Transport::send`]; one (or more) call
-//! [`Transport::recv`]. A background *driver* thread owned by the transport reads the
-//! backend, runs the protocol on each datagram (acks, reordering, delivery into the event
-//! queue) and runs the timers (retransmission, delayed acks, heartbeats, peer death). It
-//! stops promptly on [`Transport::shutdown`] or drop: the backend's `interrupt` ends its
-//! wait. Why a thread rather than a `poll()` the application's receive loop calls: acks
-//! must be processed while the application's threads are blocked in `send` on a full
-//! window. The VMM answers requests from its receive thread; with a caller-driven poll,
-//! two nodes whose receive threads both block sending to each other would never read the
-//! acks that open their windows. With the driver, a blocked sender only waits for the
-//! network. The price is one thread hand-off on the receive path (measured in
-//! `benches/udp_pingpong.rs`). The event queue is unbounded for the same reason: flow
-//! control stops at the application's door, because acknowledging only what the
-//! application consumed would let two busy nodes deadlock each other.
+//! [`Transport::recv`]. A background *driver* thread owned by the transport runs the
+//! timers (retransmission, delayed acks, heartbeats, peer death) and reads the backend
+//! whenever no application thread does. It stops promptly on [`Transport::shutdown`] or
+//! drop (the backend's `interrupt` and a condvar end its waits). Why a thread rather than
+//! only a `poll()` the application's receive loop calls: acks must be processed while the
+//! application's threads are blocked in `send` on a full window. The VMM answers requests
+//! from its receive thread; with a caller-driven poll, two nodes whose receive threads
+//! both block sending to each other would never read the acks that open their windows.
+//! With the driver, a blocked sender only waits for the network.
 //!
-//! Locks: the peer table (read-mostly `RwLock`), one `Mutex` per peer (its protocol state,
-//! held while sending to that peer, so packets leave in sequence order), and the event
-//! queue. Order: table, then peer, then events.
+//! Latency: a thread waiting in `recv` reads the backend itself (leader/follower), so a
+//! datagram wakes the thread that wants it directly instead of waking the driver, which
+//! would then wake the application: on the 2-core build machine that halved the
+//! ping-pong round trip (about 40-90 µs to about 20 µs, `benches/udp_pingpong.rs`). The
+//! driver leaves the backend to application readers, and for 1 ms after one stops (it is
+//! usually back at once), and takes it back when that grace passes or a sender blocks on
+//! a full window. Events the driver raises itself (peer death) interrupt a reader parked
+//! in the backend. The event queue is unbounded: flow control stops at the application's
+//! door, because acknowledging only what the application consumed would let two busy
+//! nodes deadlock each other.
+//!
+//! Locks: the receive buffer (held by whoever reads the backend), the peer table
+//! (read-mostly `RwLock`), one `Mutex` per peer (its protocol state, held while sending to
+//! that peer, so packets leave in sequence order), and the event queue. Order: receive
+//! buffer, table, peer, events.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -543,6 +551,7 @@ impl<D: Datagram> Inner<D> {
     /// backend back when the grace passes or a sender blocks on a full window.
     fn recv(&self, timeout: Duration) -> Result<Option<Event>, TransportError> {
         let deadline = Instant::now() + timeout;
+        let mut polled = false;
         loop {
             let mut events = self.events.lock().expect("event queue lock poisoned");
             if let Some(event) = events.pop_front() {
@@ -554,7 +563,16 @@ impl<D: Datagram> Inner<D> {
             }
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
-                return Ok(None);
+                // One look at the backend if it is free (the driver may be leaving it to
+                // us), without disturbing a reader.
+                if polled {
+                    return Ok(None);
+                }
+                polled = true;
+                if let Ok(mut rx) = self.rx.try_lock() {
+                    self.read_one(&mut rx, Duration::ZERO);
+                }
+                continue;
             }
             // Announce before looking at the driver; it announces before looking at us,
             // so at least one of the two sees the other.
@@ -749,6 +767,31 @@ impl<D: Datagram> Inner<D> {
         }
     }
 
+    fn flush(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        for slot in self.slots() {
+            let mut link = slot.lock();
+            while link.in_flight() > 0 && !link.is_dead() {
+                if self.shutdown.load(Ordering::SeqCst) {
+                    return false;
+                }
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                if remaining.is_zero() {
+                    return false;
+                }
+                // Acks must be read even if no application thread is in recv.
+                self.app_read_end_ns.store(0, Ordering::SeqCst);
+                self.wake_driver();
+                link = slot
+                    .window_open
+                    .wait_timeout(link, remaining.min(SEND_WAIT_SLICE))
+                    .expect("peer state lock poisoned")
+                    .0;
+            }
+        }
+        true
+    }
+
     fn stats(&self) -> TransportStats {
         let mut peers: Vec<PeerStats> = self
             .slots()
@@ -815,6 +858,10 @@ impl<D: Datagram> Transport for ReliableTransport<D> {
         self.inner
             .slot(peer)
             .is_none_or(|slot| slot.lock().is_dead())
+    }
+
+    fn flush(&self, timeout: Duration) -> bool {
+        self.inner.flush(timeout)
     }
 
     fn stats(&self) -> TransportStats {

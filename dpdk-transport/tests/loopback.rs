@@ -513,3 +513,41 @@ fn peers_can_be_added_and_removed() {
     assert!(stale > 0);
     assert!(matches!(b.recv(Duration::ZERO), Ok(None)));
 }
+
+#[test]
+fn a_polling_receiver_gets_everything() {
+    // recv(0) never blocks; messages still arrive, whoever reads the socket.
+    const COUNT: u64 = 500;
+    let (a, b) = lossy_pair(0.05, 3, TransportConfig::default());
+    let (a, b) = (Arc::new(a), Arc::new(b));
+    let (sender, poller) = (Arc::clone(&a), Arc::clone(&b));
+    all_within_patience(vec![
+        Box::new(move || send_all(&*sender, B, COUNT)),
+        Box::new(move || {
+            let mut index = 0;
+            while index < COUNT {
+                match poller.recv(Duration::ZERO).unwrap() {
+                    Some(Event::Message { payload, .. }) => {
+                        assert_eq!(&*payload, &message(A.0, index)[..]);
+                        index += 1;
+                    }
+                    Some(other) => panic!("unexpected {other:?}"),
+                    None => thread::yield_now(),
+                }
+            }
+        }),
+    ]);
+}
+
+#[test]
+fn flush_then_drop_delivers_everything() {
+    // send returns before delivery; flush waits for the acks, after which dropping the
+    // sender loses nothing even on a lossy network.
+    const COUNT: u64 = 2_000;
+    let (a, b) = lossy_pair(0.2, 4, TransportConfig::default());
+    send_all(&a, B, COUNT);
+    assert!(a.flush(PATIENCE));
+    assert_eq!(a.stats().peers[0].in_flight, 0);
+    drop(a);
+    expect_in_order(&b, A, COUNT);
+}
