@@ -15,6 +15,17 @@
 //!   until then.
 //! - A datagram longer than the buffer is reported with its length clipped to the buffer,
 //!   which the caller sizes one byte beyond the largest valid packet to detect it.
+//!
+//! How the DPDK backend (feature `dpdk`, not built yet) is meant to fit: `Addr` is the
+//! peer's MAC address (plus a UDP port if it speaks UDP/IP for routed racks);
+//! `send_to` copies the packet into an mbuf behind an Ethernet (and IP/UDP) header and
+//! calls the TX burst wrapper under a lock; `recv_from` polls the RX burst wrapper until a
+//! packet arrives, `wait` passes, or an atomic flag set by `interrupt` is seen, keeping
+//! extra packets of a burst in a small local queue for the next call. Because a thread
+//! waiting in `Transport::recv` reads the backend itself, that thread is the one that
+//! busy-polls (as a poll-mode driver should), and the transport's driver thread only
+//! polls while nobody waits. EAL initialises once per process, so one DPDK endpoint per
+//! process (the NIC model process), as PLATFORM.md measured.
 
 use std::fmt::Debug;
 use std::hash::Hash;

@@ -232,3 +232,17 @@ pub trait Transport: Send + Sync {
     /// [`TransportError::Shutdown`]. Dropping the transport does this too.
     fn shutdown(&self);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transport_is_object_safe_and_shareable() {
+        fn assert_send_sync<T: Send + Sync + ?Sized>() {}
+        assert_send_sync::<dyn Transport>();
+        assert_send_sync::<ReliableTransport<UdpDatagram>>();
+        assert_send_sync::<ReliableTransport<LossyDatagram<mem::MemDatagram>>>();
+        assert_eq!(NodeId(3).to_string(), "node 3");
+    }
+}

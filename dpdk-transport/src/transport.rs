@@ -888,3 +888,125 @@ impl<D: Datagram> Drop for ReliableTransport<D> {
         self.shutdown();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lossy::{FaultConfig, LossyDatagram};
+    use crate::mem::MemNetwork;
+
+    #[test]
+    fn unusable_configs_are_rejected() {
+        let bad = [
+            TransportConfig {
+                window_packets: 0,
+                ..TransportConfig::default()
+            },
+            TransportConfig {
+                window_packets: MAX_WINDOW + 1,
+                ..TransportConfig::default()
+            },
+            TransportConfig {
+                min_rto_us: 0,
+                ..TransportConfig::default()
+            },
+            TransportConfig {
+                min_rto_us: 5,
+                max_rto_us: 4,
+                ..TransportConfig::default()
+            },
+            TransportConfig {
+                ack_every_packets: 0,
+                ..TransportConfig::default()
+            },
+            TransportConfig {
+                dead_after_ms: 250,
+                ..TransportConfig::default()
+            },
+        ];
+        for config in bad {
+            let net = MemNetwork::new();
+            let result = ReliableTransport::new(net.endpoint(1), NodeId(1), &[], config);
+            assert!(
+                matches!(result, Err(TransportError::InvalidConfig { .. })),
+                "{config:?}"
+            );
+        }
+        let net = MemNetwork::new();
+        let dup = ReliableTransport::new(
+            net.endpoint(1),
+            NodeId(1),
+            &[(NodeId(2), 2), (NodeId(2), 3)],
+            TransportConfig::default(),
+        );
+        assert!(matches!(
+            dup,
+            Err(TransportError::DuplicatePeer { node: NodeId(2) })
+        ));
+        let own = ReliableTransport::new(
+            net.endpoint(1),
+            NodeId(1),
+            &[(NodeId(1), 2)],
+            TransportConfig::default(),
+        );
+        assert!(matches!(own, Err(TransportError::DuplicatePeer { .. })));
+    }
+
+    #[test]
+    fn config_reads_from_toml_like_json_with_defaults() {
+        let config: TransportConfig =
+            serde_json::from_str(r#"{"cluster_id": 7, "window_packets": 16}"#).unwrap();
+        assert_eq!(config.cluster_id, 7);
+        assert_eq!(config.window_packets, 16);
+        assert_eq!(
+            config.dead_after_ms,
+            TransportConfig::default().dead_after_ms
+        );
+        assert!(serde_json::from_str::<TransportConfig>(r#"{"windw": 1}"#).is_err());
+    }
+
+    #[test]
+    fn three_nodes_over_a_lossy_memory_network() {
+        let net = MemNetwork::new();
+        let nodes: Vec<_> = (0..3u32)
+            .map(|id| {
+                let peers: Vec<_> = (0..3u32)
+                    .filter(|&p| p != id)
+                    .map(|p| (NodeId(p), p))
+                    .collect();
+                let wire = LossyDatagram::new(
+                    net.endpoint(id),
+                    FaultConfig::wire_loss(0.1, u64::from(id)),
+                );
+                ReliableTransport::new(wire, NodeId(id), &peers, TransportConfig::default())
+                    .unwrap()
+            })
+            .collect();
+        for (id, node) in nodes.iter().enumerate() {
+            for peer in 0..3u32 {
+                if peer as usize != id {
+                    for i in 0..200u32 {
+                        node.send(NodeId(peer), &i.to_le_bytes()).unwrap();
+                    }
+                }
+            }
+        }
+        for node in &nodes {
+            let mut next = [0u32; 3];
+            for _ in 0..400 {
+                match node.recv(Duration::from_secs(60)).unwrap() {
+                    Some(Event::Message { from, payload }) => {
+                        let i = u32::from_le_bytes(payload[..4].try_into().unwrap());
+                        assert_eq!(i, next[from.0 as usize]);
+                        next[from.0 as usize] += 1;
+                    }
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            let me = node.local_node().0 as usize;
+            for (from, &count) in next.iter().enumerate() {
+                assert_eq!(count, if from == me { 0 } else { 200 });
+            }
+        }
+    }
+}
