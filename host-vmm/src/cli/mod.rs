@@ -1,5 +1,6 @@
 //! The `cvmm` command line.
 
+pub mod bench;
 pub mod node;
 pub mod run;
 
@@ -21,6 +22,8 @@ pub enum Command {
     Run(run::RunArgs),
     /// Run one node of a cluster described by a TOML file.
     Node(node::NodeArgs),
+    /// Run a benchmark across whole clusters (`cvmm bench fault-latency`).
+    Bench(bench::BenchArgs),
 }
 
 /// Parses the command line and runs it; returns the process exit status.
@@ -29,5 +32,6 @@ pub fn main() -> i32 {
     match cli.command {
         Command::Run(args) => run::run(&args),
         Command::Node(args) => node::node(&args),
+        Command::Bench(args) => bench::bench(&args),
     }
 }

@@ -1,0 +1,100 @@
+//! `cvmm bench ...`: benchmarks that start whole clusters (see [`crate::bench`]).
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+
+use crate::bench::{fault_latency, plot, report, FaultLatencyOptions};
+
+/// Arguments of `cvmm bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Which benchmark.
+    #[command(subcommand)]
+    pub which: BenchCommand,
+}
+
+/// The benchmarks.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Remote fault latency on every available path (software/offload x udp/dpdk) plus
+    /// the local fault floor, measured by the guest probe.
+    FaultLatency(FaultLatencyArgs),
+}
+
+/// Arguments of `cvmm bench fault-latency`.
+#[derive(Debug, Args)]
+pub struct FaultLatencyArgs {
+    /// Nodes per cluster (one VP each); invalidation is measured with 1..N-1 sharers.
+    #[arg(long, default_value_t = 4)]
+    pub nodes: u32,
+    /// Pages per run (one timed access each).
+    #[arg(long, default_value_t = 200)]
+    pub pages: u64,
+    /// Runs per path and kind; rows are medians across them.
+    #[arg(long, default_value_t = 3)]
+    pub repeat: u32,
+    /// Logical memory per node, in MiB.
+    #[arg(long, default_value_t = 64)]
+    pub mem_mib: u64,
+    /// Only these paths, comma separated (e.g. `software/udp,offload/dpdk`).
+    #[arg(long, value_delimiter = ',')]
+    pub paths: Vec<String>,
+    /// Longest a single run may take, in seconds.
+    #[arg(long, default_value_t = 120)]
+    pub run_timeout_s: u64,
+    /// Write the results as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Draw the results as SVG here.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+}
+
+/// Runs the chosen benchmark; returns the exit status.
+pub fn bench(args: &BenchArgs) -> i32 {
+    match &args.which {
+        BenchCommand::FaultLatency(args) => fault_latency_main(args),
+    }
+}
+
+fn fault_latency_main(args: &FaultLatencyArgs) -> i32 {
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => {
+            eprintln!("cvmm bench: cannot find the cvmm binary: {e}");
+            return 1;
+        }
+    };
+    let mut options = FaultLatencyOptions::new(exe, args.nodes, args.pages, args.repeat);
+    options.mem_mib = args.mem_mib;
+    options.only_paths = args.paths.clone();
+    options.run_timeout = std::time::Duration::from_secs(args.run_timeout_s);
+    let result = match fault_latency(&options, &mut std::io::stderr()) {
+        Ok(result) => result,
+        Err(e) => {
+            eprintln!("cvmm bench: {}", super::run::error_chain(&e));
+            return 1;
+        }
+    };
+    let mut status = 0;
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(&result).expect("the report serializes");
+        if let Err(e) = std::fs::write(path, json + "\n") {
+            eprintln!("cvmm bench: failed to write {}: {e}", path.display());
+            status = 1;
+        }
+    }
+    if let Some(path) = &args.plot {
+        if let Err(e) = std::fs::write(path, plot::svg(&result)) {
+            eprintln!("cvmm bench: failed to write {}: {e}", path.display());
+            status = 1;
+        }
+    }
+    print!("{}", report::table(&result));
+    if result.paths.is_empty() {
+        eprintln!("cvmm bench: no run produced a result");
+        status = 1;
+    }
+    status
+}
