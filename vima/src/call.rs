@@ -67,8 +67,8 @@ pub enum Call {
     IntrReturn = 10,
     /// `IntrPoll()`: does nothing; pending unmasked interrupts are delivered on return.
     IntrPoll = 11,
-    /// `TimeRead() -> ns`: nanoseconds since the virtual server started, the same clock
-    /// on every node.
+    /// `TimeRead() -> ns`: nanoseconds since this node started the virtual server
+    /// (monotonic; nodes start within milliseconds of each other).
     TimeRead = 12,
     /// `VsExit(status)`: ends the virtual server on every node; `cvmm` exits with
     /// `status & 0xff`.
