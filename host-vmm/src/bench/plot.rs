@@ -19,6 +19,8 @@ const PLOT_HEIGHT: f64 = 340.0;
 const MARGIN_BOTTOM: f64 = 70.0;
 const BAR_WIDTH: f64 = 20.0;
 const GROUP_GAP: f64 = 28.0;
+/// Narrowest group: room for a label like `invalidate/3` under one bar.
+const MIN_GROUP_WIDTH: f64 = 96.0;
 const COLORS: [&str; 4] = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759"];
 const MODELED_COLOR: &str = "#9c755f";
 
@@ -112,8 +114,8 @@ pub fn svg(report: &BenchReport) -> String {
         .collect();
     let modeled = !report.rows_modeled.is_empty();
     let series = paths.len() + usize::from(modeled);
-    let group_width = series.max(1) as f64 * BAR_WIDTH + GROUP_GAP;
-    let plot_width = (cases.len().max(1) as f64 * group_width).max(240.0);
+    let group_width = (series.max(1) as f64 * BAR_WIDTH + GROUP_GAP).max(MIN_GROUP_WIDTH);
+    let plot_width = (cases.len().max(1) as f64 * group_width).max(420.0);
     let width = MARGIN_LEFT + plot_width + WIDTH_LEGEND;
     let height = MARGIN_TOP + PLOT_HEIGHT + MARGIN_BOTTOM;
     let bottom = MARGIN_TOP + PLOT_HEIGHT;
@@ -143,11 +145,11 @@ pub fn svg(report: &BenchReport) -> String {
     let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let _ = writeln!(
         s,
-        r#"<text x="{MARGIN_LEFT}" y="22" font-size="15" font-weight="bold">cvmm fault latency by path (bar: p50, whisker: p99, end to end in the guest; diamond: fetch service p50)</text>"#
+        r#"<text x="{MARGIN_LEFT}" y="22" font-size="15" font-weight="bold">cvmm fault latency by path, end to end in the guest</text>"#
     );
     let _ = writeln!(
         s,
-        r##"<text x="{MARGIN_LEFT}" y="40" fill="#555">{} nodes, {} pages per run, median of {} repeat(s); lower is better</text>"##,
+        r##"<text x="{MARGIN_LEFT}" y="40" fill="#555">bar: p50, whisker: p99, diamond: fetch service p50; {} nodes, {} pages per run, median of {} repeat(s); lower is better</text>"##,
         report.nodes, report.pages, report.repeat
     );
     // Grid and y ticks.
@@ -181,7 +183,9 @@ pub fn svg(report: &BenchReport) -> String {
     );
 
     for (g, (kind, sharers)) in cases.iter().enumerate() {
-        let x0 = MARGIN_LEFT + g as f64 * group_width + GROUP_GAP / 2.0;
+        // Bars centred in their group.
+        let x0 =
+            MARGIN_LEFT + g as f64 * group_width + (group_width - series as f64 * BAR_WIDTH) / 2.0;
         let label = if kind == "invalidate" {
             format!("invalidate/{sharers}")
         } else {
