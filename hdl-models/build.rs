@@ -32,6 +32,19 @@ mod sim {
         "rtl/cv_steer.v",
     ];
 
+    /// The sizes of the built pipeline: Verilog parameters of `cv_top` (`-G`) and defines of
+    /// the shim (`CV_*`), so `hdl_models::rtl::params` reports what was built.
+    const SIZES: [(&str, u32); 8] = [
+        ("NPAGES", 64),
+        ("IDXW", 6),
+        ("NREQ", 16),
+        ("RW", 4),
+        ("NPEND", 4),
+        ("PW", 2),
+        ("NVEC", 16),
+        ("VW", 4),
+    ];
+
     /// Defines the Verilator-generated makefile uses for the model; the runtime must agree.
     const MODEL_DEFINES: [&str; 5] = [
         "VM_COVERAGE",
@@ -46,9 +59,7 @@ mod sim {
             .args(["--getenv", "VERILATOR_ROOT"])
             .output()
             .map_err(|e| {
-                format!(
-                    "feature hdl-sim needs Verilator 5 (`apt-get install -y verilator`): {e}"
-                )
+                format!("feature hdl-sim needs Verilator 5 (`apt-get install -y verilator`): {e}")
             })?;
         if !out.status.success() {
             return Err("`verilator --getenv VERILATOR_ROOT` failed".into());
@@ -58,7 +69,8 @@ mod sim {
     }
 
     pub fn build() -> Result<(), String> {
-        let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").map_err(|e| e.to_string())?);
+        let manifest =
+            PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").map_err(|e| e.to_string())?);
         let out = PathBuf::from(std::env::var("OUT_DIR").map_err(|e| e.to_string())?);
         let obj = out.join("verilated");
         for file in RTL.iter().chain(["rtl/cv_defs.vh", "sim/shim.cpp"].iter()) {
@@ -67,8 +79,22 @@ mod sim {
         let root = verilator_root()?;
         let status = Command::new("verilator")
             .current_dir(&manifest)
-            .args(["--cc", "--build", "-j", "2", "--top-module", "cv_top", "-Wno-fatal"])
-            .args(["-Irtl", "-CFLAGS", "-fPIC", "-CFLAGS", "-O1", "--Mdir"])
+            .args([
+                "--cc",
+                "--build",
+                "-j",
+                "2",
+                "--top-module",
+                "cv_top",
+                "-Wno-fatal",
+            ])
+            .args(["-Irtl", "-CFLAGS", "-fPIC", "-CFLAGS", "-O1"])
+            .args(
+                SIZES
+                    .iter()
+                    .map(|(name, value)| format!("-G{name}={value}")),
+            )
+            .arg("--Mdir")
             .arg(&obj)
             .args(RTL)
             .status()
@@ -94,6 +120,9 @@ mod sim {
                 .flag_if_supported("-Wno-sign-compare");
             for define in MODEL_DEFINES {
                 build.define(define, "0");
+            }
+            for (name, value) in SIZES {
+                build.define(&format!("CV_{name}"), value.to_string().as_str());
             }
         };
         let mut shim = cc::Build::new();

@@ -12,21 +12,63 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let ns = |c: u32| f64::from(c) * 1000.0 / params.clock_mhz;
     println!("cycles per operation (clock {} MHz):", params.clock_mhz);
     let table = [
-        ("fault descriptor -> request on the wire", cycles.fault_to_request),
-        ("read served from the directory (ReadReq -> PageData)", cycles.read_from_directory),
-        ("read of a page the home owns (-> Downgrade, PageData)", cycles.read_home_exclusive),
-        ("write of a page the home owns (-> unmap, PageData)", cycles.write_from_home),
-        ("forwarded read, at the home (ReadReq -> ForwardRead)", cycles.forward_at_home),
-        ("forwarded read, at the owner (ForwardRead -> PageData)", cycles.forward_at_owner),
-        ("forwarded write, at the owner (ForwardWrite -> PageData)", cycles.forward_write_at_owner),
-        ("invalidation fan-out, first Invalidate", cycles.fanout_first),
-        ("invalidation fan-out, per further sharer", cycles.fanout_per_sharer),
-        ("sharer: Invalidate -> InvalidateAck", cycles.invalidate_at_sharer),
+        (
+            "fault descriptor -> request on the wire",
+            cycles.fault_to_request,
+        ),
+        (
+            "read served from the directory (ReadReq -> PageData)",
+            cycles.read_from_directory,
+        ),
+        (
+            "read of a page the home owns (-> Downgrade, PageData)",
+            cycles.read_home_exclusive,
+        ),
+        (
+            "write of a page the home owns (-> unmap, PageData)",
+            cycles.write_from_home,
+        ),
+        (
+            "forwarded read, at the home (ReadReq -> ForwardRead)",
+            cycles.forward_at_home,
+        ),
+        (
+            "forwarded read, at the owner (ForwardRead -> PageData)",
+            cycles.forward_at_owner,
+        ),
+        (
+            "forwarded write, at the owner (ForwardWrite -> PageData)",
+            cycles.forward_write_at_owner,
+        ),
+        (
+            "invalidation fan-out, first Invalidate",
+            cycles.fanout_first,
+        ),
+        (
+            "invalidation fan-out, per further sharer",
+            cycles.fanout_per_sharer,
+        ),
+        (
+            "sharer: Invalidate -> InvalidateAck",
+            cycles.invalidate_at_sharer,
+        ),
         ("last InvalidateAck -> grant", cycles.ack_to_grant),
-        ("PageData (129 beats) -> steered FaultDone", cycles.page_to_completion),
-        ("UpgradeGrant -> steered FaultDone", cycles.grant_to_completion),
-        ("fault on a valid page -> steered FaultDone", cycles.local_completion),
-        ("steering table rewrite (VP removed)", cycles.steering_rewrite),
+        (
+            "PageData (129 beats) -> steered FaultDone",
+            cycles.page_to_completion,
+        ),
+        (
+            "UpgradeGrant -> steered FaultDone",
+            cycles.grant_to_completion,
+        ),
+        (
+            "fault on a valid page -> steered FaultDone",
+            cycles.local_completion,
+        ),
+        (
+            "steering table rewrite (VP removed)",
+            cycles.steering_rewrite,
+        ),
     ];
     for (what, c) in table {
         println!("  {c:>4} cycles {:>7.1} ns  {what}", ns(c));

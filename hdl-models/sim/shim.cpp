@@ -146,11 +146,12 @@ void cv_sim_free(CvSim* s) {
     delete s;
 }
 
+// The sizes build.rs gave the Verilog (-G) and this file (-D).
 void cv_sim_params(CvParams* p) {
-    p->npages = 64;
-    p->nreq = 16;
-    p->npend = 4;
-    p->nvec = 16;
+    p->npages = CV_NPAGES;
+    p->nreq = CV_NREQ;
+    p->npend = CV_NPEND;
+    p->nvec = CV_NVEC;
 }
 
 void cv_sim_clock(CvSim* s, uint64_t n) {

@@ -12,7 +12,9 @@
 use crate::observe::{observe_rtl, Observed};
 use crate::rtl::{RtlConfig, RtlError, RtlNode};
 use crate::shrink::shrink;
-use crate::trace::{run, Choice, Divergence, Expected, Input, Shadow, TraceConfig, BASE_PAGE, VS_ID};
+use crate::trace::{
+    run, Choice, Divergence, Expected, Input, Shadow, TraceConfig, BASE_PAGE, VS_ID,
+};
 
 /// One RTL pipeline per node of the trace.
 #[derive(Debug)]
@@ -28,7 +30,8 @@ pub struct RtlShadow {
 impl RtlShadow {
     /// Builds and configures one pipeline per node of `config`, steering tables included.
     pub fn new(config: &TraceConfig) -> Result<Self, RtlError> {
-        let count = u16::try_from(config.nodes).map_err(|_| RtlError::BadConfig { what: "nodes" })?;
+        let count =
+            u16::try_from(config.nodes).map_err(|_| RtlError::BadConfig { what: "nodes" })?;
         let view = config.view();
         let mut nodes = Vec::new();
         for node in 0..count {
@@ -47,7 +50,8 @@ impl RtlShadow {
             }
             let steering = config.initial_steering(usize::from(node));
             for vector in 0..crate::trace::TRACE_VECTORS {
-                let vector = u8::try_from(vector).map_err(|_| RtlError::BadConfig { what: "vector" })?;
+                let vector =
+                    u8::try_from(vector).map_err(|_| RtlError::BadConfig { what: "vector" })?;
                 let vp = (0..64).find(|vp| {
                     steering.vector_for(*vp) == vector && vector != steering.map_vector()
                 });

@@ -165,8 +165,7 @@ impl LatencyParams {
     }
 
     fn hop_ns(&self, message_bytes: f64) -> f64 {
-        self.wire_hop_ns
-            + (message_bytes + self.frame_overhead_bytes) * 8.0 / self.link_gbit_per_s
+        self.wire_hop_ns + (message_bytes + self.frame_overhead_bytes) * 8.0 / self.link_gbit_per_s
     }
 
     fn page_transfer_ns(&self) -> f64 {

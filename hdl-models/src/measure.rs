@@ -150,7 +150,15 @@ pub fn measure(sharers: u16) -> Result<NicCycles, RtlError> {
 
     // Write while the home owns the page: drop its own copy, send from memory.
     let mut fresh = nic(0)?;
-    let write_home = send(&mut fresh, 2, 60, Body::WriteReq { page, has_copy: false })?;
+    let write_home = send(
+        &mut fresh,
+        2,
+        60,
+        Body::WriteReq {
+            page,
+            has_copy: false,
+        },
+    )?;
     let write_from_home = to_transmit(&write_home, MessageKind::PageData, 0)?;
 
     // An owner: node 0 gets `remote_page` (homed at node 1) Exclusive for its VP.

@@ -90,7 +90,8 @@ pub struct NicView {
 impl NicView {
     /// The DMA address of a page.
     pub fn page_address(&self, page: u64) -> u64 {
-        self.window_base.wrapping_add(page.wrapping_mul(PAGE_BYTES as u64))
+        self.window_base
+            .wrapping_add(page.wrapping_mul(PAGE_BYTES as u64))
     }
 }
 
@@ -101,7 +102,10 @@ fn header_of(msg: &vima::wire::Message<'_>) -> Result<([u8; 32], Option<[u8; 8]>
     encode(msg, &mut buf).map_err(|_| "the engine produced a message that does not encode")?;
     let mut header = [0u8; 32];
     header.copy_from_slice(&buf[..32]);
-    let forward = matches!(msg.body, Body::ForwardRead { .. } | Body::ForwardWrite { .. });
+    let forward = matches!(
+        msg.body,
+        Body::ForwardRead { .. } | Body::ForwardWrite { .. }
+    );
     let body = forward.then(|| {
         let mut body = [0u8; 8];
         body.copy_from_slice(&buf[32..40]);

@@ -359,7 +359,9 @@ impl RtlNode {
     /// Programs steering entry `vector`: the VP whose thread listens on it, or none.
     pub fn steer_write(&mut self, vector: u8, vp: Option<u32>) -> Result<(), RtlError> {
         if usize::from(vector) >= params().vectors || vp.is_some_and(|vp| vp >= 64) {
-            return Err(RtlError::BadConfig { what: "steering entry" });
+            return Err(RtlError::BadConfig {
+                what: "steering entry",
+            });
         }
         let (vp, valid) = (vp.unwrap_or(0), u32::from(vp.is_some()));
         // SAFETY: self.sim is a live model.
@@ -387,7 +389,8 @@ impl RtlNode {
     pub fn push_message(&mut self, frame: &[u8]) -> Result<RtlStep, RtlError> {
         // SAFETY: self.sim is a live model; the shim reads exactly `frame.len()` bytes from
         // `frame`, which outlives the call.
-        let accepted = unsafe { ffi::cv_sim_push_message(self.sim.as_ptr(), frame.as_ptr(), frame.len()) };
+        let accepted =
+            unsafe { ffi::cv_sim_push_message(self.sim.as_ptr(), frame.as_ptr(), frame.len()) };
         self.finish(accepted)
     }
 

@@ -153,12 +153,12 @@ impl Choice {
     pub fn random_list(rng: &mut SplitMix64, count: usize) -> Vec<Self> {
         (0..count)
             .map(|_| {
-                let bits = rng.next_u64();
+                let b = rng.next_u64().to_le_bytes();
                 Self {
-                    roll: (bits & 0xff) as u8,
-                    pick: (bits >> 8) as u32,
-                    page: (bits >> 40) as u8,
-                    write: (bits >> 48) & 1 == 1,
+                    roll: b[0],
+                    pick: u32::from_le_bytes([b[1], b[2], b[3], b[4]]),
+                    page: b[5],
+                    write: b[6] & 1 == 1,
                 }
             })
             .collect()
@@ -301,7 +301,11 @@ fn describe(bytes: &[u8]) -> String {
                 } => " (exclusive)".into(),
                 _ => String::new(),
             };
-            let page = msg.body.page().map(|p| format!(" page {p:#x}")).unwrap_or_default();
+            let page = msg
+                .body
+                .page()
+                .map(|p| format!(" page {p:#x}"))
+                .unwrap_or_default();
             let vs = if msg.vs_id == VS_ID {
                 String::new()
             } else {
@@ -345,7 +349,9 @@ impl<'s> Driver<'s> {
             };
             engines.push(Engine::new(engine_config, map, storage).map_err(|e| e.to_string())?);
         }
-        let steering = (0..config.nodes).map(|n| config.initial_steering(n)).collect();
+        let steering = (0..config.nodes)
+            .map(|n| config.initial_steering(n))
+            .collect();
         Ok(Self {
             links: vec![VecDeque::new(); config.nodes * config.nodes],
             vps: vec![VpState::Idle; config.nodes * config.vps_per_node],
@@ -476,7 +482,13 @@ impl<'s> Driver<'s> {
 
     /// VP `vp` touches trace page `page`: at once if its node's copy allows (unless
     /// `force_fault`), else it faults and blocks.
-    fn touch(&mut self, vp: usize, page: usize, write: bool, force_fault: bool) -> Result<(), Divergence> {
+    fn touch(
+        &mut self,
+        vp: usize,
+        page: usize,
+        write: bool,
+        force_fault: bool,
+    ) -> Result<(), Divergence> {
         let node = vp / self.config.vps_per_node;
         let state = self.engines[node]
             .page_state(LogicalPage(self.config.page(page)))
@@ -512,7 +524,7 @@ impl<'s> Driver<'s> {
             return Ok(());
         }
         let vp = free[usize::try_from(choice.pick).unwrap_or(0) % free.len()];
-        let force = (choice.pick >> 20) % 8 == 0;
+        let force = (choice.pick >> 20) & 7 == 0;
         match self.vps[vp] {
             VpState::Ready { page, write } => self.touch(vp, page, write, force),
             _ => {
@@ -552,7 +564,14 @@ impl<'s> Driver<'s> {
             },
             1 => msg(peer(home), home, Body::InvalidateAck { page }),
             2 => msg(peer(home), home, Body::Unblock { page }),
-            3 => msg(peer(home), home, Body::Writeback { page, data: &ZERO_PAGE }),
+            3 => msg(
+                peer(home),
+                home,
+                Body::Writeback {
+                    page,
+                    data: &ZERO_PAGE,
+                },
+            ),
             4 => msg(
                 peer(node),
                 node,
@@ -678,7 +697,11 @@ impl<'s> Driver<'s> {
                 None => break,
             }
         }
-        if let Some(vp) = self.vps.iter().position(|v| matches!(v, VpState::Blocked { .. })) {
+        if let Some(vp) = self
+            .vps
+            .iter()
+            .position(|v| matches!(v, VpState::Blocked { .. }))
+        {
             return Err(self.diverged(format!("VP {vp} never got its FaultDone")));
         }
         if let Some(node) = self.engines.iter().position(|e| !e.is_idle()) {
@@ -689,7 +712,11 @@ impl<'s> Driver<'s> {
 }
 
 /// Runs `choices` on a fresh cluster with `shadow`, then settles.
-pub fn run(config: &TraceConfig, choices: &[Choice], shadow: &mut dyn Shadow) -> Result<usize, Divergence> {
+pub fn run(
+    config: &TraceConfig,
+    choices: &[Choice],
+    shadow: &mut dyn Shadow,
+) -> Result<usize, Divergence> {
     let mut driver = Driver::new(config.clone(), shadow).map_err(|detail| Divergence {
         input: 0,
         detail,
@@ -723,6 +750,48 @@ mod tests {
         assert!(inputs > 40 * 100, "only {inputs} inputs");
     }
 
+    /// A shadow with a planted bug: it "forgets" how to forward writes. The shrunk trace
+    /// must still show it and be short: a write miss makes some node the owner, a
+    /// second writer's request is forwarded to it.
+    struct NoForwardWrite;
+
+    impl Shadow for NoForwardWrite {
+        fn input(&mut self, _: usize, _: &Input<'_>, expected: &Expected) -> Result<(), String> {
+            let forwards = expected.actions.iter().any(|a| {
+                matches!(a, Observed::Transmit { header, .. } if header[3] == MessageKind::ForwardWrite as u8)
+            });
+            if forwards {
+                Err("ForwardWrite".into())
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    #[test]
+    fn a_divergence_shrinks_to_a_short_trace() {
+        let mut rng = SplitMix64::new(4);
+        let (config, choices) = loop {
+            let config = TraceConfig::random(&mut rng);
+            let choices = Choice::random_list(&mut rng, 300);
+            if run(&config, &choices, &mut NoForwardWrite).is_err() {
+                break (config, choices);
+            }
+        };
+        let fails = |t: &[Choice]| run(&config, t, &mut NoForwardWrite).is_err();
+        let shortest = crate::shrink::shrink(&choices, 5000, fails);
+        let divergence = run(&config, &shortest, &mut NoForwardWrite).unwrap_err();
+        assert_eq!(divergence.detail, "ForwardWrite");
+        // At least: two write faults and two deliveries of their requests (the first
+        // request's grant may be in flight); a handful more is the shrinker's slack.
+        assert!(divergence.log.len() >= 3, "{divergence}");
+        assert!(
+            divergence.log.len() <= 10,
+            "not shrunk enough:\n{divergence}"
+        );
+        assert!(shortest.len() < choices.len() / 4);
+    }
+
     /// A shadow that records what the engines did.
     #[derive(Default)]
     struct Recorder {
@@ -731,7 +800,12 @@ mod tests {
     }
 
     impl Shadow for Recorder {
-        fn input(&mut self, _: usize, input: &Input<'_>, expected: &Expected) -> Result<(), String> {
+        fn input(
+            &mut self,
+            _: usize,
+            input: &Input<'_>,
+            expected: &Expected,
+        ) -> Result<(), String> {
             self.errors.push(expected.error);
             if let Input::Message(bytes) = input {
                 self.kinds.extend(kind_of(bytes));
@@ -751,13 +825,25 @@ mod tests {
         }
         use MessageKind::*;
         for kind in [
-            ReadReq, WriteReq, ForwardRead, ForwardWrite, Invalidate, InvalidateAck, PageData,
-            UpgradeGrant, Writeback, Unblock, Nack,
+            ReadReq,
+            WriteReq,
+            ForwardRead,
+            ForwardWrite,
+            Invalidate,
+            InvalidateAck,
+            PageData,
+            UpgradeGrant,
+            Writeback,
+            Unblock,
+            Nack,
         ] {
             assert!(recorder.kinds.contains(&kind), "no {kind:?} in the traces");
         }
         for code in [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10] {
-            assert!(recorder.errors.contains(&code), "no input ended with code {code}");
+            assert!(
+                recorder.errors.contains(&code),
+                "no input ended with code {code}"
+            );
         }
     }
 }

@@ -15,7 +15,7 @@ fn rtl_matches_the_engine_on_random_traces() {
     let runs: usize = std::env::var("HDL_DIFF_RUNS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(60);
+        .unwrap_or(200);
     let mut rng = SplitMix64::new(seed);
     let (mut inputs, mut actions) = (0, 0);
     for run in 0..runs {
@@ -62,26 +62,59 @@ mod parser {
         let src = u16::try_from(rng.below(16)).unwrap();
         let dst = if rng.below(2) == 0 { 1 } else { (src + 1) % 16 };
         let dst = if dst == src { (src + 2) % 16 } else { dst };
-        let requester = (0..16u16).find(|n| *n != dst && rng.below(3) == 0).unwrap_or(if dst == 0 { 1 } else { 0 });
+        let requester = (0..16u16)
+            .find(|n| *n != dst && rng.below(3) == 0)
+            .unwrap_or(if dst == 0 { 1 } else { 0 });
         let body = match rng.below(16) {
             0 => Body::ReadReq { page },
-            1 => Body::WriteReq { page, has_copy: rng.below(2) == 1 },
+            1 => Body::WriteReq {
+                page,
+                has_copy: rng.below(2) == 1,
+            },
             2 => Body::ForwardRead { page, requester },
             3 => Body::ForwardWrite { page, requester },
             4 => Body::Invalidate { page },
             5 => Body::InvalidateAck { page },
-            6 => Body::PageData { page, exclusive: rng.below(2) == 1, data: leak(data) },
+            6 => Body::PageData {
+                page,
+                exclusive: rng.below(2) == 1,
+                data: leak(data),
+            },
             7 => Body::UpgradeGrant { page },
-            8 => Body::Writeback { page, data: leak(data) },
+            8 => Body::Writeback {
+                page,
+                data: leak(data),
+            },
             9 => Body::Unblock { page },
             10 => Body::Nack { page },
-            11 => Body::Ipi { vp: u32::try_from(rng.below(64)).unwrap(), vector: 32 + u8::try_from(rng.below(32)).unwrap() },
-            12 => Body::VpStart { vp: 5, entry: rng.next_u64(), stack_top: 1, arg: 2 },
-            13 => Body::ConsoleLine { vp: 1, line: leak_line(line) },
-            14 => Body::VsExit { status: rng.next_u64() },
-            _ => Body::Heartbeat { sequence: rng.next_u64() },
+            11 => Body::Ipi {
+                vp: u32::try_from(rng.below(64)).unwrap(),
+                vector: 32 + u8::try_from(rng.below(32)).unwrap(),
+            },
+            12 => Body::VpStart {
+                vp: 5,
+                entry: rng.next_u64(),
+                stack_top: 1,
+                arg: 2,
+            },
+            13 => Body::ConsoleLine {
+                vp: 1,
+                line: leak_line(line),
+            },
+            14 => Body::VsExit {
+                status: rng.next_u64(),
+            },
+            _ => Body::Heartbeat {
+                sequence: rng.next_u64(),
+            },
         };
-        Message { vs_id: 3, src, dst, request_id: rng.next_u64(), body }
+        Message {
+            vs_id: 3,
+            src,
+            dst,
+            request_id: rng.next_u64(),
+            body,
+        }
     }
 
     fn leak(data: &[u8; PAGE_BYTES]) -> &'static [u8; PAGE_BYTES] {
@@ -107,7 +140,9 @@ mod parser {
             let mut buf = vec![0u8; MAX_MESSAGE_BYTES + 4];
             let mut len = encode(&msg, &mut buf).unwrap();
             for _ in 0..rng.below(3) {
-                let at = usize::try_from(rng.below(48)).unwrap().min(len.saturating_sub(1));
+                let at = usize::try_from(rng.below(48))
+                    .unwrap()
+                    .min(len.saturating_sub(1));
                 let bit = 1u8 << rng.below(8);
                 buf[at] ^= bit;
             }
@@ -127,11 +162,18 @@ mod parser {
                 }
                 None => {
                     accepted += 1;
-                    assert!(step.error < 0x10, "round {round}: decoded but the parser said {:#x}", step.error);
+                    assert!(
+                        step.error < 0x10,
+                        "round {round}: decoded but the parser said {:#x}",
+                        step.error
+                    );
                 }
             }
         }
-        assert!(accepted > 300 && rejected > 300, "{accepted} accepted, {rejected} rejected");
+        assert!(
+            accepted > 300 && rejected > 300,
+            "{accepted} accepted, {rejected} rejected"
+        );
     }
 }
 
@@ -168,7 +210,10 @@ mod steering {
                     model.write(vector, vp);
                 }
                 3 => {
-                    let (vp, to) = (u32::try_from(rng.below(8)).unwrap(), u32::try_from(rng.below(8)).unwrap());
+                    let (vp, to) = (
+                        u32::try_from(rng.below(8)).unwrap(),
+                        u32::try_from(rng.below(8)).unwrap(),
+                    );
                     let cycles = rtl.steer_remove(vp, to).unwrap();
                     assert!(cycles >= vectors as u64, "a rewrite visits every entry");
                     model.remove_vp(vp, to);
@@ -180,7 +225,11 @@ mod steering {
                     assert_eq!(step.error, 0);
                     assert_eq!(step.actions.len(), 1);
                     assert_eq!(step.actions[0].vp, vp);
-                    assert_eq!(step.actions[0].vector, Some(model.vector_for(vp)), "round {round}");
+                    assert_eq!(
+                        step.actions[0].vector,
+                        Some(model.vector_for(vp)),
+                        "round {round}"
+                    );
                 }
             }
         }
