@@ -55,6 +55,24 @@ impl Run {
         self.lines.iter().any(|l| l == want)
     }
 
+    /// A counter of node `id` (0 when absent).
+    pub fn node_counter(&self, id: u64, key: &str) -> u64 {
+        self.stats["nodes"]
+            .as_array()
+            .and_then(|nodes| nodes.iter().find(|n| n["id"].as_u64() == Some(id)))
+            .and_then(|n| n[key].as_u64())
+            .unwrap_or(0)
+    }
+
+    /// Console lines that start with `prefix`.
+    pub fn lines_starting(&self, prefix: &str) -> Vec<&str> {
+        self.lines
+            .iter()
+            .filter(|l| l.starts_with(prefix))
+            .map(String::as_str)
+            .collect()
+    }
+
     /// Sum of a per-node counter over all nodes.
     pub fn total(&self, key: &str) -> u64 {
         self.stats["nodes"]

@@ -1,0 +1,102 @@
+//! `cvmm bench fault-latency` end to end on a small cluster: it writes a JSON document with
+//! the documented keys (one row per kind the shape allows, counts equal to the pages
+//! asked for) and an SVG chart. Numbers are not checked, only their presence and shape.
+
+use std::process::Command;
+
+use tests::cvmm_bin;
+
+fn temp(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("cvmm-bench-test-{}-{name}", std::process::id()))
+}
+
+#[test]
+fn fault_latency_writes_json_and_svg() {
+    let json_path = temp("bench.json");
+    let svg_path = temp("bench.svg");
+    let out = Command::new(cvmm_bin())
+        .args(["bench", "fault-latency", "--nodes", "2", "--pages", "20"])
+        .args(["--repeat", "1", "--json"])
+        .arg(&json_path)
+        .arg("--plot")
+        .arg(&svg_path)
+        .output()
+        .expect("cvmm runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    // Progress while it ran: 5 cases on 2 nodes, one repeat, on software/udp at least.
+    assert!(
+        stderr.contains("software/udp local run 1/1 ..."),
+        "{stderr}"
+    );
+
+    let text = std::fs::read_to_string(&json_path).expect("JSON written");
+    let svg = std::fs::read_to_string(&svg_path).expect("SVG written");
+    let _ = std::fs::remove_file(&json_path);
+    let _ = std::fs::remove_file(&svg_path);
+    let json: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+
+    assert!(json["rows_modeled"].is_array(), "{json}");
+    let rows = json["paths"].as_array().expect("paths array");
+    let software: Vec<&serde_json::Value> = rows
+        .iter()
+        .filter(|r| r["fabric"] == "software" && r["transport"] == "udp")
+        .collect();
+    let kinds: Vec<(String, u64)> = software
+        .iter()
+        .map(|r| {
+            (
+                r["kind"].as_str().unwrap_or("?").to_string(),
+                r["sharers"].as_u64().unwrap_or(99),
+            )
+        })
+        .collect();
+    let want: Vec<(String, u64)> = [
+        ("local", 0),
+        ("read_miss", 0),
+        ("write_miss", 0),
+        ("upgrade", 0),
+        ("invalidate", 1),
+    ]
+    .iter()
+    .map(|(k, s)| (k.to_string(), *s))
+    .collect();
+    assert_eq!(kinds, want, "{json}");
+    for row in rows {
+        for key in ["p50_us", "p99_us", "mean_us"] {
+            assert!(row[key].as_f64().is_some_and(|v| v > 0.0), "{key}: {row}");
+        }
+        assert_eq!(row["count"], 20, "{row}");
+        for key in [
+            "service_p50_us",
+            "host_serve_cpu_us_per_fault",
+            "ratio_to_software_udp",
+        ] {
+            assert!(row.get(key).is_some(), "missing {key}: {row}");
+        }
+    }
+    for row in &software {
+        assert_eq!(row["ratio_to_software_udp"], 1.0, "{row}");
+        if row["kind"] != "local" {
+            // Remote kinds have a fetch service time.
+            assert!(row["service_p50_us"].as_f64().is_some(), "{row}");
+        } else {
+            assert!(row["host_serve_cpu_us_per_fault"].is_null(), "{row}");
+        }
+    }
+    // Serving CPU is dropped for a run whose samples came late (a busy machine), so ask
+    // for it on most remote rows, not all.
+    let with_cpu = software
+        .iter()
+        .filter(|r| r["host_serve_cpu_us_per_fault"].as_f64().is_some())
+        .count();
+    assert!(with_cpu >= 2, "{json}");
+
+    assert!(svg.starts_with("<svg"), "{svg}");
+    assert!(svg.trim_end().ends_with("</svg>"));
+    assert!(svg.contains("software/udp (measured)"));
+    assert!(svg.contains("invalidate/1"));
+    // The table is printed at the end.
+    assert!(stdout.contains("software/udp   read_miss"), "{stdout}");
+}
