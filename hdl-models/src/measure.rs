@@ -44,7 +44,9 @@ fn frame(src: u16, dst: u16, rid: u64, body: Body<'_>) -> Result<Vec<u8>, RtlErr
         body,
     };
     let mut buf = vec![0u8; MAX_MESSAGE_BYTES];
-    let len = encode(&msg, &mut buf).map_err(|_| RtlError::BadConfig { what: "message" })?;
+    let len = encode(&msg, &mut buf).map_err(|_| RtlError::Scenario {
+        what: "message does not encode",
+    })?;
     buf.truncate(len);
     Ok(buf)
 }
@@ -53,7 +55,7 @@ fn send(rtl: &mut RtlNode, src: u16, rid: u64, body: Body<'_>) -> Result<RtlStep
     let dst = rtl.config().node;
     let step = rtl.push_message(&frame(src, dst, rid, body)?)?;
     if step.error != 0 {
-        return Err(RtlError::BadConfig {
+        return Err(RtlError::Scenario {
             what: "a measurement input was refused",
         });
     }
@@ -67,7 +69,7 @@ fn to_transmit(step: &RtlStep, kind: MessageKind, nth: usize) -> Result<u32, Rtl
         .filter(|a| a.transmit.is_some_and(|(h, _)| h[3] == kind as u8))
         .nth(nth)
         .and_then(|a| u32::try_from(a.cycle - step.accepted_cycle).ok())
-        .ok_or(RtlError::BadConfig {
+        .ok_or(RtlError::Scenario {
             what: "the expected message was not sent",
         })
 }
@@ -78,7 +80,7 @@ fn to_action(step: &RtlStep, kind: RtlActionKind) -> Result<u32, RtlError> {
         .iter()
         .find(|a| a.kind == kind)
         .and_then(|a| u32::try_from(a.cycle - step.accepted_cycle).ok())
-        .ok_or(RtlError::BadConfig {
+        .ok_or(RtlError::Scenario {
             what: "the expected action did not happen",
         })
 }
@@ -142,7 +144,7 @@ pub fn measure(sharers: u16) -> Result<NicCycles, RtlError> {
     for node in 2..(2 + sharers) {
         last_ack = Some(send(&mut home, node, 20, Body::InvalidateAck { page })?);
     }
-    let last_ack = last_ack.ok_or(RtlError::BadConfig { what: "no sharer" })?;
+    let last_ack = last_ack.ok_or(RtlError::Scenario { what: "no sharer" })?;
     let ack_to_grant = to_transmit(&last_ack, MessageKind::PageData, 0)?;
     // Read of a page a remote node owns: forwarded to the owner.
     let forward = send(&mut home, 2, 30, Body::ReadReq { page })?;

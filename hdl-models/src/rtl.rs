@@ -158,6 +158,13 @@ pub enum RtlError {
     /// The shim could not create the model.
     #[error("Failed to create the Verilator model")]
     CreateModel,
+    /// A measurement scenario did not go as planned (the RTL refused an input or did not
+    /// produce the action timed).
+    #[error("Measurement scenario failed: {what}")]
+    Scenario {
+        /// What was missing.
+        what: &'static str,
+    },
     /// The pipeline did not finish an input in time.
     #[error("Input not finished after {cycles} cycles")]
     Timeout {

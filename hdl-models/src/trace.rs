@@ -117,9 +117,9 @@ impl TraceConfig {
         }
     }
 
-    /// The steering table every node starts with: vector `k + 1` for its `k`-th VP, except
-    /// that the last VP of a node with two has none (its completions use the mapping
-    /// vector).
+    /// The steering table every node starts with: vector `node + k + 1` for its `k`-th VP
+    /// (so the nodes use different vectors), except that the last VP of a node with two
+    /// has none (its completions use the mapping vector).
     pub fn initial_steering(&self, node: usize) -> SteeringModel {
         let mut table = SteeringModel::new(TRACE_VECTORS, MAP_VECTOR);
         let with_vector = if self.vps_per_node >= 2 {
@@ -129,7 +129,7 @@ impl TraceConfig {
         };
         for k in 0..with_vector {
             let vp = u32::try_from(node * self.vps_per_node + k).unwrap_or(u32::MAX);
-            table.write(u8::try_from(k + 1).unwrap_or(u8::MAX), Some(vp));
+            table.write(u8::try_from(node + k + 1).unwrap_or(u8::MAX), Some(vp));
         }
         table
     }
