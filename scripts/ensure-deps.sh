@@ -7,6 +7,7 @@ set -euo pipefail
 declare -A need=(
   [pkg-config]=/usr/bin/pkg-config
   [iproute2]=/usr/sbin/ip
+  [verilator]=/usr/bin/verilator
 )
 
 missing=()

@@ -10,3 +10,5 @@ echo "== workspace: build" >&2
 cargo build --workspace --all-targets
 echo "== workspace: tests (unit, property, KVM, whole clusters)" >&2
 cargo test --workspace --no-fail-fast
+echo "== FPGA pipeline RTL: Verilator simulation checked against the engine" >&2
+cargo test -p hdl-models --features hdl-sim
