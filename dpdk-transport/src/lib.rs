@@ -114,7 +114,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-pub use auth::{Authenticator, NoAuth};
+pub use auth::{Authenticator, ClusterKey, ClusterKeyError, HmacSha256Auth, NoAuth};
 pub use datagram::{Datagram, DatagramError, InjectedFaults};
 pub use lossy::{FaultConfig, LossyDatagram};
 pub use payload::Payload;
