@@ -73,3 +73,4 @@
 #![deny(missing_docs)]
 
 pub mod engine;
+pub mod firmware;
