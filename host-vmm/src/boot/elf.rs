@@ -194,7 +194,10 @@ mod tests {
     #[test]
     fn rejects_bad_images() {
         let good = tiny_elf(0x20_0000, 0x20_0000, &[0x90; 16], 16);
-        assert_eq!(parse(b"#!/bin/sh\nexit 0\n", 16 << 20), Err(ElfError::NotElf64));
+        assert_eq!(
+            parse(b"#!/bin/sh\nexit 0\n", 16 << 20),
+            Err(ElfError::NotElf64)
+        );
         assert_eq!(parse(&good[..10], 16 << 20), Err(ElfError::Truncated));
         assert_eq!(parse(&good[..130], 16 << 20), Err(ElfError::Truncated));
         let low = tiny_elf(0x1000, 0x1000, &[0x90; 16], 16);
