@@ -13,7 +13,7 @@
 //!  [LossyDatagram<D>]               optional fault injection (tests, --wire-loss P)
 //!            |
 //!  D: Datagram                      UdpDatagram (kernel UDP, always built)
-//!                                   DPDK poll mode (feature `dpdk`, later)
+//!                                   DpdkDatagram (feature `dpdk`: memif, af_packet, PCI)
 //! ```
 //!
 //! Design rules: backends implement only [`Datagram`]; the protocol logic in `peer.rs` has
@@ -99,6 +99,7 @@
 
 mod auth;
 mod datagram;
+pub mod dpdk;
 mod lossy;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod mem;
