@@ -315,6 +315,13 @@ pub struct CompletionEntry {
 const _: () = assert!(size_of::<SubmissionDescriptor>() == ENTRY_BYTES as usize);
 const _: () = assert!(size_of::<CompletionEntry>() == ENTRY_BYTES as usize);
 
+/// Where VP `vp`'s vector lives in the vector table: the aligned `u32` register holding
+/// it and the shift of its 16 bits in that register (`vp` below `MAX_VPS`).
+pub const fn vector_slot(vp: u32) -> (u64, u32) {
+    let at = reg::VECTOR_TABLE + (vp as u64 % 64) * 2;
+    (at & !3, if at & 2 == 0 { 0 } else { 16 })
+}
+
 /// Offset in BAR0 of submission slot `index` (taken modulo the ring size).
 pub const fn sq_slot(index: u32) -> u64 {
     SQ_OFFSET + ((index % SQ_ENTRIES) as u64) * (ENTRY_BYTES as u64)
@@ -371,6 +378,13 @@ mod tests {
             assert_eq!(cq_slot(i) % 8, 0);
             assert_eq!(cq_buffer(i) % 8, 0);
         }
+    }
+
+    #[test]
+    fn vector_slots_pack_two_vps_per_register() {
+        assert_eq!(vector_slot(0), (reg::VECTOR_TABLE, 0));
+        assert_eq!(vector_slot(1), (reg::VECTOR_TABLE, 16));
+        assert_eq!(vector_slot(63), (reg::VECTOR_TABLE + 124, 16));
     }
 
     #[test]
