@@ -1,6 +1,7 @@
 //! The `cvmm` command line.
 
 pub mod bench;
+pub mod nic;
 pub mod node;
 pub mod run;
 
@@ -24,6 +25,8 @@ pub enum Command {
     Node(node::NodeArgs),
     /// Run a benchmark across whole clusters (`cvmm bench fault-latency`).
     Bench(bench::BenchArgs),
+    /// Run the NIC model of one node (offload path; `cvmm node` starts it).
+    Nic(nic::NicArgs),
 }
 
 /// Parses the command line and runs it; returns the process exit status.
@@ -33,5 +36,6 @@ pub fn main() -> i32 {
         Command::Run(args) => run::run(&args),
         Command::Node(args) => node::node(&args),
         Command::Bench(args) => bench::bench(&args),
+        Command::Nic(args) => nic::nic(&args),
     }
 }

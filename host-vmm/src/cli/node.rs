@@ -12,13 +12,14 @@ use dpdk_transport::{
 
 use super::run::error_chain;
 use crate::boot::elf;
-use crate::cluster::config::ClusterConfig;
+use crate::cluster::config::{ClusterConfig, FabricKind};
 use crate::devices::console::StdoutSink;
-use crate::fabric::{ClusterLink, Fabric};
+use crate::fabric::{ClusterLink, Fabric, NicProcess, OffloadFabric};
 use crate::guest_image::GUEST_ELF;
 use crate::memory::PageResolver;
-use crate::node::{Node, NodeReport};
+use crate::node::{Node, NodeConfig, NodeReport};
 use crate::server::Outcome;
+use vfio::client::UserClient;
 
 /// Arguments of `cvmm node`.
 #[derive(Debug, Args)]
@@ -45,7 +46,9 @@ pub fn node(args: &NodeArgs) -> i32 {
     }
 }
 
-fn transport_for(config: &ClusterConfig, id: u32) -> Result<Arc<dyn Transport>, String> {
+/// The node's wire endpoint: its address in the description, reliable transport to the
+/// other nodes. The node owns it on the software path, its NIC on the offload path.
+pub(crate) fn transport_for(config: &ClusterConfig, id: u32) -> Result<Arc<dyn Transport>, String> {
     let me = config.nodes.get(id as usize).ok_or_else(|| {
         format!(
             "node id {id} is not in the cluster description ({} nodes)",
@@ -89,15 +92,41 @@ fn run_node(args: &NodeArgs) -> Result<i32, String> {
             args.id, cfg.nodes
         ));
     }
-    let transport = transport_for(&config, args.id)?;
     let image = elf::parse(GUEST_ELF, cfg.logical_bytes()).map_err(|e| error_chain(&e))?;
-    let node = Node::create(&cfg, &image, Box::new(StdoutSink { tag_node: true }))
+    let (report, stats) = match config.fabric_of(args.id) {
+        FabricKind::Software => run_software(&config, args.id, &cfg, &image)?,
+        FabricKind::Offload => run_offload(&config, args, &cfg, &image)?,
+    };
+    match &report.outcome {
+        Outcome::GuestFault(fault) => eprintln!("cvmm node {}: {fault}", args.id),
+        Outcome::VmmError(msg) => eprintln!("cvmm node {}: {msg}", args.id),
+        Outcome::Exited(_) | Outcome::AllStopped => {}
+    }
+    eprintln!("{}", summary(&stats));
+    if let Some(path) = &args.stats_json {
+        let json = serde_json::json!({ "nodes": [stats] });
+        let text = serde_json::to_string_pretty(&json).expect("JSON values serialize");
+        std::fs::write(path, text)
+            .map_err(|e| format!("failed to write {}: {e}", path.display()))?;
+    }
+    Ok(report.outcome.exit_code())
+}
+
+/// The software path: this process owns the wire and runs the engine.
+fn run_software(
+    config: &ClusterConfig,
+    id: u32,
+    cfg: &NodeConfig,
+    image: &elf::GuestImage<'_>,
+) -> Result<(NodeReport, serde_json::Value), String> {
+    let transport = transport_for(config, id)?;
+    let node = Node::create(cfg, image, Box::new(StdoutSink { tag_node: true }))
         .map_err(|e| error_chain(&e))?;
     let server = node.server.clone();
     let local: Vec<u32> = node.vcpus.iter().map(|(vp, _)| *vp).collect();
     let fabric = Fabric::new(
         &server.config_table,
-        args.id,
+        id,
         &local,
         server.memory.clone(),
         transport.clone(),
@@ -114,20 +143,84 @@ fn run_node(args: &NodeArgs) -> Result<i32, String> {
     drain(transport.as_ref());
     fabric.shutdown();
     let _ = receiver.join();
-    match &report.outcome {
-        Outcome::GuestFault(fault) => eprintln!("cvmm node {}: {fault}", args.id),
-        Outcome::VmmError(msg) => eprintln!("cvmm node {}: {msg}", args.id),
-        Outcome::Exited(_) | Outcome::AllStopped => {}
-    }
     let stats = node_stats(&report, fabric.as_ref());
-    eprintln!("{}", summary(&stats));
-    if let Some(path) = &args.stats_json {
-        let json = serde_json::json!({ "nodes": [stats] });
-        let text = serde_json::to_string_pretty(&json).expect("JSON values serialize");
-        std::fs::write(path, text)
-            .map_err(|e| format!("failed to write {}: {e}", path.display()))?;
-    }
-    Ok(report.outcome.exit_code())
+    Ok((report, stats))
+}
+
+/// How long a node waits for its NIC model to come up.
+const NIC_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The offload path: the node's NIC (a `cvmm nic` process this node starts, or one at
+/// `nic_socket`) owns the wire and runs the engine; this process keeps the mappings.
+fn run_offload(
+    config: &ClusterConfig,
+    args: &NodeArgs,
+    cfg: &NodeConfig,
+    image: &elf::GuestImage<'_>,
+) -> Result<(NodeReport, serde_json::Value), String> {
+    let id = args.id;
+    let given = config
+        .nodes
+        .get(id as usize)
+        .and_then(|n| n.nic_socket.clone());
+    let (socket, mut process) = match given {
+        Some(socket) => (socket, None),
+        None => {
+            let socket =
+                std::env::temp_dir().join(format!("cvmm-nic-{}-{id}.sock", std::process::id()));
+            let _ = std::fs::remove_file(&socket);
+            let process = NicProcess::spawn(&args.config, id, &socket)
+                .map_err(|e| format!("failed to start the NIC process: {e}"))?;
+            (socket, Some(process))
+        }
+    };
+    let deadline = Instant::now() + NIC_CONNECT_TIMEOUT;
+    let client = loop {
+        match UserClient::connect(&socket, Duration::from_millis(100)) {
+            Ok(client) => break client,
+            Err(e) => {
+                if let Some(how) = process.as_mut().and_then(NicProcess::ended) {
+                    return Err(format!(
+                        "the NIC process of node {id} {how} before it served"
+                    ));
+                }
+                if Instant::now() > deadline {
+                    return Err(format!(
+                        "cannot reach the NIC at {}: {}",
+                        socket.display(),
+                        error_chain(&e)
+                    ));
+                }
+            }
+        }
+    };
+    let node = Node::create(cfg, image, Box::new(StdoutSink { tag_node: true }))
+        .map_err(|e| error_chain(&e))?;
+    let server = node.server.clone();
+    let local: Vec<u32> = node.vcpus.iter().map(|(vp, _)| *vp).collect();
+    let fabric = OffloadFabric::connect(
+        Box::new(client),
+        &server.config_table,
+        id,
+        &local,
+        server.memory.clone(),
+        process,
+    )
+    .map_err(|e| error_chain(&e))?;
+    fabric.attach(&server);
+    server
+        .fabric
+        .set(fabric.clone() as Arc<dyn ClusterLink>)
+        .expect("the fabric is set once");
+    let interrupts = fabric
+        .spawn_interrupt_thread()
+        .map_err(|e| error_chain(&e))?;
+    let resolver: Arc<dyn PageResolver> = fabric.clone();
+    let report = node.run_with(resolver).map_err(|e| error_chain(&e))?;
+    let stats = node_stats(&report, fabric.as_ref());
+    fabric.shutdown();
+    let _ = interrupts.join();
+    Ok((report, stats))
 }
 
 /// Lets the last messages (the exit broadcast) reach the peers before the transport stops.

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 use serde::Serialize;
 
+use crate::cluster::config::FabricKind;
 use crate::cluster::launch::{launch, LaunchOptions};
 use crate::devices::console::StdoutSink;
 use crate::guest_image::GUEST_ELF;
@@ -32,6 +33,11 @@ pub struct RunArgs {
     /// Put each node in its own network namespace, joined by veth (separate hosts).
     #[arg(long)]
     pub netns: bool,
+    /// Who runs the coherence engine: host threads (`software`) or each node's NIC model
+    /// (`offload`). A comma-separated list is repeated over the nodes for a mixed cluster
+    /// (`offload,software`).
+    #[arg(long, value_delimiter = ',', default_value = "software")]
+    pub fabric: Vec<FabricKind>,
     /// The guest workload and its arguments, e.g. `matmul 64`.
     #[arg(last = true, required = true, num_args = 1..)]
     pub workload: Vec<String>,
@@ -44,7 +50,8 @@ struct StatsFile<'a> {
 
 /// Runs the virtual server; returns the exit status.
 pub fn run(args: &RunArgs) -> i32 {
-    if args.nodes != 1 || args.netns {
+    let offload = args.fabric.contains(&FabricKind::Offload);
+    if args.nodes != 1 || args.netns || offload {
         return launch(&LaunchOptions {
             nodes: args.nodes,
             vps_per_node: args.vps_per_node,
@@ -53,6 +60,7 @@ pub fn run(args: &RunArgs) -> i32 {
             wire_loss: args.wire_loss,
             netns: args.netns,
             stats_json: args.stats_json.clone(),
+            fabrics: args.fabric.clone(),
         });
     }
     let cfg = NodeConfig {

@@ -19,7 +19,12 @@
 //! [[nodes]]
 //! id = 1
 //! address = "192.168.10.2:7100"
+//! fabric = "offload"       # this node's engine runs on its NIC (overrides [cluster])
 //! ```
+//!
+//! A cluster may mix fabrics: both run the same engine and speak the same wire format.
+//! An offload node starts its NIC model (`cvmm nic`) itself, unless `nic_socket` names
+//! the vfio-user socket of one already running.
 //!
 //! Unknown keys are errors (`deny_unknown_fields`): a typo must not silently fall back to a
 //! default on one node of a rack.
@@ -67,12 +72,14 @@ pub enum TransportKind {
 }
 
 /// Who runs the coherence engine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum FabricKind {
     /// Host threads (the software path).
     #[default]
     Software,
+    /// The node's NIC, reached over vfio-user (the offload path).
+    Offload,
 }
 
 fn default_peer_timeout_ms() -> u64 {
@@ -117,6 +124,13 @@ pub struct NodeEntry {
     pub id: u32,
     /// `ip:port` the node listens on for the wire.
     pub address: SocketAddr,
+    /// This node's fabric, when it differs from `[cluster] fabric`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fabric: Option<FabricKind>,
+    /// Offload only: the socket of a NIC model started separately (else the node starts
+    /// one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nic_socket: Option<std::path::PathBuf>,
 }
 
 /// The whole file.
@@ -195,6 +209,14 @@ impl ClusterConfig {
         Ok(())
     }
 
+    /// The fabric of node `id`: its own setting, else the cluster's.
+    pub fn fabric_of(&self, id: u32) -> FabricKind {
+        self.nodes
+            .get(id as usize)
+            .and_then(|n| n.fabric)
+            .unwrap_or(self.cluster.fabric)
+    }
+
     /// The shape of the server as node `id` sees it.
     pub fn node_config(&self, id: u32) -> NodeConfig {
         NodeConfig {
@@ -249,6 +271,24 @@ mod tests {
             .collect::<Vec<_>>()
             .join("\n");
         ClusterConfig::parse(&doc, "doc").unwrap();
+    }
+
+    #[test]
+    fn a_node_may_override_the_cluster_fabric() {
+        let mixed = GOOD.replace(
+            "address = \"127.0.0.1:7101\"",
+            "address = \"127.0.0.1:7101\"\nfabric = \"offload\"",
+        );
+        let config = ClusterConfig::parse(&mixed, "mixed").unwrap();
+        assert_eq!(config.fabric_of(0), FabricKind::Software);
+        assert_eq!(config.fabric_of(1), FabricKind::Offload);
+        let again = ClusterConfig::parse(&config.to_toml(), "again").unwrap();
+        assert_eq!(again.fabric_of(1), FabricKind::Offload);
+        let all = GOOD.replace("wire_loss = 0.05", "fabric = \"offload\"");
+        let config = ClusterConfig::parse(&all, "all").unwrap();
+        assert_eq!(config.fabric_of(0), FabricKind::Offload);
+        let typo = mixed.replace("\"offload\"", "\"offlaod\"");
+        assert!(ClusterConfig::parse(&typo, "typo").is_err());
     }
 
     #[test]

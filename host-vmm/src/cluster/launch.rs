@@ -34,6 +34,18 @@ pub struct LaunchOptions {
     pub netns: bool,
     /// Merged statistics go here.
     pub stats_json: Option<PathBuf>,
+    /// Fabric of each node, repeated over the nodes (`[offload]`, `[software, offload]`).
+    pub fabrics: Vec<FabricKind>,
+}
+
+impl LaunchOptions {
+    /// The fabric of node `node`.
+    pub fn fabric_of(&self, node: u32) -> FabricKind {
+        match self.fabrics.len() {
+            0 => FabricKind::Software,
+            len => self.fabrics[node as usize % len],
+        }
+    }
 }
 
 /// How long the other nodes get to stop by themselves after one ended.
@@ -96,7 +108,7 @@ fn try_launch(opts: &LaunchOptions) -> Result<i32, String> {
     let config = ClusterConfig {
         cluster: ClusterSection {
             transport: TransportKind::Udp,
-            fabric: FabricKind::Software,
+            fabric: opts.fabric_of(0),
             wire_loss: opts.wire_loss,
             peer_timeout_ms: 3000,
         },
@@ -108,9 +120,15 @@ fn try_launch(opts: &LaunchOptions) -> Result<i32, String> {
         nodes: addresses
             .iter()
             .enumerate()
-            .map(|(id, address)| NodeEntry {
-                id: u32::try_from(id).expect("few nodes"),
-                address: *address,
+            .map(|(id, address)| {
+                let id = u32::try_from(id).expect("few nodes");
+                let fabric = opts.fabric_of(id);
+                NodeEntry {
+                    id,
+                    address: *address,
+                    fabric: (fabric != opts.fabric_of(0)).then_some(fabric),
+                    nic_socket: None,
+                }
             })
             .collect(),
     };

@@ -5,16 +5,16 @@ use log::warn;
 use vima::interrupt::is_external_vector;
 use vima::wire::{Body, Message};
 
-use super::Fabric;
+use super::FabricStats;
 use crate::server::{Outcome, VirtualServer};
 use crate::vp::RunState;
 
-pub(super) fn handle(fabric: &Fabric, server: &VirtualServer, msg: &Message<'_>) {
+pub(super) fn handle(stats: &FabricStats, server: &VirtualServer, msg: &Message<'_>) {
     match msg.body {
         Body::Ipi { vp, vector } => {
             let local = server.vp(vp).is_some_and(|c| c.node == server.node_id);
             if !local || !is_external_vector(u64::from(vector)) {
-                fabric.stats.count_bad_message();
+                stats.count_bad_message();
                 return;
             }
             let _ = server.post_interrupt(vp, vector);
@@ -26,7 +26,7 @@ pub(super) fn handle(fabric: &Fabric, server: &VirtualServer, msg: &Message<'_>)
             arg,
         } => {
             let Some(control) = server.vp(vp).filter(|c| c.node == server.node_id) else {
-                fabric.stats.count_bad_message();
+                stats.count_bad_message();
                 return;
             };
             if server
@@ -50,6 +50,6 @@ pub(super) fn handle(fabric: &Fabric, server: &VirtualServer, msg: &Message<'_>)
         }
         Body::VsExit { status } => server.finish(Outcome::Exited(status)),
         Body::Heartbeat { .. } => {}
-        _ => fabric.stats.count_bad_message(),
+        _ => stats.count_bad_message(),
     }
 }

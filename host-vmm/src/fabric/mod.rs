@@ -11,6 +11,7 @@
 
 mod apply;
 mod control;
+mod offload;
 mod stats;
 
 use std::collections::HashMap;
@@ -29,6 +30,7 @@ use vima::wire::{self, is_coherent_page, Body, Message, MAX_MESSAGE_BYTES};
 use crate::memory::{FetchRequest, LogicalMemory, PageResolver, PageState};
 use crate::server::{Outcome, VirtualServer};
 
+pub use offload::{NicProcess, OffloadError, OffloadFabric};
 pub use stats::{FabricStats, FabricStatsSnapshot, FaultKindLatency};
 
 /// The virtual server id on the wire (one virtual server per cluster so far).
@@ -292,7 +294,7 @@ impl Fabric {
         if msg.body.kind().is_coherence() {
             self.run_engine(|engine, applier| engine.receive(&msg, applier));
         } else if let Some(server) = self.server() {
-            control::handle(self, &server, &msg);
+            control::handle(&self.stats, &server, &msg);
         }
     }
 

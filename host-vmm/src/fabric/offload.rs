@@ -1,0 +1,611 @@
+//! The offload fabric: the host's side of a node whose coherence engine runs on its NIC.
+//!
+//! The host keeps only what a NIC cannot do: its own mappings (userfaultfd, MADV_DONTNEED,
+//! write protection) and the virtual server's control messages. A fault becomes one
+//! descriptor on the submission ring and a doorbell write in shared memory; the firmware
+//! fetches the page, writes it into the guest memfd by DMA, and posts completions. One
+//! interrupt thread sleeps on the MSI-X eventfds, drains the completion ring in order,
+//! applies each entry, and advances the ring's head *after* applying it: that head is the
+//! acknowledgement the firmware waits for before it sends a page whose mapping changed
+//! (the engine's ordering rule, see `nic_firmware::firmware`).
+//!
+//! Control messages go through the NIC both ways and are handled by the same code as on
+//! the software path (`control.rs`).
+//!
+//! A dead NIC stops the node, never hangs it: the interrupt thread wakes at least every
+//! [`POLL_INTERVAL`], checks the NIC process it started (exit status), the firmware's
+//! heartbeat in BAR0 and, when the heartbeat stalls, whether the device still answers a
+//! trapped access.
+
+use std::collections::HashMap;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::process::{Child, Command};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use log::warn;
+use nic_firmware::engine::LogicalPage;
+use vfio::client::NicBackend;
+use vfio::layout::{control as control_bits, reg, status, vector_slot, Counter, BUFFER_BYTES};
+use vfio::ring::{
+    Completion, CompletionConsumer, PageAccess, RingError, RingPollError, Submission,
+    SubmissionProducer,
+};
+use vima::wire::{self, is_coherent_page, Body, Message, MAX_MESSAGE_BYTES};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use super::{control, ClusterLink, FabricStats, FaultKindLatency, VS_ID};
+use crate::memory::{FetchRequest, LogicalMemory, PageResolver, PageState};
+use crate::server::{Outcome, VirtualServer};
+
+/// How often the interrupt thread looks at the NIC's health when no interrupt comes.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
+/// A heartbeat that does not move for this long means the firmware is gone.
+const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a post waits for room in the submission ring before giving up.
+const POST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why the offload fabric could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum OffloadError {
+    /// The configuration table does not parse or has no usable memory ranges.
+    #[error("Failed to read the memory ranges of the configuration")]
+    Engine(#[from] crate::nic::engine::EngineSetupError),
+    /// The device is another node's NIC.
+    #[error("The NIC serves node {found}, not node {expected}")]
+    WrongNode {
+        /// This node.
+        expected: u32,
+        /// What the NIC says.
+        found: u32,
+    },
+    /// An eventfd could not be created.
+    #[error("Failed to create an interrupt eventfd")]
+    EventFd(#[source] std::io::Error),
+    /// Setting up the device failed.
+    #[error("Failed to set up the NIC")]
+    Device(#[from] vfio::client::ClientError),
+    /// Setting the initial page states failed.
+    #[error("Failed to set the initial page states")]
+    Memory(#[from] crate::memory::MemoryError),
+    /// The firmware did not start.
+    #[error("The NIC firmware did not start within {0:?}")]
+    NotRunning(Duration),
+    /// The interrupt thread could not start.
+    #[error("Failed to start the NIC interrupt thread")]
+    Thread(#[source] std::io::Error),
+}
+
+/// A NIC model process this node started (`cvmm nic`).
+#[derive(Debug)]
+pub struct NicProcess {
+    child: Child,
+}
+
+impl NicProcess {
+    /// Starts `cvmm nic --config <config> --id <id> --socket <socket>` with the same
+    /// binary as this process.
+    pub fn spawn(config: &Path, id: u32, socket: &Path) -> std::io::Result<Self> {
+        let exe = std::env::current_exe()?;
+        let child = Command::new(exe)
+            .arg("nic")
+            .arg("--config")
+            .arg(config)
+            .arg("--id")
+            .arg(id.to_string())
+            .arg("--socket")
+            .arg(socket)
+            .spawn()?;
+        Ok(Self { child })
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `Some(description)` once the process has ended.
+    pub fn ended(&mut self) -> Option<String> {
+        use std::os::unix::process::ExitStatusExt;
+        match self.child.try_wait() {
+            Ok(Some(status)) => Some(match (status.code(), status.signal()) {
+                (Some(code), _) => format!("exited with status {code}"),
+                (None, Some(signal)) => format!("was killed by signal {signal}"),
+                _ => "ended".into(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// Waits up to `timeout` for the process to end, then kills it.
+    fn finish(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for NicProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// The host side of one node's offload fabric.
+pub struct OffloadFabric {
+    node: u16,
+    nic: Box<dyn NicBackend>,
+    memory: Arc<LogicalMemory>,
+    server: OnceLock<Weak<VirtualServer>>,
+    sq: Mutex<SubmissionProducer>,
+    vectors: Vec<EventFd>,
+    vp_of_thread: Mutex<HashMap<u32, u32>>,
+    first_local_vp: u32,
+    started: Mutex<HashMap<u64, (Instant, FaultKindLatency)>>,
+    process: Mutex<Option<NicProcess>>,
+    stop: EventFd,
+    /// Counters and latencies (the NIC's own counters are in BAR0).
+    pub stats: FabricStats,
+}
+
+impl std::fmt::Debug for OffloadFabric {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OffloadFabric")
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
+}
+
+fn host_state(state: PageAccess) -> PageState {
+    match state {
+        PageAccess::Invalid => PageState::Invalid,
+        PageAccess::Shared => PageState::Shared,
+        PageAccess::Exclusive => PageState::Exclusive,
+    }
+}
+
+impl OffloadFabric {
+    /// Sets up the NIC for `node`: interrupt vectors (vector 0 for the host, one per local
+    /// VP), guest memory mapped at IOVA 0, the vector table, the initial page states
+    /// (pages homed elsewhere Invalid), then enables the firmware and waits for it.
+    pub fn connect(
+        nic: Box<dyn NicBackend>,
+        config_table: &[u8],
+        node: u32,
+        local_vps: &[u32],
+        memory: Arc<LogicalMemory>,
+        process: Option<NicProcess>,
+    ) -> Result<Arc<Self>, OffloadError> {
+        let bar = nic.bar0();
+        let found = bar.load_u32(reg::NODE);
+        if found != node {
+            return Err(OffloadError::WrongNode {
+                expected: node,
+                found,
+            });
+        }
+        let homes = crate::nic::engine::homes(config_table)?;
+        let node16 = u16::try_from(node).expect("node ids are below MAX_NODES");
+        let vectors: Vec<EventFd> = (0..=local_vps.len())
+            .map(|_| EventFd::new(EFD_NONBLOCK))
+            .collect::<Result<_, _>>()
+            .map_err(OffloadError::EventFd)?;
+        let fds: Vec<i32> = vectors.iter().map(AsRawFd::as_raw_fd).collect();
+        nic.enable_vectors(&fds)?;
+        nic.map_dma(0, memory.size(), memory.memfd())?;
+        let mut present = 0u64;
+        for (index, vp) in local_vps.iter().enumerate() {
+            let vector = u16::try_from(index + 1).expect("at most 64 VPs");
+            let (at, shift) = vector_slot(*vp);
+            let word = bar.load_u32(at) & !(0xffff << shift);
+            bar.store_u32(at, word | u32::from(vector) << shift);
+            present |= 1u64.checked_shl(*vp).unwrap_or(0);
+        }
+        bar.store_u64(reg::VP_PRESENT, present);
+        for page in 0..memory.page_count() {
+            let home = homes.home_of(LogicalPage(page));
+            if is_coherent_page(page) && home != Some(node16) {
+                memory.set_page_state(page, PageState::Invalid)?;
+            }
+        }
+        let sq = SubmissionProducer::new(bar);
+        bar.store_u32(reg::CONTROL, control_bits::ENABLE);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while bar.load_u32(reg::STATUS) & status::RUNNING == 0 {
+            if Instant::now() > deadline {
+                return Err(OffloadError::NotRunning(Duration::from_secs(10)));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(Arc::new(Self {
+            node: node16,
+            nic,
+            memory,
+            server: OnceLock::new(),
+            sq: Mutex::new(sq),
+            vectors,
+            vp_of_thread: Mutex::new(HashMap::new()),
+            first_local_vp: local_vps.first().copied().unwrap_or(0),
+            started: Mutex::new(HashMap::new()),
+            process: Mutex::new(process),
+            stop: EventFd::new(EFD_NONBLOCK).map_err(OffloadError::EventFd)?,
+            stats: FabricStats::default(),
+        }))
+    }
+
+    /// Connects the fabric to the server it serves.
+    pub fn attach(&self, server: &Arc<VirtualServer>) {
+        let _ = self.server.set(Arc::downgrade(server));
+    }
+
+    fn server(&self) -> Option<Arc<VirtualServer>> {
+        self.server.get().and_then(Weak::upgrade)
+    }
+
+    /// A description of the NIC for messages.
+    fn nic_name(&self) -> String {
+        match self.process.lock().expect("process lock").as_ref() {
+            Some(p) => format!("the NIC process of node {} (pid {})", self.node, p.pid()),
+            None => format!("the NIC of node {}", self.node),
+        }
+    }
+
+    fn fail(&self, message: String) {
+        if let Some(server) = self.server() {
+            server.finish(Outcome::VmmError(message));
+        }
+    }
+
+    /// Posts a submission, waiting for room (the firmware consumes in microseconds; a
+    /// ring full for seconds means the NIC is gone, which the interrupt thread reports).
+    fn submit(&self, submission: &Submission, payload: &[u8]) {
+        let bar = self.nic.bar0();
+        let deadline = Instant::now() + POST_TIMEOUT;
+        let mut sq = self.sq.lock().expect("submission lock");
+        loop {
+            match sq.push(bar, submission, payload) {
+                Ok(()) => return,
+                Err(RingError::Full) if Instant::now() < deadline => {
+                    if self.server().is_some_and(|s| s.is_finished()) {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_micros(50));
+                }
+                Err(e) => {
+                    self.stats.count_send_failure();
+                    warn!("posting to the NIC failed: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Records the calling thread as VP `vp`'s.
+    pub fn register_vp_thread(&self, vp: u32) {
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() };
+        let tid = u32::try_from(tid).unwrap_or(0);
+        self.vp_of_thread.lock().expect("tid lock").insert(tid, vp);
+    }
+
+    /// Sends a control message to `node` through the NIC.
+    pub fn send_control(&self, node: u32, body: Body<'_>) {
+        let dst = u16::try_from(node).expect("node ids are below MAX_NODES");
+        let msg = Message {
+            vs_id: VS_ID,
+            src: self.node,
+            dst,
+            request_id: 0,
+            body,
+        };
+        let mut buf = [0u8; MAX_MESSAGE_BYTES];
+        match wire::encode(&msg, &mut buf) {
+            Ok(len) => {
+                let len32 = u32::try_from(len).expect("messages fit a buffer");
+                debug_assert!(len32 <= BUFFER_BYTES);
+                self.submit(&Submission::SendControl { len: len32 }, &buf[..len]);
+            }
+            Err(e) => warn!("failed to encode a {:?} message: {e:?}", msg.body.kind()),
+        }
+    }
+
+    /// Starts the interrupt thread; it ends when the server ends or [`Self::shutdown`].
+    pub fn spawn_interrupt_thread(self: &Arc<Self>) -> Result<JoinHandle<()>, OffloadError> {
+        let fabric = self.clone();
+        std::thread::Builder::new()
+            .name("nic-irq".into())
+            .spawn(move || fabric.interrupt_loop())
+            .map_err(OffloadError::Thread)
+    }
+
+    fn interrupt_loop(&self) {
+        let bar = self.nic.bar0();
+        let mut cq = CompletionConsumer::new(bar);
+        let mut payload = vec![0u8; BUFFER_BYTES as usize];
+        let mut last_beat = (bar.load_u64(reg::HEARTBEAT), Instant::now());
+        let mut fds: Vec<libc::pollfd> = self
+            .vectors
+            .iter()
+            .map(|e| e.as_raw_fd())
+            .chain([self.stop.as_raw_fd()])
+            .map(|fd| libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        let timeout = i32::try_from(POLL_INTERVAL.as_millis()).unwrap_or(20);
+        loop {
+            let nfds = libc::nfds_t::try_from(fds.len()).expect("few vectors");
+            // SAFETY: `fds` is a live array of `nfds` initialized pollfds.
+            let rc = unsafe { libc::poll(fds.as_mut_ptr(), nfds, timeout) };
+            if rc < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+                self.fail(format!(
+                    "waiting for NIC interrupts failed: {}",
+                    std::io::Error::last_os_error()
+                ));
+                return;
+            }
+            if fds.last().is_some_and(|f| f.revents != 0) {
+                return;
+            }
+            for vector in &self.vectors {
+                let _ = vector.read();
+            }
+            if !self.drain(&mut cq, &mut payload) {
+                return;
+            }
+            if self.server().is_none_or(|s| s.is_finished()) {
+                return;
+            }
+            if let Some(message) = self.health(&mut last_beat) {
+                self.fail(message);
+                return;
+            }
+        }
+    }
+
+    /// Applies every completion waiting; false when the node must stop.
+    fn drain(&self, cq: &mut CompletionConsumer, payload: &mut [u8]) -> bool {
+        let bar = self.nic.bar0();
+        loop {
+            match cq.peek(bar, payload) {
+                Ok(None) => return true,
+                Ok(Some((completion, len))) => {
+                    let keep_going = self.apply(completion, &payload[..len]);
+                    cq.advance(bar);
+                    if !keep_going {
+                        return false;
+                    }
+                }
+                Err(RingPollError::Descriptor(e)) => {
+                    self.stats.count_bad_message();
+                    warn!("{} posted a malformed completion: {e}", self.nic_name());
+                    cq.advance(bar);
+                }
+                Err(RingPollError::Doorbell { head, tail }) => {
+                    self.fail(format!(
+                        "{} corrupted its completion ring (head {head}, tail {tail}); \
+                         stopping node {}",
+                        self.nic_name(),
+                        self.node
+                    ));
+                    return false;
+                }
+            }
+        }
+    }
+
+    /// Applies one completion; false when the node must stop.
+    fn apply(&self, completion: Completion, payload: &[u8]) -> bool {
+        let set = |page: u64, state: PageState| {
+            if let Err(e) = self.memory.set_page_state(page, state) {
+                warn!("setting page {page} to {state:?}: {e}");
+            }
+        };
+        match completion {
+            Completion::MapPage { page, state } => set(page, host_state(state)),
+            Completion::Invalidate { page } => set(page, PageState::Invalid),
+            Completion::Downgrade { page } => set(page, PageState::Shared),
+            Completion::WakeWatchers { page } => {
+                if let Err(e) = self.memory.notify_watchers(page) {
+                    warn!("waking watchers of page {page}: {e}");
+                }
+            }
+            Completion::FaultDone { page, state, .. } => {
+                if let Err(e) = self.memory.complete_fetch(page, host_state(state)) {
+                    warn!("completing the fetch of page {page}: {e}");
+                }
+                if let Some((start, kind)) =
+                    self.started.lock().expect("latency lock").remove(&page)
+                {
+                    self.stats.record(kind, start.elapsed());
+                }
+            }
+            Completion::Control { .. } => {
+                let msg = match wire::decode(payload) {
+                    Ok(msg) if msg.dst == self.node && msg.vs_id == VS_ID => msg,
+                    _ => {
+                        self.stats.count_bad_message();
+                        return true;
+                    }
+                };
+                if let Some(server) = self.server() {
+                    control::handle(&self.stats, &server, &msg);
+                }
+            }
+            Completion::PeerDown { node } => {
+                self.fail(format!(
+                    "node {node} stopped responding; stopping the virtual server"
+                ));
+                return false;
+            }
+            Completion::WireFailed => {
+                self.fail(format!(
+                    "the wire of {} failed; stopping node {}",
+                    self.nic_name(),
+                    self.node
+                ));
+                return false;
+            }
+        }
+        true
+    }
+
+    /// `Some(message)` when the NIC is gone.
+    fn health(&self, last_beat: &mut (u64, Instant)) -> Option<String> {
+        if let Some(process) = self.process.lock().expect("process lock").as_mut() {
+            if let Some(how) = process.ended() {
+                return Some(format!(
+                    "the NIC process of node {} (pid {}) {how}; stopping node {}",
+                    self.node,
+                    process.pid(),
+                    self.node
+                ));
+            }
+        }
+        let bar = self.nic.bar0();
+        if bar.load_u32(reg::STATUS) & status::FAILED != 0 {
+            return Some(format!(
+                "{} reported a failure (error {}); stopping node {}",
+                self.nic_name(),
+                bar.load_u32(reg::ERROR),
+                self.node
+            ));
+        }
+        let beat = bar.load_u64(reg::HEARTBEAT);
+        if beat != last_beat.0 {
+            *last_beat = (beat, Instant::now());
+            return None;
+        }
+        if last_beat.1.elapsed() < HEARTBEAT_TIMEOUT {
+            return None;
+        }
+        let why = if self.nic.responds() {
+            "stopped its heartbeat"
+        } else {
+            "does not answer any more"
+        };
+        Some(format!(
+            "{} {why} for {:?}; stopping node {}",
+            self.nic_name(),
+            HEARTBEAT_TIMEOUT,
+            self.node
+        ))
+    }
+
+    /// A NIC counter.
+    pub fn counter(&self, counter: Counter) -> u64 {
+        self.nic.bar0().load_u64(reg::COUNTERS + 8 * counter as u64)
+    }
+
+    /// Stops: lets the NIC send what is queued, asks it to stop, waits for the NIC process
+    /// (killing it after a grace period) and ends the interrupt thread.
+    pub fn shutdown(&self) {
+        let bar = self.nic.bar0();
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while !self.sq.lock().expect("submission lock").drained(bar) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        bar.store_u32(reg::CONTROL, control_bits::ENABLE | control_bits::SHUTDOWN);
+        let _ = self.stop.write(1);
+        if let Some(process) = self.process.lock().expect("process lock").as_mut() {
+            process.finish(Duration::from_secs(3));
+        }
+    }
+}
+
+impl ClusterLink for OffloadFabric {
+    fn register_vp_thread(&self, vp: u32) {
+        OffloadFabric::register_vp_thread(self, vp);
+    }
+
+    fn send_control(&self, node: u32, body: Body<'_>) {
+        OffloadFabric::send_control(self, node, body);
+    }
+
+    fn broadcast(&self, nodes: u32, body: Body<'_>) {
+        for node in (0..nodes).filter(|n| *n != u32::from(self.node)) {
+            self.send_control(node, body);
+        }
+    }
+
+    fn stats_json(&self) -> serde_json::Value {
+        let c = |counter| self.counter(counter);
+        let mut value = serde_json::to_value(self.stats.snapshot()).expect("stats serialize");
+        let extra = serde_json::json!({
+            "fabric": "offload",
+            "invalidations_sent": c(Counter::InvalidationsSent),
+            "invalidations_received": c(Counter::InvalidationsReceived),
+            "forwards_sent": c(Counter::ForwardsSent),
+            "requests_queued": c(Counter::RequestsQueued),
+            "pages_received": c(Counter::PagesReceived),
+            "pages_sent": c(Counter::PagesSent),
+            "bytes_sent": c(Counter::PagesSent) * 4096,
+            "retransmits": c(Counter::Retransmits),
+            "nic": {
+                "busy_rounds": c(Counter::BusyRounds),
+                "submissions": c(Counter::Submissions),
+                "bad_submissions": c(Counter::BadSubmissions),
+                "completions": c(Counter::Completions),
+                "interrupts": c(Counter::Interrupts),
+                "messages_received": c(Counter::MessagesReceived),
+                "messages_sent": c(Counter::MessagesSent),
+                "bad_messages": c(Counter::BadMessages),
+                "send_failures": c(Counter::SendFailures),
+                "pages_served_without_host": c(Counter::PagesServedWithoutHost),
+                "sends_held": c(Counter::SendsHeld),
+                "receives_held": c(Counter::ReceivesHeld),
+                "protocol_errors": c(Counter::ProtocolErrors),
+                "resteered": c(Counter::Resteered),
+                "faults_refused": c(Counter::FaultsRefused),
+            },
+        });
+        if let (Some(obj), Some(more)) = (value.as_object_mut(), extra.as_object()) {
+            obj.extend(more.clone());
+        }
+        value
+    }
+}
+
+impl PageResolver for OffloadFabric {
+    fn fetch(&self, _memory: &Arc<LogicalMemory>, request: FetchRequest) {
+        let vp = self
+            .vp_of_thread
+            .lock()
+            .expect("tid lock")
+            .get(&request.thread_id)
+            .copied()
+            .unwrap_or(self.first_local_vp);
+        let kind = match (request.write, self.memory.page_state(request.page)) {
+            (false, _) => FaultKindLatency::ReadMiss,
+            (true, Ok(PageState::Shared)) => FaultKindLatency::Upgrade,
+            (true, _) => FaultKindLatency::WriteMiss,
+        };
+        self.stats.count_fault(kind);
+        self.started
+            .lock()
+            .expect("latency lock")
+            .entry(request.page)
+            .or_insert((Instant::now(), kind));
+        self.submit(
+            &Submission::Fetch {
+                page: request.page,
+                write: request.write,
+                vp,
+            },
+            &[],
+        );
+    }
+}
