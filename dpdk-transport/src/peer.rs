@@ -6,6 +6,30 @@
 //! heartbeats, the silence that declares a peer dead) live here, so they are unit-tested
 //! step by step with made-up instants; the transport only adds locking, sockets and a
 //! driver thread around it.
+//!
+//! Replays (issue 6). The MAC proves a packet was made by a node holding the cluster key,
+//! not that it is new; this module makes sure an authenticated packet is acted on at most
+//! once:
+//! - **Sessions are confirmed, not trusted.** Every packet carries the sender's session
+//!   (random per link incarnation) and `echo`, the receiver's session as the sender knows
+//!   it. A packet is processed only if its `echo` is this link's own session, which is
+//!   new in this run: so it was made after the peer heard from *this* incarnation, and no
+//!   packet captured in an earlier run (under the same key) can open or feed the link.
+//!   The first such packet fixes the peer's session; packets of any other session are
+//!   dropped. Until then a node answers each unconfirmed packet with an ack that echoes
+//!   the session it carried (one round trip), and data sent before the handshake is sent
+//!   again as soon as it completes.
+//! - **Sequence numbers never wrap.** Data sequence numbers are compared without
+//!   wrapping; a link that used them all up is declared dead instead of reusing one
+//!   (2^32 messages: days at this machine's rates). A replayed data packet is below the
+//!   next expected number or already buffered: a duplicate, dropped (and acked, as any
+//!   duplicate is, towards the peer's real address).
+//! - **Control packets count too.** Ack and heartbeat packets carry their own increasing
+//!   counter in `seq`; one not newer than the last accepted is dropped whole. So a
+//!   replayed heartbeat cannot keep a dead peer alive, and liveness is refreshed only by
+//!   something new: new data, a new control packet, or an ack that opens the window.
+//! - Ack fields are monotone: an old ack changes nothing, so a replay that passes the
+//!   checks above (a duplicate data packet) still does nothing twice.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -32,7 +56,12 @@ pub(crate) struct LinkParams {
     pub(crate) fast_retransmit_sacks: u32,
     pub(crate) heartbeat_interval: Duration,
     pub(crate) dead_after: Duration,
+    /// Data and control packets a session may number (sequence numbers never wrap).
+    pub(crate) seq_limit: u32,
 }
+
+/// Sequence numbers a session may use: all of `u32` but the last (see the module doc).
+pub(crate) const SEQ_LIMIT: u32 = u32::MAX;
 
 /// Who is sending: the fields every header of this node carries.
 #[derive(Clone, Copy, Debug)]
@@ -73,6 +102,16 @@ pub struct PeerCounters {
     pub send_errors: u64,
     /// Packets received after the peer was declared dead, dropped.
     pub after_death_dropped: u64,
+    /// Authenticated packets that did not echo this link's session (sent before the peer
+    /// heard it, or replayed from an earlier run), dropped.
+    pub unconfirmed_dropped: u64,
+    /// Ack and heartbeat packets not newer than one already accepted (reordered or
+    /// replayed), dropped.
+    pub stale_control_dropped: u64,
+    /// Data packets sent again because the session handshake completed after they left.
+    pub handshake_resends: u64,
+    /// 1 when the link used up its sequence numbers and was closed.
+    pub sequence_exhausted: u64,
 }
 
 #[derive(Debug)]
@@ -85,6 +124,8 @@ struct InFlight {
     retransmitted: bool,
     sacked: bool,
     fast_retransmitted: bool,
+    /// The `echo` its latest copy carried.
+    echo: u32,
 }
 
 /// What a timer tick did.
@@ -94,6 +135,15 @@ pub(crate) enum TickOutcome {
     Quiet,
     /// The peer has just been declared dead.
     Died,
+}
+
+/// What taking in a data packet did.
+#[derive(Clone, Copy, Debug)]
+struct DataOutcome {
+    /// An ack is owed now (a gap, a duplicate, or enough packets).
+    ack_now: bool,
+    /// The packet was new (delivered or buffered), not a duplicate.
+    new: bool,
 }
 
 /// What handling a packet did, beyond delivering messages.
@@ -117,8 +167,15 @@ pub(crate) struct PeerLink {
     rto: Duration,
     backoff: u32,
     last_sent: Instant,
+    /// Control packets (acks, heartbeats) sent: the `seq` of the next one.
+    ctl_seq: u32,
     // Receiving side.
+    /// The peer's session, once a packet echoing ours confirmed it.
     peer_session: Option<u32>,
+    /// Before that: the session of the latest unconfirmed packet, echoed back.
+    heard_session: Option<u32>,
+    /// The newest control counter accepted from the peer.
+    peer_ctl_seen: Option<u32>,
     rcv_next: u32,
     /// Index `i` holds sequence `rcv_next + i`; index 0 is always empty.
     reorder: VecDeque<Option<Payload>>,
@@ -141,7 +198,8 @@ impl PeerLink {
     pub(crate) fn new(params: LinkParams, session: u32, now: Instant) -> Self {
         Self {
             params,
-            session,
+            // 0 in `echo` means "not heard yet": never a session.
+            session: session.max(1),
             snd_una: 0,
             in_flight: VecDeque::new(),
             srtt: None,
@@ -149,7 +207,10 @@ impl PeerLink {
             rto: params.initial_rto,
             backoff: 1,
             last_sent: now,
+            ctl_seq: 0,
             peer_session: None,
+            heard_session: None,
+            peer_ctl_seen: None,
             rcv_next: 0,
             reorder: VecDeque::new(),
             ack_due: None,
@@ -175,6 +236,18 @@ impl PeerLink {
 
     pub(crate) fn can_send(&self) -> bool {
         self.in_flight.len() < self.params.window as usize
+            && self.next_seq() < self.params.seq_limit
+    }
+
+    /// True when the link cannot number another packet and has nothing left to deliver.
+    fn exhausted(&self) -> bool {
+        (self.next_seq() >= self.params.seq_limit && self.in_flight.is_empty())
+            || self.ctl_seq >= self.params.seq_limit
+    }
+
+    /// What this node puts in `echo`: the peer's session as far as it knows.
+    fn echo(&self) -> u32 {
+        self.peer_session.or(self.heard_session).unwrap_or(0)
     }
 
     pub(crate) fn in_flight(&self) -> usize {
@@ -201,9 +274,10 @@ impl PeerLink {
     }
 
     fn next_seq(&self) -> u32 {
-        // The window is at most MAX_WINDOW, so the length fits.
+        // The window is at most MAX_WINDOW and sequence numbers stop at seq_limit, so
+        // this neither truncates nor overflows.
         self.snd_una
-            .wrapping_add(u32::try_from(self.in_flight.len()).unwrap_or(u32::MAX))
+            .saturating_add(u32::try_from(self.in_flight.len()).unwrap_or(u32::MAX))
     }
 
     fn sack_bits(&self) -> u64 {
@@ -225,10 +299,14 @@ impl PeerLink {
             src: identity.local,
             dst,
             session: self.session,
-            seq: self.next_seq(),
+            seq: match kind {
+                PacketKind::Data => self.next_seq(),
+                PacketKind::Ack | PacketKind::Heartbeat => self.ctl_seq,
+            },
             ack: self.rcv_next,
             sack: self.sack_bits(),
             payload_len: u16::try_from(len).unwrap_or(u16::MAX),
+            echo: self.echo(),
         }
     }
 
@@ -266,6 +344,7 @@ impl PeerLink {
             retransmitted: false,
             sacked: false,
             fast_retransmitted: false,
+            echo: header.echo,
         });
         self.counters.sent += 1;
         self.note_sent(now);
@@ -280,7 +359,12 @@ impl PeerLink {
         now: Instant,
         out: &mut dyn FnMut(&[u8]) -> bool,
     ) {
+        if self.ctl_seq >= self.params.seq_limit {
+            // Out of numbers: the next tick closes the link.
+            return;
+        }
         let header = self.header(identity, dst, kind, 0);
+        self.ctl_seq += 1;
         let mut buf = [0u8; HEADER_LEN + MAX_TAG];
         let Ok(len) = wire::encode(&header, &[], &mut buf) else {
             // Only an authenticator with an oversized tag gets here; nothing can be sent.
@@ -304,8 +388,10 @@ impl PeerLink {
         out: &mut dyn FnMut(&[u8]) -> bool,
     ) {
         let (ack, sack, rto) = (self.rcv_next, self.sack_bits(), self.current_rto());
+        let echo = self.echo();
         let slot = &mut self.in_flight[index];
-        wire::write_ack_fields(&mut slot.packet, ack, sack);
+        wire::write_ack_fields(&mut slot.packet, ack, sack, echo);
+        slot.echo = echo;
         sign(identity, &mut slot.packet);
         slot.retransmitted = true;
         slot.last_sent = now;
@@ -343,12 +429,11 @@ impl PeerLink {
         now: Instant,
         out: &mut dyn FnMut(&[u8]) -> bool,
     ) -> bool {
-        let advanced = ack.wrapping_sub(self.snd_una) as i32;
-        if advanced < 0 {
-            // An old ack overtaken by a newer one: nothing new in it.
+        if ack < self.snd_una {
+            // An old ack overtaken by a newer one (or replayed): nothing new in it.
             return false;
         }
-        let advanced = advanced.unsigned_abs() as usize;
+        let advanced = (ack - self.snd_una) as usize;
         if advanced > self.in_flight.len() {
             self.counters.bad_acks += 1;
             return false;
@@ -424,16 +509,21 @@ impl PeerLink {
         now: Instant,
         payload: &mut dyn FnMut() -> Payload,
         deliver: &mut dyn FnMut(Payload),
-    ) -> bool {
-        let ahead = seq.wrapping_sub(self.rcv_next) as i32;
-        if ahead < 0 {
+    ) -> DataOutcome {
+        let old = DataOutcome {
+            ack_now: true,
+            new: false,
+        };
+        // No wrapping arithmetic: sequence numbers never wrap (see the module doc), so a
+        // packet below rcv_next is old, whenever it was captured.
+        if seq < self.rcv_next {
             self.counters.duplicates_dropped += 1;
-            return true;
+            return old;
         }
-        let ahead = ahead.unsigned_abs() as usize;
-        if ahead >= MAX_WINDOW as usize {
+        let ahead = (seq - self.rcv_next) as usize;
+        if ahead >= MAX_WINDOW as usize || seq >= self.params.seq_limit {
             self.counters.beyond_window_dropped += 1;
-            return true;
+            return old;
         }
         if ahead > 0 {
             if self.reorder.len() <= ahead {
@@ -441,36 +531,79 @@ impl PeerLink {
             }
             if self.reorder[ahead].is_some() {
                 self.counters.duplicates_dropped += 1;
-            } else {
-                self.reorder[ahead] = Some(payload());
-                self.counters.out_of_order_buffered += 1;
+                return old;
             }
+            self.reorder[ahead] = Some(payload());
+            self.counters.out_of_order_buffered += 1;
             // Ack at once so the sender learns of the gap.
-            return true;
+            return DataOutcome {
+                ack_now: true,
+                new: true,
+            };
         }
         let filled_gap = !self.reorder.is_empty();
         self.reorder.pop_front();
         deliver(payload());
         self.counters.received += 1;
-        self.rcv_next = self.rcv_next.wrapping_add(1);
+        self.rcv_next += 1;
         while let Some(Some(_)) = self.reorder.front() {
             if let Some(Some(next)) = self.reorder.pop_front() {
                 deliver(next);
                 self.counters.received += 1;
-                self.rcv_next = self.rcv_next.wrapping_add(1);
+                self.rcv_next += 1;
             }
         }
+        let mut outcome = DataOutcome {
+            ack_now: true,
+            new: true,
+        };
         if filled_gap {
-            return true;
+            return outcome;
         }
         self.unacked_received += 1;
         if self.unacked_received >= self.params.ack_every {
-            return true;
+            return outcome;
         }
         if self.ack_due.is_none() {
             self.ack_due = Some(now + self.params.delayed_ack);
         }
-        false
+        outcome.ack_now = false;
+        outcome
+    }
+
+    /// Sends again, at once, every unacknowledged data packet that left before this node
+    /// knew the peer's session: it carries an `echo` the peer drops.
+    fn resend_after_handshake(
+        &mut self,
+        identity: &Identity<'_>,
+        now: Instant,
+        out: &mut dyn FnMut(&[u8]) -> bool,
+    ) {
+        let (ack, sack, echo) = (self.rcv_next, self.sack_bits(), self.echo());
+        let rto = self.current_rto();
+        let mut resent = 0;
+        for slot in self
+            .in_flight
+            .iter_mut()
+            .filter(|s| !s.sacked && s.echo != echo)
+        {
+            wire::write_ack_fields(&mut slot.packet, ack, sack, echo);
+            slot.echo = echo;
+            sign(identity, &mut slot.packet);
+            // Not a loss: the peer dropped the first copy unread, so this copy is the
+            // one a round-trip sample should be measured from.
+            slot.first_sent = now;
+            slot.last_sent = now;
+            slot.deadline = now + rto;
+            if !out(&slot.packet) {
+                self.counters.send_errors += 1;
+            }
+            resent += 1;
+        }
+        if resent > 0 {
+            self.counters.handshake_resends += resent;
+            self.note_sent(now);
+        }
     }
 
     /// Handles one packet from this peer whose header already passed the transport's
@@ -491,18 +624,56 @@ impl PeerLink {
             self.counters.after_death_dropped += 1;
             return PacketOutcome::default();
         }
-        match self.peer_session {
-            None => self.peer_session = Some(header.session),
+        if header.echo != self.session {
+            self.counters.unconfirmed_dropped += 1;
+            let from_peer = match self.peer_session {
+                None => {
+                    self.heard_session = Some(header.session);
+                    true
+                }
+                Some(session) => session == header.session,
+            };
+            if from_peer {
+                // Tell the peer which session to echo; its next packet then counts.
+                self.send_control(identity, dst, PacketKind::Ack, now, out);
+            }
+            return PacketOutcome::default();
+        }
+        let confirmed_now = match self.peer_session {
+            None => {
+                self.peer_session = Some(header.session);
+                self.heard_session = None;
+                true
+            }
             Some(session) if session != header.session => {
                 self.counters.stale_session_dropped += 1;
                 return PacketOutcome::default();
             }
-            Some(_) => {}
+            Some(_) => false,
+        };
+        let mut fresh = confirmed_now;
+        if header.kind != PacketKind::Data {
+            if self.peer_ctl_seen.is_some_and(|seen| header.seq <= seen) {
+                self.counters.stale_control_dropped += 1;
+                return PacketOutcome::default();
+            }
+            self.peer_ctl_seen = Some(header.seq);
+            fresh = true;
         }
-        self.last_heard = now;
         let window_opened = self.on_ack(identity, header.ack, header.sack, now, out);
-        if header.kind == PacketKind::Data && self.on_data(header.seq, now, payload, deliver) {
-            self.send_control(identity, dst, PacketKind::Ack, now, out);
+        fresh |= window_opened;
+        if header.kind == PacketKind::Data {
+            let data = self.on_data(header.seq, now, payload, deliver);
+            fresh |= data.new;
+            if data.ack_now {
+                self.send_control(identity, dst, PacketKind::Ack, now, out);
+            }
+        }
+        if fresh {
+            self.last_heard = now;
+        }
+        if confirmed_now {
+            self.resend_after_handshake(identity, now, out);
         }
         PacketOutcome { window_opened }
     }
@@ -519,6 +690,11 @@ impl PeerLink {
             return TickOutcome::Quiet;
         }
         if now.saturating_duration_since(self.last_heard) >= self.params.dead_after {
+            self.kill();
+            return TickOutcome::Died;
+        }
+        if self.exhausted() {
+            self.counters.sequence_exhausted = 1;
             self.kill();
             return TickOutcome::Died;
         }
@@ -582,6 +758,7 @@ mod tests {
             fast_retransmit_sacks: 3,
             heartbeat_interval: Duration::from_millis(100),
             dead_after: Duration::from_secs(1),
+            seq_limit: SEQ_LIMIT,
         }
     }
 
@@ -603,9 +780,22 @@ mod tests {
     }
 
     impl Side {
+        /// A link whose node already heard the peer's session (`peer * 100`): its
+        /// packets are confirmed at once, as after the handshake.
         fn new(me: u32, peer: u32, now: Instant) -> Self {
+            let mut side = Self::fresh(me, peer, now);
+            side.link.heard_session = Some(peer * 100);
+            side
+        }
+
+        /// A link that has heard nothing (session `me * 100`).
+        fn fresh(me: u32, peer: u32, now: Instant) -> Self {
+            Self::with_session(me, peer, me * 100, now)
+        }
+
+        fn with_session(me: u32, peer: u32, session: u32, now: Instant) -> Self {
             Self {
-                link: PeerLink::new(params(), me * 100, now),
+                link: PeerLink::new(params(), session, now),
                 me,
                 peer,
                 sent: vec![],
@@ -915,9 +1105,12 @@ mod tests {
         let mut a = Side::new(A, B, t0);
         let mut b = Side::new(B, A, t0);
         a.send(b"x", t0);
+        // Seen by a as coming from b (session 200, echoing a's 100).
         let bogus = wire::encode_to_vec(
             &Header {
                 ack: 5,
+                session: 200,
+                echo: 100,
                 ..decode(&a.take_sent()[0]).unwrap().header
             },
             b"x",
@@ -931,6 +1124,7 @@ mod tests {
                 seq: MAX_WINDOW,
                 src: A,
                 session: 100,
+                echo: 200,
                 ..decode(&bogus).unwrap().header
             },
             b"x",
@@ -980,24 +1174,170 @@ mod tests {
     }
 
     #[test]
-    fn sequence_numbers_wrap() {
+    fn sequence_numbers_never_wrap_the_link_closes_instead() {
         let t0 = Instant::now();
         let mut a = Side::new(A, B, t0);
         let mut b = Side::new(B, A, t0);
-        a.link.snd_una = u32::MAX - 1;
-        b.link.rcv_next = u32::MAX - 1;
-        for i in 0..4u8 {
-            a.send(&[i], t0);
-        }
+        a.link.snd_una = SEQ_LIMIT - 2;
+        b.link.rcv_next = SEQ_LIMIT - 2;
+        a.send(&[0], t0);
+        a.send(&[1], t0);
+        assert!(!a.link.can_send(), "the last number is never used");
         let p = a.take_sent();
         for packet in p.iter().rev() {
             b.receive(packet, t0);
         }
-        assert_eq!(b.delivered, (0..4u8).map(|i| vec![i]).collect::<Vec<_>>());
+        assert_eq!(b.delivered, vec![vec![0], vec![1]]);
+        // A packet numbered as if the space had wrapped (a capture of sequence 0) is old.
+        let wrapped = wire::encode_to_vec(
+            &Header {
+                seq: 0,
+                ..decode(&p[0]).unwrap().header
+            },
+            &[9],
+        )
+        .unwrap();
+        b.receive(&wrapped, t0);
+        assert_eq!(b.delivered.len(), 2);
+        assert_eq!(b.link.counters.duplicates_dropped, 1);
+        // Once what is in flight is acked, the link closes rather than wrap.
+        a.tick(t0);
+        assert!(!a.link.is_dead(), "packets still in flight");
+        b.tick(t0 + Duration::from_millis(1));
         for ack in b.take_sent() {
-            a.receive(&ack, t0);
+            a.receive(&ack, t0 + Duration::from_millis(1));
         }
         assert_eq!(a.link.in_flight(), 0);
-        assert_eq!(a.link.snd_una, 2);
+        assert_eq!(a.tick(t0 + Duration::from_millis(1)), TickOutcome::Died);
+        assert_eq!(a.link.counters.sequence_exhausted, 1);
+    }
+
+    #[test]
+    fn the_session_handshake_takes_one_round_trip_and_loses_nothing() {
+        let t0 = Instant::now();
+        let mut a = Side::fresh(A, B, t0);
+        let mut b = Side::fresh(B, A, t0);
+        a.send(b"first", t0);
+        a.send(b"second", t0);
+        let early = a.take_sent();
+        assert_eq!(decode(&early[0]).unwrap().header.echo, 0);
+        for p in &early {
+            b.receive(p, t0);
+        }
+        // Not confirmed: nothing delivered, and b answers with its session.
+        assert!(b.delivered.is_empty());
+        assert_eq!(b.link.counters.unconfirmed_dropped, 2);
+        assert_eq!(b.link.peer_session(), None);
+        let answers = b.take_sent();
+        assert_eq!(decode(&answers[0]).unwrap().header.echo, 100);
+        a.receive(&answers[0], t0);
+        assert_eq!(a.link.peer_session(), Some(200));
+        // a sends its data again at once, now echoing b's session.
+        let resent = a.take_sent();
+        assert_eq!(
+            kinds(&resent),
+            vec![(PacketKind::Data, 0), (PacketKind::Data, 1)]
+        );
+        assert!(resent.iter().all(|p| decode(p).unwrap().header.echo == 200));
+        assert_eq!(a.link.counters.handshake_resends, 2);
+        assert_eq!(a.link.counters.retransmits, 0);
+        for p in &resent {
+            b.receive(p, t0);
+        }
+        assert_eq!(b.link.peer_session(), Some(100));
+        assert_eq!(b.delivered, vec![b"first".to_vec(), b"second".to_vec()]);
+        // The early copies, arriving late or replayed, are still not acted on.
+        for p in &early {
+            b.receive(p, t0);
+        }
+        assert_eq!(b.delivered.len(), 2);
+    }
+
+    #[test]
+    fn packets_of_an_earlier_run_cannot_open_or_feed_a_link() {
+        let t0 = Instant::now();
+        // An earlier run: b (session 777) talked to a (session 555) and a capture exists.
+        let mut old_a = Side::with_session(A, B, 555, t0);
+        let mut old_b = Side::with_session(B, A, 777, t0);
+        old_b.link.heard_session = Some(555);
+        old_a.link.heard_session = Some(777);
+        old_b.send(b"old write", t0);
+        old_b.tick(t0 + Duration::from_millis(150));
+        let captured = old_b.take_sent();
+        old_a.receive(&captured[0], t0);
+        assert_eq!(old_a.delivered, vec![b"old write".to_vec()]);
+        // This run: a is new (session 100) and hears the replay before the real b.
+        let mut a = Side::fresh(A, B, t0);
+        let mut b = Side::fresh(B, A, t0);
+        for p in &captured {
+            a.receive(p, t0);
+        }
+        assert!(a.delivered.is_empty());
+        assert_eq!(
+            a.link.peer_session(),
+            None,
+            "a replay cannot fix the session"
+        );
+        assert_eq!(a.link.counters.unconfirmed_dropped, 2);
+        // a's answers go to the real b, which completes the handshake with a.
+        for p in a.take_sent() {
+            b.receive(&p, t0);
+        }
+        for p in b.take_sent() {
+            a.receive(&p, t0);
+        }
+        assert_eq!(a.link.peer_session(), Some(200));
+        b.send(b"new write", t0);
+        for p in b.take_sent() {
+            a.receive(&p, t0);
+        }
+        assert_eq!(a.delivered, vec![b"new write".to_vec()]);
+        // Replayed after the handshake: another session, dropped.
+        for p in &captured {
+            a.receive(p, t0);
+        }
+        assert_eq!(a.delivered, vec![b"new write".to_vec()]);
+        assert!(a.link.counters.stale_session_dropped + a.link.counters.unconfirmed_dropped >= 4);
+    }
+
+    #[test]
+    fn a_replayed_data_packet_is_delivered_once() {
+        let t0 = Instant::now();
+        let mut a = Side::new(A, B, t0);
+        let mut b = Side::new(B, A, t0);
+        let mut captured = Vec::new();
+        for i in 0..8u8 {
+            a.send(&[i], t0);
+            let p = a.take_sent();
+            b.receive(&p[0], t0);
+            captured.extend(p);
+        }
+        for round in 0..3 {
+            for p in &captured {
+                b.receive(p, t0 + Duration::from_millis(round));
+            }
+        }
+        assert_eq!(b.delivered, (0..8u8).map(|i| vec![i]).collect::<Vec<_>>());
+        assert_eq!(b.link.counters.duplicates_dropped, 24);
+        assert_eq!(b.link.counters.received, 8);
+    }
+
+    #[test]
+    fn a_replayed_heartbeat_does_not_keep_a_dead_peer_alive() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut a = Side::new(A, B, t0);
+        let mut b = Side::new(B, A, t0);
+        b.tick(t0 + ms(900));
+        let heartbeat = b.take_sent();
+        assert_eq!(kinds(&heartbeat), vec![(PacketKind::Heartbeat, 0)]);
+        a.receive(&heartbeat[0], t0 + ms(900));
+        // b dies; an attacker replays its heartbeat every 100 ms.
+        for at in [1000, 1100, 1200, 1300, 1400, 1500, 1600, 1700, 1800] {
+            a.receive(&heartbeat[0], t0 + ms(at));
+            a.take_sent();
+        }
+        assert_eq!(a.link.counters.stale_control_dropped, 9);
+        assert_eq!(a.tick(t0 + ms(1900)), TickOutcome::Died);
     }
 }

@@ -41,7 +41,9 @@ use crate::auth::{Authenticator, NoAuth};
 use crate::datagram::{Datagram, InjectedFaults};
 use crate::lossy::SplitMix64;
 use crate::payload::{Payload, COPY_THRESHOLD};
-use crate::peer::{Identity, LinkParams, PeerCounters, PeerLink, TickOutcome, MAX_WINDOW};
+use crate::peer::{
+    Identity, LinkParams, PeerCounters, PeerLink, TickOutcome, MAX_WINDOW, SEQ_LIMIT,
+};
 use crate::wire::{self, HEADER_LEN, MAX_DATAGRAM, MAX_PAYLOAD};
 use crate::{Event, NodeId, Transport, TransportError};
 
@@ -125,6 +127,7 @@ impl TransportConfig {
             fast_retransmit_sacks: self.fast_retransmit_sacks,
             heartbeat_interval: ms(self.heartbeat_interval_ms),
             dead_after: ms(self.dead_after_ms),
+            seq_limit: SEQ_LIMIT,
         })
     }
 }

@@ -46,7 +46,8 @@ const OFF_SEQ: usize = 24;
 const OFF_ACK: usize = 28;
 const OFF_SACK: usize = 32;
 const OFF_PAYLOAD_LEN: usize = 40;
-const OFF_RESERVED: usize = 42;
+const OFF_ECHO: usize = 42;
+const OFF_RESERVED: usize = 46;
 
 /// What a packet is for.
 #[repr(u8)]
@@ -98,6 +99,10 @@ pub struct Header {
     pub sack: u64,
     /// Bytes of payload after the header.
     pub payload_len: u16,
+    /// The receiver's session as the sender knows it (0 until it heard one): proof that
+    /// the packet was made after the sender heard this incarnation of the link, so a
+    /// packet of an earlier run, replayed, cannot open a link (see `peer.rs`).
+    pub echo: u32,
 }
 
 /// Why a packet was rejected.
@@ -259,6 +264,7 @@ pub fn decode(buf: &[u8]) -> Result<Packet<'_>, WireError> {
         ack: read_u32(buf, OFF_ACK),
         sack: read_u64(buf, OFF_SACK),
         payload_len,
+        echo: read_u32(buf, OFF_ECHO),
     };
     let body_end = HEADER_LEN + payload_bytes;
     Ok(Packet {
@@ -282,16 +288,18 @@ fn write_header(header: &Header, out: &mut [u8]) {
     out[OFF_DST..OFF_DST + 4].copy_from_slice(&header.dst.to_le_bytes());
     out[OFF_SESSION..OFF_SESSION + 4].copy_from_slice(&header.session.to_le_bytes());
     out[OFF_SEQ..OFF_SEQ + 4].copy_from_slice(&header.seq.to_le_bytes());
-    write_ack_fields(out, header.ack, header.sack);
+    write_ack_fields(out, header.ack, header.sack, header.echo);
     out[OFF_PAYLOAD_LEN..OFF_PAYLOAD_LEN + 2].copy_from_slice(&header.payload_len.to_le_bytes());
     out[OFF_RESERVED..HEADER_LEN].fill(0);
 }
 
-/// Overwrites the ack and sack fields of an encoded packet (a retransmission carries the
-/// newest acknowledgement, not the one of its first transmission).
-pub(crate) fn write_ack_fields(packet: &mut [u8], ack: u32, sack: u64) {
+/// Overwrites the ack, sack and echo fields of an encoded packet (a retransmission
+/// carries the newest acknowledgement and the peer's session as now known, not those of
+/// its first transmission).
+pub(crate) fn write_ack_fields(packet: &mut [u8], ack: u32, sack: u64, echo: u32) {
     packet[OFF_ACK..OFF_ACK + 4].copy_from_slice(&ack.to_le_bytes());
     packet[OFF_SACK..OFF_SACK + 8].copy_from_slice(&sack.to_le_bytes());
+    packet[OFF_ECHO..OFF_ECHO + 4].copy_from_slice(&echo.to_le_bytes());
 }
 
 /// Encodes header, payload and room for a `header.tag_len`-byte tag into `out`; returns
@@ -347,6 +355,7 @@ mod tests {
             ack: 42,
             sack: 0x8000_0000_0000_0001,
             payload_len: 3,
+            echo: 0x0a0b_0c0d,
         }
     }
 
@@ -365,6 +374,8 @@ mod tests {
         assert_eq!(&packet[28..32], &[42, 0, 0, 0]);
         assert_eq!(&packet[32..40], &[1, 0, 0, 0, 0, 0, 0, 0x80]);
         assert_eq!(&packet[40..42], &[3, 0]);
+        assert_eq!(&packet[42..46], &[0x0d, 0x0c, 0x0b, 0x0a]);
+        assert_eq!(&packet[46..48], &[0, 0]);
         assert_eq!(&packet[48..], b"abc");
     }
 
@@ -465,13 +476,14 @@ mod tests {
     #[test]
     fn rewriting_ack_fields_keeps_the_rest() {
         let mut packet = encode_to_vec(&sample_header(), b"abc").unwrap();
-        write_ack_fields(&mut packet, 99, 5);
+        write_ack_fields(&mut packet, 99, 5, 77);
         let decoded = decode(&packet).unwrap();
         assert_eq!(
             decoded.header,
             Header {
                 ack: 99,
                 sack: 5,
+                echo: 77,
                 ..sample_header()
             }
         );
@@ -485,7 +497,7 @@ mod tests {
                 Just(PacketKind::Heartbeat)
             ],
             0..=32u8,
-            any::<[u32; 6]>(),
+            any::<[u32; 7]>(),
             any::<u64>(),
             proptest::collection::vec(any::<u8>(), 0..300),
         )
@@ -505,6 +517,7 @@ mod tests {
                     ack: w[5],
                     sack,
                     payload_len: u16::try_from(payload.len()).unwrap(),
+                    echo: w[6],
                 };
                 (header, payload)
             })

@@ -302,6 +302,7 @@ fn malformed_and_foreign_packets_are_counted_and_dropped() {
         ack: 0,
         sack: 0,
         payload_len: 4,
+        echo: 0,
     };
     let good = wire::encode_to_vec(&valid, b"evil").unwrap();
     for cut in [10, 47, 48, 51] {
