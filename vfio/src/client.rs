@@ -15,7 +15,9 @@ use vfio_bindings::bindings::vfio::{
     VFIO_PCI_CONFIG_REGION_INDEX, VFIO_PCI_MSIX_IRQ_INDEX,
 };
 
-use crate::layout::{reg, BAR0_SIZE, DEVICE_ID, LAYOUT_VERSION, MAGIC, VENDOR_ID};
+use crate::layout::{
+    reg, BAR0_SIZE, DEVICE_ID, DOORBELL_IRQ_INDEX, LAYOUT_VERSION, MAGIC, VENDOR_ID,
+};
 use crate::region::{MappedRegion, RegionError, SharedMemory};
 
 /// Errors of the host side.
@@ -73,6 +75,10 @@ pub trait NicBackend: Send + Sync + std::fmt::Debug {
 
     /// Binds MSI-X vectors `0..fds.len()` to the eventfds.
     fn enable_vectors(&self, fds: &[RawFd]) -> Result<(), ClientError>;
+
+    /// Gives the device an eventfd to wake it when it sleeps (see
+    /// `layout::DOORBELL_IRQ_INDEX`); a device that sees doorbell writes ignores it.
+    fn set_doorbell(&self, fd: RawFd) -> Result<(), ClientError>;
 
     /// Makes `len` bytes of `fd` (from offset 0) visible to the device at `iova`.
     fn map_dma(&self, iova: u64, len: u64, fd: BorrowedFd<'_>) -> Result<(), ClientError>;
@@ -200,6 +206,18 @@ impl NicBackend for UserClient {
                 0,
                 count,
                 fds,
+            )
+            .map_err(request("set_irqs"))
+    }
+
+    fn set_doorbell(&self, fd: RawFd) -> Result<(), ClientError> {
+        self.lock()
+            .set_irqs(
+                DOORBELL_IRQ_INDEX,
+                VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER,
+                0,
+                1,
+                &[fd],
             )
             .map_err(request("set_irqs"))
     }

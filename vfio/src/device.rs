@@ -30,7 +30,8 @@ use vfio_user::{
 
 use crate::config_space::{ConfigSpace, CONFIG_SPACE_BYTES};
 use crate::layout::{
-    reg, BAR0_SIZE, BUFFER_BYTES, CQ_ENTRIES, LAYOUT_VERSION, MAGIC, MSIX_VECTORS, SQ_ENTRIES,
+    reg, BAR0_SIZE, BUFFER_BYTES, CQ_ENTRIES, DOORBELL_IRQ_INDEX, LAYOUT_VERSION, MAGIC,
+    MSIX_VECTORS, SQ_ENTRIES,
 };
 use crate::region::{create_memfd, MappedRegion, RegionError, SharedMemory};
 
@@ -69,6 +70,7 @@ pub struct DeviceState {
     bar0_fd: OwnedFd,
     dma: Mutex<Vec<DmaRange>>,
     vectors: Mutex<Vec<Option<File>>>,
+    doorbell: Mutex<Option<File>>,
     disconnected: AtomicBool,
 }
 
@@ -89,6 +91,7 @@ impl DeviceState {
             bar0_fd: fd,
             dma: Mutex::new(Vec::new()),
             vectors: Mutex::new((0..MSIX_VECTORS).map(|_| None).collect()),
+            doorbell: Mutex::new(None),
             disconnected: AtomicBool::new(false),
         }))
     }
@@ -133,6 +136,15 @@ impl DeviceState {
             .iter()
             .filter(|v| v.is_some())
             .count()
+    }
+
+    /// The host's doorbell eventfd (a duplicate), once the host set one.
+    pub fn doorbell(&self) -> Option<File> {
+        self.doorbell
+            .lock()
+            .expect("doorbell lock")
+            .as_ref()
+            .and_then(|f| f.try_clone().ok())
     }
 
     /// True once the client went away (the server thread ended).
@@ -230,8 +242,17 @@ impl ServerBackend for Backend {
         count: u32,
         fds: Vec<File>,
     ) -> std::io::Result<()> {
+        if index == DOORBELL_IRQ_INDEX {
+            let mut doorbell = self.state.doorbell.lock().expect("doorbell lock");
+            *doorbell = match (flags & VFIO_IRQ_SET_DATA_EVENTFD != 0, start, count) {
+                (true, 0, 1) => fds.into_iter().next(),
+                (false, _, _) => None,
+                _ => return Err(invalid("the doorbell is one eventfd")),
+            };
+            return Ok(());
+        }
         if index != VFIO_PCI_MSIX_IRQ_INDEX {
-            return Err(invalid("only MSI-X is supported"));
+            return Err(invalid("only MSI-X and the doorbell are supported"));
         }
         let mut vectors = self.state.vectors.lock().expect("vector lock");
         let end = start
@@ -340,10 +361,10 @@ impl DeviceServer {
             .map(|index| IrqInfo {
                 index,
                 flags: VFIO_IRQ_INFO_EVENTFD,
-                count: if index == VFIO_PCI_MSIX_IRQ_INDEX {
-                    MSIX_VECTORS
-                } else {
-                    0
+                count: match index {
+                    VFIO_PCI_MSIX_IRQ_INDEX => MSIX_VECTORS,
+                    DOORBELL_IRQ_INDEX => 1,
+                    _ => 0,
                 },
             })
             .collect();

@@ -88,6 +88,11 @@ impl NicBackend for HwClient {
         self.device.enable_msix(refs).map_err(hw)
     }
 
+    fn set_doorbell(&self, _fd: RawFd) -> Result<(), ClientError> {
+        // A card sees its doorbell writes; nothing to wake.
+        Ok(())
+    }
+
     fn map_dma(&self, iova: u64, len: u64, fd: BorrowedFd<'_>) -> Result<(), ClientError> {
         let region = MappedRegion::map(fd, 0, len).map_err(ClientError::MapBar)?;
         let size = usize::try_from(len).map_err(|_| ClientError::Bar("DMA range too large"))?;

@@ -54,6 +54,13 @@ pub const MSIX_VECTORS: u32 = 1 + vima::layout::MAX_VPS as u32;
 /// The vector that is not a VP's.
 pub const HOST_VECTOR: u16 = 0;
 
+/// The vfio-user interrupt index that carries, on this device, the host -> NIC doorbell
+/// eventfd (index 4 is VFIO's "request" index, unused by this device otherwise). It stands
+/// in for what hardware gets for free: a NIC sees a doorbell write, a process cannot see a
+/// store to shared memory without polling. The host signals it only when `nic_idle` says
+/// the firmware sleeps.
+pub const DOORBELL_IRQ_INDEX: u32 = 4;
+
 /// `status` bits (NIC -> host).
 pub mod status {
     /// The device is initialised and its registers are valid.
@@ -102,8 +109,9 @@ pub struct RegisterBlock {
     pub heartbeat: u64,
     /// [`control`] bits (host).
     pub control: u32,
-    /// Reserved, 0.
-    pub reserved0: u32,
+    /// Non-zero while the firmware sleeps (NIC): a host that posts a submission then
+    /// signals the doorbell eventfd ([`DOORBELL_IRQ_INDEX`]) to wake it.
+    pub nic_idle: u32,
     /// Reserved, 0.
     pub reserved1: [u64; 2],
     /// Submission ring doorbell: the host's producer index, free running (host).
@@ -135,6 +143,7 @@ pub struct RegisterBlock {
 const _: () = assert!(size_of::<RegisterBlock>() == 4096);
 const _: () = assert!(offset_of!(RegisterBlock, heartbeat) == 0x20);
 const _: () = assert!(offset_of!(RegisterBlock, control) == 0x28);
+const _: () = assert!(offset_of!(RegisterBlock, nic_idle) == 0x2c);
 const _: () = assert!(offset_of!(RegisterBlock, sq_tail) == 0x40);
 const _: () = assert!(offset_of!(RegisterBlock, cq_head) == 0x4c);
 const _: () = assert!(offset_of!(RegisterBlock, vp_present) == 0x80);
@@ -170,6 +179,8 @@ pub mod reg {
     pub const HEARTBEAT: u64 = offset_of!(RegisterBlock, heartbeat) as u64;
     /// `control`.
     pub const CONTROL: u64 = offset_of!(RegisterBlock, control) as u64;
+    /// `nic_idle`.
+    pub const NIC_IDLE: u64 = offset_of!(RegisterBlock, nic_idle) as u64;
     /// `sq_tail`.
     pub const SQ_TAIL: u64 = offset_of!(RegisterBlock, sq_tail) as u64;
     /// `sq_head`.

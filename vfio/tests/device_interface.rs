@@ -197,6 +197,19 @@ fn an_interrupt_arrives_on_the_vectors_eventfd() {
 }
 
 #[test]
+fn the_doorbell_eventfd_reaches_the_device() {
+    let rig = Rig::new("doorbell", 0);
+    assert!(rig.state.doorbell().is_none());
+    let kick = EventFd::new(EFD_NONBLOCK).unwrap();
+    rig.client.set_doorbell(kick.as_raw_fd()).unwrap();
+    let mut seen = rig.state.doorbell().expect("set");
+    kick.write(3).unwrap();
+    let mut count = [0u8; 8];
+    std::io::Read::read_exact(&mut seen, &mut count).unwrap();
+    assert_eq!(u64::from_le_bytes(count), 3);
+}
+
+#[test]
 fn the_nic_reads_what_the_host_wrote_in_the_mapped_memfd() {
     let rig = Rig::new("dma", 0);
     let memfd = create_memfd(c"guest", 64 << 10).unwrap();
