@@ -142,7 +142,7 @@ pub(super) struct Backoff {
 }
 
 /// Idle rounds spent spinning before the first sleep.
-pub(super) const SPIN_ROUNDS: u32 = 64;
+pub(super) const SPIN_ROUNDS: u32 = 32;
 /// First sleep.
 const FIRST_SLEEP_US: u32 = 10;
 /// Longest sleep.
