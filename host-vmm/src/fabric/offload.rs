@@ -21,6 +21,7 @@ use std::collections::HashMap;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::{Child, Command};
+use std::sync::atomic::{fence, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -154,6 +155,7 @@ pub struct OffloadFabric {
     first_local_vp: u32,
     started: Mutex<HashMap<u64, (Instant, FaultKindLatency)>>,
     process: Mutex<Option<NicProcess>>,
+    doorbell: EventFd,
     stop: EventFd,
     /// Counters and latencies (the NIC's own counters are in BAR0).
     pub stats: FabricStats,
@@ -203,6 +205,8 @@ impl OffloadFabric {
             .map_err(OffloadError::EventFd)?;
         let fds: Vec<i32> = vectors.iter().map(AsRawFd::as_raw_fd).collect();
         nic.enable_vectors(&fds)?;
+        let doorbell = EventFd::new(EFD_NONBLOCK).map_err(OffloadError::EventFd)?;
+        nic.set_doorbell(doorbell.as_raw_fd())?;
         nic.map_dma(0, memory.size(), memory.memfd())?;
         let mut present = 0u64;
         for (index, vp) in local_vps.iter().enumerate() {
@@ -239,6 +243,7 @@ impl OffloadFabric {
             first_local_vp: local_vps.first().copied().unwrap_or(0),
             started: Mutex::new(HashMap::new()),
             process: Mutex::new(process),
+            doorbell,
             stop: EventFd::new(EFD_NONBLOCK).map_err(OffloadError::EventFd)?,
             stats: FabricStats::default(),
         }))
@@ -275,7 +280,10 @@ impl OffloadFabric {
         let mut sq = self.sq.lock().expect("submission lock");
         loop {
             match sq.push(bar, submission, payload) {
-                Ok(()) => return,
+                Ok(()) => {
+                    self.kick();
+                    return;
+                }
                 Err(RingError::Full) if Instant::now() < deadline => {
                     if self.server().is_some_and(|s| s.is_finished()) {
                         return;
@@ -288,6 +296,17 @@ impl OffloadFabric {
                     return;
                 }
             }
+        }
+    }
+
+    /// Wakes the firmware if it sleeps, after a doorbell store (a submission, or the
+    /// completion head that acknowledges mapping changes it may be waiting for).
+    fn kick(&self) {
+        // Pairs with the firmware's fence between setting `nic_idle` and its last look at
+        // the rings: either it sees our store or we see it sleep.
+        fence(Ordering::SeqCst);
+        if self.nic.bar0().load_u32(reg::NIC_IDLE) != 0 {
+            let _ = self.doorbell.write(1);
         }
     }
 
@@ -379,12 +398,19 @@ impl OffloadFabric {
     /// Applies every completion waiting; false when the node must stop.
     fn drain(&self, cq: &mut CompletionConsumer, payload: &mut [u8]) -> bool {
         let bar = self.nic.bar0();
+        let mut applied = false;
         loop {
             match cq.peek(bar, payload) {
-                Ok(None) => return true,
+                Ok(None) => {
+                    if applied {
+                        self.kick();
+                    }
+                    return true;
+                }
                 Ok(Some((completion, len))) => {
                     let keep_going = self.apply(completion, &payload[..len]);
                     cq.advance(bar);
+                    applied = true;
                     if !keep_going {
                         return false;
                     }

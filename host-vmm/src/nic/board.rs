@@ -2,11 +2,26 @@
 //! `nic_firmware::firmware` over BAR0 shared memory (rings, vector table, counters), the
 //! eventfds the host bound to the MSI-X vectors, the guest memfd mapped for DMA, and the
 //! node's transport as the wire.
+//!
+//! Idling: the firmware must wake for two things, a wire message and a host doorbell. The
+//! transport can only be waited on by `recv`, so a small receive thread moves its events
+//! into a queue and signals an eventfd when the firmware sleeps; the firmware sleeps in
+//! `ppoll` on that eventfd and on the host's doorbell eventfd, after announcing its sleep
+//! in `nic_idle` (the host signals the doorbell only then). Both announce-then-check
+//! pairs are ordered by SeqCst fences, so no wake-up is lost.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{fence, AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use dpdk_transport::{Event, NodeId, Transport, TransportError};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use dpdk_transport::{Event, NodeId, Transport};
 use nic_firmware::engine::{Counters, PageState};
 use nic_firmware::firmware::hal::{
     Board, DmaMemory, HostEvent, HostRequest, HostRings, Interrupts, RejectedRequest, Wire,
@@ -33,9 +48,13 @@ pub struct NicBoard {
     dma: Arc<MappedRegion>,
     dma_pages: u64,
     transport: Arc<dyn Transport>,
-    /// An event the idle wait received, handed out by the next `poll`.
-    waiting: Option<Event>,
+    inbox: Arc<Inbox>,
+    receiver: Option<JoinHandle<()>>,
+    doorbell: Option<File>,
     wire_failed: bool,
+    /// The completion head the firmware last looked at: a newer one is work (an
+    /// acknowledgement a held message may wait for).
+    seen_applied: std::cell::Cell<u64>,
     shutdown_seen: Option<Instant>,
     /// Completions refused because the host's head was impossible.
     pub bad_doorbells: u64,
@@ -47,18 +66,88 @@ impl std::fmt::Debug for NicBoard {
     }
 }
 
+/// Wire events on their way from the receive thread to the firmware.
+struct Inbox {
+    events: Mutex<VecDeque<Event>>,
+    failed: AtomicBool,
+    stop: AtomicBool,
+    sleeping: AtomicBool,
+    wake: EventFd,
+}
+
+impl Inbox {
+    fn receive(&self, transport: &dyn Transport) {
+        while !self.stop.load(Ordering::Acquire) {
+            let event = match transport.recv(Duration::from_millis(50)) {
+                Ok(Some(event)) => event,
+                Ok(None) => continue,
+                Err(_) => {
+                    self.failed.store(true, Ordering::SeqCst);
+                    let _ = self.wake.write(1);
+                    return;
+                }
+            };
+            self.events.lock().expect("inbox lock").push_back(event);
+            fence(Ordering::SeqCst);
+            if self.sleeping.load(Ordering::SeqCst) {
+                let _ = self.wake.write(1);
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.events.lock().expect("inbox lock").is_empty()
+    }
+}
+
+/// Waits up to `micros` µs for one of the fds to become readable.
+fn wait_readable(fds: &[i32], micros: u32) {
+    let mut pollfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|fd| libc::pollfd {
+            fd: *fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    let timeout = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: libc::c_long::from(micros.min(999_999)) * 1000,
+    };
+    let nfds = libc::nfds_t::try_from(pollfds.len()).unwrap_or(0);
+    // SAFETY: `pollfds` is a live array of `nfds` initialized pollfds and `timeout` a
+    // valid timespec; no signal mask is passed.
+    unsafe {
+        libc::ppoll(pollfds.as_mut_ptr(), nfds, &timeout, std::ptr::null());
+    }
+}
+
 impl NicBoard {
-    /// A board over the device state; `dma` is the host memory mapped at IOVA 0.
+    /// A board over the device state; `dma` is the host memory mapped at IOVA 0. Starts
+    /// the thread that receives from the transport.
     pub fn new(
         state: Arc<DeviceState>,
         dma: Arc<MappedRegion>,
         transport: Arc<dyn Transport>,
-    ) -> Self {
+    ) -> std::io::Result<Self> {
         let bar = state.bar0().clone();
         let sq = SubmissionConsumer::new(bar.as_ref());
         let cq = CompletionProducer::new(bar.as_ref());
         let dma_pages = dma.len() / PAGE_BYTES as u64;
-        Self {
+        let inbox = Arc::new(Inbox {
+            events: Mutex::new(VecDeque::new()),
+            failed: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            sleeping: AtomicBool::new(false),
+            wake: EventFd::new(EFD_NONBLOCK)?,
+        });
+        let thread_inbox = inbox.clone();
+        let thread_transport = transport.clone();
+        let receiver = std::thread::Builder::new()
+            .name("nic-wire-rx".into())
+            .spawn(move || thread_inbox.receive(thread_transport.as_ref()))?;
+        let doorbell = state.doorbell();
+        Ok(Self {
             state,
             bar,
             sq,
@@ -66,10 +155,21 @@ impl NicBoard {
             dma,
             dma_pages,
             transport,
-            waiting: None,
+            inbox,
+            receiver: Some(receiver),
+            doorbell,
             wire_failed: false,
+            seen_applied: std::cell::Cell::new(0),
             shutdown_seen: None,
             bad_doorbells: 0,
+        })
+    }
+
+    /// Stops the receive thread (after the firmware stopped).
+    pub fn stop(&mut self) {
+        self.inbox.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.receiver.take() {
+            let _ = thread.join();
         }
     }
 
@@ -163,7 +263,9 @@ impl HostRings for NicBoard {
     }
 
     fn applied(&self) -> u64 {
-        self.cq.applied(self.bar.as_ref())
+        let applied = self.cq.applied(self.bar.as_ref());
+        self.seen_applied.set(applied);
+        applied
     }
 }
 
@@ -204,38 +306,41 @@ impl Wire for NicBoard {
     }
 
     fn poll(&mut self, buf: &mut [u8]) -> Option<WireEvent> {
-        if self.wire_failed {
-            return None;
+        let event = self.inbox.events.lock().expect("inbox lock").pop_front();
+        match event {
+            Some(event) => self.wire_event(event, buf),
+            None if self.inbox.failed.load(Ordering::SeqCst) && !self.wire_failed => {
+                self.wire_failed = true;
+                Some(WireEvent::Failed)
+            }
+            None => None,
         }
-        let event = match self.waiting.take() {
-            Some(event) => event,
-            None => match self.transport.recv(Duration::ZERO) {
-                Ok(Some(event)) => event,
-                Ok(None) => return None,
-                Err(TransportError::Shutdown) | Err(_) => {
-                    self.wire_failed = true;
-                    return Some(WireEvent::Failed);
-                }
-            },
-        };
-        self.wire_event(event, buf)
     }
 }
 
 impl Board for NicBoard {
     fn idle(&mut self, micros: u32) {
-        if self.waiting.is_some() || self.wire_failed {
-            return;
+        let bar = self.bar.as_ref();
+        self.inbox.sleeping.store(true, Ordering::SeqCst);
+        bar.store_u32(reg::NIC_IDLE, 1);
+        // Announce, then look: pairs with the host's fence after its doorbell store and
+        // with the receive thread's fence after its push.
+        fence(Ordering::SeqCst);
+        let work = !self.inbox.is_empty()
+            || !self.sq.is_empty(bar)
+            || self.cq.applied(bar) != self.seen_applied.get()
+            || self.inbox.failed.load(Ordering::SeqCst);
+        if !work {
+            let mut fds = vec![self.inbox.wake.as_raw_fd()];
+            fds.extend(self.doorbell.as_ref().map(AsRawFd::as_raw_fd));
+            wait_readable(&fds, micros);
         }
-        // Sleep in the transport: a message from the wire ends the wait at once. The host's
-        // doorbell cannot wake us (it is plain memory), which bounds its latency when idle
-        // by the longest back-off step (1 ms).
-        match self
-            .transport
-            .recv(Duration::from_micros(u64::from(micros)))
-        {
-            Ok(event) => self.waiting = event,
-            Err(_) => self.wire_failed = true,
+        bar.store_u32(reg::NIC_IDLE, 0);
+        self.inbox.sleeping.store(false, Ordering::SeqCst);
+        let _ = self.inbox.wake.read();
+        if let Some(doorbell) = self.doorbell.as_mut() {
+            let mut count = [0u8; 8];
+            let _ = doorbell.read(&mut count);
         }
     }
 

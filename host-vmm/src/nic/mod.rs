@@ -58,8 +58,8 @@ pub enum NicError {
     /// The host enabled the device without mapping its memory.
     #[error("The host enabled the NIC without mapping memory for DMA at address 0")]
     NoDma,
-    /// The server thread could not start.
-    #[error("Failed to start the vfio-user server thread")]
+    /// A thread could not start.
+    #[error("Failed to start a NIC thread")]
     Thread(#[source] std::io::Error),
 }
 
@@ -106,11 +106,13 @@ pub fn run_nic(
         .collect();
     let engine = engine::build(&table, id, &local_vps)?;
     let mut firmware = Box::new(Firmware::new(engine));
-    let mut board = NicBoard::new(state.clone(), dma, transport.clone());
+    let mut board =
+        NicBoard::new(state.clone(), dma, transport.clone()).map_err(NicError::Thread)?;
     bar.store_u32(reg::STATUS, status::READY | status::RUNNING);
     firmware.run(&mut board);
     bar.store_u32(reg::STATUS, status::READY | status::STOPPED);
     drain(transport.as_ref());
+    board.stop();
     transport.shutdown();
     // The server thread ends with the connection; the process exits either way.
     drop(serve);
