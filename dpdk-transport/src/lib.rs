@@ -117,7 +117,7 @@ use thiserror::Error;
 
 pub use auth::{Authenticator, ClusterKey, ClusterKeyError, HmacSha256Auth, NoAuth};
 pub use datagram::{Datagram, DatagramError, InjectedFaults};
-pub use lossy::{FaultConfig, LossyDatagram};
+pub use lossy::{FaultConfig, FaultSpecError, LossyDatagram};
 pub use payload::Payload;
 pub use peer::{PeerCounters, MAX_WINDOW};
 pub use transport::{PeerStats, ReliableTransport, TransportConfig, TransportStats};

@@ -12,12 +12,22 @@
 //! directions even if its peer is not wrapped; if both ends of a link are wrapped, each
 //! datagram meets two wrappers. Reordering holds one datagram back and releases it right
 //! after the next one (or when the receiver would otherwise time out).
+//!
+//! Delay jitter (receiving only): each datagram that survives the other faults waits a
+//! random time, uniform in `0..=delay_jitter_us`, before the receiver sees it, so
+//! datagrams overtake each other as on a network whose queues vary. This stands in for
+//! `tc qdisc ... netem delay` where the kernel has no `sch_netem` (as on the build
+//! machine); the wait happens inside `recv_from`, which the transport calls continually.
+//!
+//! [`FaultConfig::from_spec`] reads the compact form the fault campaign passes to node
+//! processes in `CVMM_WIRE_FAULTS` (`drop=0.01,dup=0.05,reorder=0.05,jitter_us=500`).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use thiserror::Error;
 
 use crate::datagram::{Datagram, DatagramError, InjectedFaults};
 
@@ -66,6 +76,39 @@ pub struct FaultConfig {
     pub on_receive: bool,
     /// Seed of the fault generator.
     pub seed: u64,
+    /// Received datagrams are delayed by a random time up to this many microseconds
+    /// (needs `on_receive`; 0: no delay).
+    #[serde(default)]
+    pub delay_jitter_us: u64,
+}
+
+/// Why a fault specification (`CVMM_WIRE_FAULTS`) was rejected.
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+pub enum FaultSpecError {
+    /// An item is not `key=value`.
+    #[error("Fault item {item:?} is not key=value")]
+    NotKeyValue {
+        /// The item.
+        item: String,
+    },
+    /// A key that is not one of drop, dup, reorder, jitter_us, seed, send, receive.
+    #[error(
+        "Unknown fault {key:?} (expected drop, dup, reorder, jitter_us, seed, send or receive)"
+    )]
+    UnknownKey {
+        /// The key.
+        key: String,
+    },
+    /// A value that does not parse or is out of range.
+    #[error("Bad value {value:?} for {key} ({expected})")]
+    BadValue {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+        /// What is allowed.
+        expected: &'static str,
+    },
 }
 
 impl FaultConfig {
@@ -78,7 +121,64 @@ impl FaultConfig {
             on_send: false,
             on_receive: false,
             seed: 0,
+            delay_jitter_us: 0,
         }
+    }
+
+    /// Reads `key=value` items separated by commas: `drop`, `dup`, `reorder`
+    /// (probabilities 0..=1), `jitter_us` (microseconds of receive delay jitter), `seed`,
+    /// `send` and `receive` (0 or 1: which paths; both by default). Faults not named are
+    /// off; `seed` defaults to `default_seed`. An empty string is no faults.
+    ///
+    /// ```
+    /// use dpdk_transport::FaultConfig;
+    /// let c = FaultConfig::from_spec("dup=0.05,jitter_us=300", 7).unwrap();
+    /// assert_eq!(c.duplicate_probability, 0.05);
+    /// assert_eq!((c.drop_probability, c.delay_jitter_us, c.seed), (0.0, 300, 7));
+    /// assert!(FaultConfig::from_spec("dorp=0.1", 7).is_err());
+    /// ```
+    pub fn from_spec(spec: &str, default_seed: u64) -> Result<Self, FaultSpecError> {
+        let mut config = Self {
+            on_send: true,
+            on_receive: true,
+            seed: default_seed,
+            ..Self::none()
+        };
+        for item in spec.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let (key, value) = item
+                .split_once('=')
+                .ok_or_else(|| FaultSpecError::NotKeyValue { item: item.into() })?;
+            let (key, value) = (key.trim(), value.trim());
+            let bad = |expected| FaultSpecError::BadValue {
+                key: key.into(),
+                value: value.into(),
+                expected,
+            };
+            let probability = || {
+                value
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|p| (0.0..=1.0).contains(p))
+                    .ok_or_else(|| bad("a probability between 0 and 1"))
+            };
+            let number = || value.parse::<u64>().map_err(|_| bad("a whole number"));
+            let flag = || match value {
+                "0" => Ok(false),
+                "1" => Ok(true),
+                _ => Err(bad("0 or 1")),
+            };
+            match key {
+                "drop" => config.drop_probability = probability()?,
+                "dup" => config.duplicate_probability = probability()?,
+                "reorder" => config.reorder_probability = probability()?,
+                "jitter_us" => config.delay_jitter_us = number()?,
+                "seed" => config.seed = number()?,
+                "send" => config.on_send = flag()?,
+                "receive" => config.on_receive = flag()?,
+                _ => return Err(FaultSpecError::UnknownKey { key: key.into() }),
+            }
+        }
+        Ok(config)
     }
 
     /// The VMM's `--wire-loss P`: drop, duplicate and reorder each with probability `p`,
@@ -92,6 +192,7 @@ impl FaultConfig {
             on_send: true,
             on_receive: true,
             seed,
+            delay_jitter_us: 0,
         }
     }
 
@@ -99,7 +200,8 @@ impl FaultConfig {
         (self.on_send || self.on_receive)
             && (self.drop_probability > 0.0
                 || self.duplicate_probability > 0.0
-                || self.reorder_probability > 0.0)
+                || self.reorder_probability > 0.0
+                || self.delay_jitter_us > 0)
     }
 }
 
@@ -109,6 +211,8 @@ struct RxState<A> {
     pending: Vec<(Vec<u8>, A)>,
     /// The datagram held back for reordering.
     held: Option<(Vec<u8>, A)>,
+    /// Datagrams waiting out their delay (jitter), with the time each may be returned.
+    delayed: Vec<(Instant, Vec<u8>, A)>,
 }
 
 /// A [`Datagram`] that injects faults into an inner backend.
@@ -142,6 +246,7 @@ impl<D: Datagram> LossyDatagram<D> {
             rx: Mutex::new(RxState {
                 pending: Vec::new(),
                 held: None,
+                delayed: Vec::new(),
             }),
             counts: Mutex::new(HashMap::new()),
         }
@@ -225,6 +330,66 @@ impl<D: Datagram> Datagram for LossyDatagram<D> {
             return self.inner.recv_from(buf, wait);
         }
         let mut rx = self.rx.lock().expect("receive fault state lock poisoned");
+        if self.config.delay_jitter_us == 0 {
+            return self.recv_faulty(&mut rx, buf, wait);
+        }
+        let deadline = Instant::now() + wait;
+        loop {
+            let now = Instant::now();
+            let due = rx
+                .delayed
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, (at, _, _))| *at)
+                .map(|(index, (at, _, _))| (index, *at));
+            if let Some((index, at)) = due {
+                if at <= now {
+                    let (_, data, from) = rx.delayed.swap_remove(index);
+                    return Ok(Self::deliver(buf, (data, from)));
+                }
+            }
+            let until = due.map_or(deadline, |(_, at)| at.min(deadline));
+            let slice = until.saturating_duration_since(now);
+            match self.recv_faulty(&mut rx, buf, slice)? {
+                Some((len, from)) => {
+                    let jitter = self
+                        .rng
+                        .lock()
+                        .expect("fault generator lock poisoned")
+                        .next_u64()
+                        % (self.config.delay_jitter_us + 1);
+                    let at = Instant::now() + Duration::from_micros(jitter);
+                    rx.delayed.push((at, Self::stash(buf, len), from));
+                }
+                None => {
+                    // Interrupted (before `until`), or the caller's wait is over. Else a
+                    // delayed datagram is due: returned on the next turn.
+                    if Instant::now() < until || until >= deadline {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    }
+
+    fn interrupt(&self) {
+        self.inner.interrupt();
+    }
+
+    fn injected(&self, peer: D::Addr) -> InjectedFaults {
+        let counts = self.counts.lock().expect("fault counter lock poisoned");
+        counts.get(&peer).copied().unwrap_or_default()
+    }
+}
+
+impl<D: Datagram> LossyDatagram<D> {
+    /// Receives with drops, duplicates and reordering applied (not the delay).
+    fn recv_faulty(
+        &self,
+        rx: &mut RxState<D::Addr>,
+        buf: &mut [u8],
+        wait: Duration,
+    ) -> Result<Option<(usize, D::Addr)>, DatagramError> {
         if let Some(item) = rx.pending.pop() {
             return Ok(Self::deliver(buf, item));
         }
@@ -259,15 +424,6 @@ impl<D: Datagram> Datagram for LossyDatagram<D> {
             }
             return Ok(Some((len, from)));
         }
-    }
-
-    fn interrupt(&self) {
-        self.inner.interrupt();
-    }
-
-    fn injected(&self, peer: D::Addr) -> InjectedFaults {
-        let counts = self.counts.lock().expect("fault counter lock poisoned");
-        counts.get(&peer).copied().unwrap_or_default()
     }
 }
 
@@ -406,6 +562,85 @@ mod tests {
         );
         a.send_to(&[5], 4).unwrap();
         assert_eq!(recv_all(&dup_rx), vec![vec![5], vec![5]]);
+    }
+
+    #[test]
+    fn jitter_delays_and_reorders_but_loses_nothing() {
+        let net = MemNetwork::new();
+        let a = net.endpoint(1);
+        let config = FaultConfig::from_spec("jitter_us=20000,send=0", 3).unwrap();
+        let b = LossyDatagram::new(net.endpoint(2), config);
+        let start = Instant::now();
+        for i in 0..50u8 {
+            a.send_to(&[i], 2).unwrap();
+        }
+        let mut got = Vec::new();
+        let mut buf = [0u8; 8];
+        while got.len() < 50 {
+            let (len, from) = b
+                .recv_from(&mut buf, Duration::from_secs(5))
+                .unwrap()
+                .expect("every datagram arrives");
+            assert_eq!((len, from), (1, 1));
+            got.push(buf[0]);
+        }
+        // All 50 sent at once over 20 ms of jitter: some overtake others.
+        let mut sorted = got.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..50u8).collect::<Vec<_>>());
+        assert_ne!(got, sorted, "no datagram was overtaken");
+        assert!(start.elapsed() >= Duration::from_millis(1));
+        assert!(b.recv_from(&mut buf, Duration::ZERO).unwrap().is_none());
+    }
+
+    #[test]
+    fn an_interrupt_ends_a_wait_for_a_delayed_datagram() {
+        let net = MemNetwork::new();
+        let a = net.endpoint(1);
+        let config = FaultConfig::from_spec("jitter_us=10000000,send=0", 3).unwrap();
+        let b = std::sync::Arc::new(LossyDatagram::new(net.endpoint(2), config));
+        a.send_to(&[1], 2).unwrap();
+        let reader = {
+            let b = std::sync::Arc::clone(&b);
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 8];
+                b.recv_from(&mut buf, Duration::from_secs(3600)).unwrap()
+            })
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        b.interrupt();
+        assert_eq!(reader.join().unwrap(), None);
+    }
+
+    #[test]
+    fn fault_specs_parse_and_reject_mistakes() {
+        let c = FaultConfig::from_spec(" drop=0.01 , dup=0.2,reorder=1,seed=9,send=0 ", 1).unwrap();
+        assert_eq!(c.drop_probability, 0.01);
+        assert_eq!(c.duplicate_probability, 0.2);
+        assert_eq!(c.reorder_probability, 1.0);
+        assert_eq!(c.seed, 9);
+        assert!(!c.on_send && c.on_receive);
+        assert!(c.is_active());
+        let none = FaultConfig::from_spec("", 4).unwrap();
+        assert!(!none.is_active());
+        assert_eq!(none.seed, 4);
+        assert!(matches!(
+            FaultConfig::from_spec("drop", 0),
+            Err(FaultSpecError::NotKeyValue { .. })
+        ));
+        assert!(matches!(
+            FaultConfig::from_spec("loss=0.1", 0),
+            Err(FaultSpecError::UnknownKey { .. })
+        ));
+        for bad in ["drop=1.5", "dup=-0.1", "jitter_us=-3", "send=yes", "seed=x"] {
+            assert!(
+                matches!(
+                    FaultConfig::from_spec(bad, 0),
+                    Err(FaultSpecError::BadValue { .. })
+                ),
+                "{bad}"
+            );
+        }
     }
 
     #[test]
