@@ -88,6 +88,32 @@ fn workloads_on_offload_clusters_of_two_and_four_nodes() {
     }
 }
 
+#[test]
+fn a_lossy_wire_gives_the_same_results_on_the_offload_path() {
+    let flags = [
+        "--nodes",
+        "2",
+        "--vps-per-node",
+        "2",
+        "--wire-loss",
+        "0.05",
+        "--fabric",
+        "offload",
+    ];
+    let run = cvmm_run(&flags, &["counter", "2000"]);
+    check(&run, "counter = 8000");
+    let run2 = cvmm_run(&flags, &["matmul", "64"]);
+    check(
+        &run2,
+        &format!("matmul 64 checksum = {}", matmul_reference(64)),
+    );
+    assert!(
+        run.total("retransmits") + run2.total("retransmits") > 0,
+        "no retransmissions with 5% loss: {}",
+        run.stats
+    );
+}
+
 fn litmus(nodes: &str, fabric: &str, name: &str, iters: u32) {
     let run = cvmm_run(
         &["--nodes", nodes, "--mem-mib", "16", "--fabric", fabric],
