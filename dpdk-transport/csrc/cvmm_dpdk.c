@@ -121,6 +121,11 @@ int cvmm_dpdk_port_start(uint16_t port)
 	return neg(rte_eth_dev_start(port));
 }
 
+int cvmm_dpdk_port_stop(uint16_t port)
+{
+	return neg(rte_eth_dev_stop(port));
+}
+
 int cvmm_dpdk_link_up(uint16_t port)
 {
 	struct rte_eth_link link;

@@ -45,6 +45,9 @@ int cvmm_dpdk_port_configure(uint16_t port, void *pool, uint16_t mtu, uint8_t ma
  * the caller retries. */
 int cvmm_dpdk_port_start(uint16_t port);
 
+/* Stops the port (it can be started again). */
+int cvmm_dpdk_port_stop(uint16_t port);
+
 /* 1 when the link is up, 0 when down, negative on error. */
 int cvmm_dpdk_link_up(uint16_t port);
 

@@ -32,7 +32,13 @@ const SOCKET: &str = "CVMM_DPDK_TEST_SOCKET";
 
 fn spawn_endpoint(case: &str, node: u32, socket: &str) -> Child {
     Command::new(std::env::current_exe().expect("test binary"))
-        .args(["--ignored", "--exact", "endpoint", "--nocapture", "--test-threads=1"])
+        .args([
+            "--ignored",
+            "--exact",
+            "endpoint",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(ROLE, node.to_string())
         .env(CASE, case)
         .env(SOCKET, socket)
@@ -61,7 +67,10 @@ fn wait_or_kill(mut child: Child) -> Output {
 /// Where the EAL of process `pid` would have its runtime directory.
 fn runtime_dirs(pid: u32) -> Vec<PathBuf> {
     let prefix = format!("dpdk/cvmm-{pid}");
-    let mut dirs = vec![PathBuf::from("/var/run").join(&prefix), PathBuf::from("/tmp").join(&prefix)];
+    let mut dirs = vec![
+        PathBuf::from("/var/run").join(&prefix),
+        PathBuf::from("/tmp").join(&prefix),
+    ];
     if let Some(xdg) = std::env::var_os("XDG_RUNTIME_DIR") {
         dirs.push(PathBuf::from(xdg).join(&prefix));
     }
@@ -71,7 +80,10 @@ fn runtime_dirs(pid: u32) -> Vec<PathBuf> {
 /// Runs a two-node case and returns what each endpoint printed on stderr.
 fn run_pair(case: &str) -> [String; 2] {
     let socket = format!("cvmm-test-{}-{case}", std::process::id());
-    let children = [spawn_endpoint(case, 0, &socket), spawn_endpoint(case, 1, &socket)];
+    let children = [
+        spawn_endpoint(case, 0, &socket),
+        spawn_endpoint(case, 1, &socket),
+    ];
     let pids = children.each_ref().map(Child::id);
     let [a, b] = children.map(wait_or_kill);
     let mut logs = [String::new(), String::new()];
@@ -80,7 +92,11 @@ fn run_pair(case: &str) -> [String; 2] {
         assert!(out.status.success(), "node {node} failed:\n{log}");
         // The child's harness prints its result on stdout; make sure it really ran.
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(stdout.contains("1 passed"), "node {node} ran nothing:\n{stdout}\n{log}");
+        assert!(
+            stdout.contains("1 passed"),
+            "node {node} ran nothing:\n{stdout}\n{log}"
+        );
+        eprintln!("--- node {node} ---\n{log}");
         logs[node] = log;
     }
     for pid in pids {
@@ -101,7 +117,11 @@ fn report<'a>(log: &'a str, key: &str) -> &'a str {
 fn memif_endpoints_exchange_datagrams_both_ways() {
     let logs = run_pair("datagram");
     for (node, log) in logs.iter().enumerate() {
-        assert_eq!(report(log, "received="), DATAGRAMS.to_string(), "node {node}");
+        assert_eq!(
+            report(log, "received="),
+            DATAGRAMS.to_string(),
+            "node {node}"
+        );
         assert_eq!(report(log, "second_open="), "EalAlreadyUsed", "node {node}");
     }
 }
@@ -110,7 +130,11 @@ fn memif_endpoints_exchange_datagrams_both_ways() {
 fn reliable_transport_over_lossy_memif_delivers_5000_each_way_exactly_once_in_order() {
     let logs = run_pair("reliable");
     for (node, log) in logs.iter().enumerate() {
-        assert_eq!(report(log, "in_order="), MESSAGES.to_string(), "node {node}");
+        assert_eq!(
+            report(log, "in_order="),
+            MESSAGES.to_string(),
+            "node {node}"
+        );
         // The loss really happened and was really repaired.
         let dropped: u64 = report(log, "injected_drops=").parse().unwrap();
         let retransmits: u64 = report(log, "retransmits=").parse().unwrap();
@@ -124,9 +148,11 @@ fn reliable_transport_over_lossy_memif_delivers_5000_each_way_exactly_once_in_or
 #[test]
 #[ignore = "runs only as a child process of the memif tests"]
 fn endpoint() {
-    let (Ok(node), Ok(case), Ok(socket)) =
-        (std::env::var(ROLE), std::env::var(CASE), std::env::var(SOCKET))
-    else {
+    let (Ok(node), Ok(case), Ok(socket)) = (
+        std::env::var(ROLE),
+        std::env::var(CASE),
+        std::env::var(SOCKET),
+    ) else {
         return;
     };
     let node = NodeId(node.parse().expect("node id"));
@@ -160,12 +186,20 @@ fn datagram(node: NodeId, index: u32) -> Vec<u8> {
     let mut d = vec![DATA];
     d.extend_from_slice(&index.to_le_bytes());
     d.extend_from_slice(&node.0.to_le_bytes());
-    d.extend((d.len()..len).map(|i| (i as u32 ^ index.wrapping_mul(7) ^ node.0) as u8));
+    let salt = index.wrapping_mul(7) ^ node.0;
+    d.extend(
+        (d.len()..len)
+            .map(|i| (i.to_le_bytes()[0] ^ salt.to_le_bytes()[0]).wrapping_add(i.to_le_bytes()[1])),
+    );
     d
 }
 
 fn datagrams(wire: &DpdkDatagram, config: &DpdkConfig, to: DpdkAddr) {
-    let me = NodeId(if config.mac == MacAddr::for_node(NodeId(0)) { 0 } else { 1 });
+    let me = NodeId(if config.mac == MacAddr::for_node(NodeId(0)) {
+        0
+    } else {
+        1
+    });
     let from = NodeId(1 - me.0);
     assert_eq!(to.mac, MacAddr::for_node(from));
     let mut buf = vec![0u8; dpdk_transport::wire::MAX_DATAGRAM + 1];
@@ -175,8 +209,12 @@ fn datagrams(wire: &DpdkDatagram, config: &DpdkConfig, to: DpdkAddr) {
     let (mut seen_peer, mut peer_saw_us) = (false, false);
     while !(seen_peer && peer_saw_us) {
         assert!(Instant::now() < deadline, "handshake timed out");
-        wire.send_to(&[HELLO, u8::from(seen_peer)], to).expect("send hello");
-        if let Some((len, src)) = wire.recv_from(&mut buf, Duration::from_millis(5)).expect("recv") {
+        wire.send_to(&[HELLO, u8::from(seen_peer)], to)
+            .expect("send hello");
+        if let Some((len, src)) = wire
+            .recv_from(&mut buf, Duration::from_millis(5))
+            .expect("recv")
+        {
             assert_eq!(src, to, "a frame from somewhere else");
             if buf[0] == HELLO && len == 2 {
                 seen_peer = true;
@@ -261,7 +299,10 @@ fn reliable(wire: DpdkDatagram, me: NodeId, peer: NodeId, peer_addr: DpdkAddr) {
         }
     }
     sender.join().expect("sender");
-    assert!(transport.flush(PATIENCE), "our messages were not all acknowledged");
+    assert!(
+        transport.flush(PATIENCE),
+        "our messages were not all acknowledged"
+    );
     // Done: tell the peer, wait for its word, and linger so it can finish likewise.
     transport.send(peer, b"done").expect("send done");
     match transport.recv(PATIENCE) {
@@ -273,7 +314,10 @@ fn reliable(wire: DpdkDatagram, me: NodeId, peer: NodeId, peer_addr: DpdkAddr) {
     let stats = transport.stats();
     let p = &stats.peers[0];
     eprintln!("in_order={in_order}");
-    eprintln!("injected_drops={}", p.injected.dropped_tx + p.injected.dropped_rx);
+    eprintln!(
+        "injected_drops={}",
+        p.injected.dropped_tx + p.injected.dropped_rx
+    );
     eprintln!("retransmits={}", p.counters.retransmits);
     eprintln!("stats={}", serde_json::to_string(&stats).expect("json"));
     transport.shutdown();

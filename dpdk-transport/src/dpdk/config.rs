@@ -6,7 +6,11 @@
 //! - **memif** between processes on one machine. memif is point to point, so every pair
 //!   of nodes gets its own port: the lower node id is the server of the pair's socket,
 //!   the higher the client. Sockets are abstract (no files to clean up), named
-//!   `<prefix>-<a>-<b>`, with a prefix unique to the cluster.
+//!   `<prefix>-<a>-<b>`, with a prefix unique to the cluster. Buffers are 8 KiB
+//!   (`bsize=8192`) so that every frame fits one memif descriptor: with the default
+//!   2 KiB buffers, page-sized frames are chained over three descriptors, and under
+//!   load DPDK 22.11.11's memif delivered such frames again and again (a node received
+//!   a million frames its peer never sent, and the duplicate acks fed the storm).
 //! - **af_packet** on a kernel interface: one port reaching every peer over the
 //!   interface's Ethernet (a veth on a bridge between network namespaces, or a NIC the
 //!   kernel drives). Frames up to 8 KiB (`framesz=8192`): the interface needs MTU 9000.
@@ -39,7 +43,8 @@ impl std::fmt::Display for DpdkAddr {
 /// How long the receive path busy-polls and how it backs off.
 ///
 /// A poll-mode driver wants a core spinning on the queue; a 2-core machine running
-/// several nodes cannot give each one. So a receiver spins while traffic is recent
+/// several nodes cannot give each one. So a receiver spins (yielding to runnable
+/// threads between polls) while traffic is recent
 /// (`spin` since the last frame sent or received: a node that just sent a request
 /// expects the answer within microseconds), then sleeps in growing steps up to
 /// `max_sleep`, which bounds the extra latency of the first frame after a quiet period.
@@ -118,7 +123,7 @@ impl DpdkConfig {
                         let (low, high) = if local < peer { (local, peer) } else { (peer, local) };
                         let role = if local == low { "server" } else { "client" };
                         format!(
-                            "net_memif{index},role={role},id=0,socket={socket_prefix}-{}-{},socket-abstract=yes",
+                            "net_memif{index},role={role},id=0,socket={socket_prefix}-{}-{},socket-abstract=yes,bsize=8192,rsize=9",
                             low.0, high.0
                         )
                     })
@@ -128,7 +133,13 @@ impl DpdkConfig {
                     .enumerate()
                     .map(|(index, &peer)| {
                         let port = u16::try_from(index).unwrap_or(u16::MAX);
-                        (peer, DpdkAddr { port, mac: MacAddr::for_node(peer) })
+                        (
+                            peer,
+                            DpdkAddr {
+                                port,
+                                mac: MacAddr::for_node(peer),
+                            },
+                        )
                     })
                     .collect();
                 (ports, addrs)
@@ -148,6 +159,11 @@ impl DpdkConfig {
     /// EAL probes on a bus (`-a`).
     pub fn is_vdev(spec: &str) -> bool {
         spec.starts_with("net_")
+    }
+
+    /// True when a port spec is a memif client (memif's default role).
+    pub fn is_memif_client(spec: &str) -> bool {
+        spec.starts_with("net_memif") && !spec.split(',').any(|kv| kv == "role=server")
     }
 
     /// The device name of a port spec: up to the first comma.
@@ -172,7 +188,10 @@ impl DpdkConfig {
     /// `--file-prefix` unless given, then the ports.
     pub fn eal_argv(&self, file_prefix: &str) -> Vec<String> {
         let mut argv = vec!["cvmm".to_string()];
-        let base = self.eal_args.clone().unwrap_or_else(|| self.default_eal_args());
+        let base = self
+            .eal_args
+            .clone()
+            .unwrap_or_else(|| self.default_eal_args());
         let has_prefix = base.iter().any(|a| a.starts_with("--file-prefix"));
         argv.extend(base);
         if !has_prefix {
@@ -249,7 +268,10 @@ mod tests {
                 assert_ne!(*peer, node);
                 assert_eq!(addr.mac, MacAddr::for_node(*peer));
                 let spec = &config.ports[usize::from(addr.port)];
-                assert_eq!(DpdkConfig::port_name(spec), format!("net_memif{}", addr.port));
+                assert_eq!(
+                    DpdkConfig::port_name(spec),
+                    format!("net_memif{}", addr.port)
+                );
                 let socket = spec
                     .split(',')
                     .find_map(|kv| kv.strip_prefix("socket="))
@@ -287,8 +309,20 @@ mod tests {
         assert_eq!(
             peers,
             vec![
-                (NodeId(0), DpdkAddr { port: 0, mac: MacAddr::for_node(NodeId(0)) }),
-                (NodeId(2), DpdkAddr { port: 0, mac: MacAddr::for_node(NodeId(2)) }),
+                (
+                    NodeId(0),
+                    DpdkAddr {
+                        port: 0,
+                        mac: MacAddr::for_node(NodeId(0))
+                    }
+                ),
+                (
+                    NodeId(2),
+                    DpdkAddr {
+                        port: 0,
+                        mac: MacAddr::for_node(NodeId(2))
+                    }
+                ),
             ]
         );
         let link = DpdkLink::Device {
@@ -311,7 +345,10 @@ mod tests {
         assert!(!argv.contains(&"--no-huge".to_string()));
         assert!(!argv.contains(&"--no-pci".to_string()));
         let tail = &argv[argv.len() - 4..];
-        assert_eq!(tail, ["--vdev", "net_memif0,role=server", "-a", "0000:3b:00.0"]);
+        assert_eq!(
+            tail,
+            ["--vdev", "net_memif0,role=server", "-a", "0000:3b:00.0"]
+        );
 
         let vdev_only = DpdkConfig::new(NodeId(0), vec!["net_memif0".into()]);
         let argv = vdev_only.eal_argv("p");
@@ -322,14 +359,31 @@ mod tests {
         let mut given = vdev_only.clone();
         given.eal_args = Some(vec!["--file-prefix=mine".into(), "-m".into(), "64".into()]);
         let argv = given.eal_argv("p");
-        assert_eq!(argv, ["cvmm", "--file-prefix=mine", "-m", "64", "--vdev", "net_memif0"]);
+        assert_eq!(
+            argv,
+            [
+                "cvmm",
+                "--file-prefix=mine",
+                "-m",
+                "64",
+                "--vdev",
+                "net_memif0"
+            ]
+        );
     }
 
     #[test]
     fn port_names_and_kinds() {
-        assert_eq!(DpdkConfig::port_name("net_memif3,role=client"), "net_memif3");
+        assert_eq!(
+            DpdkConfig::port_name("net_memif3,role=client"),
+            "net_memif3"
+        );
         assert_eq!(DpdkConfig::port_name("0000:3b:00.0"), "0000:3b:00.0");
         assert!(DpdkConfig::is_vdev("net_af_packet0,iface=x"));
         assert!(!DpdkConfig::is_vdev("0000:3b:00.0"));
+        assert!(DpdkConfig::is_memif_client("net_memif0,role=client,id=0"));
+        assert!(DpdkConfig::is_memif_client("net_memif1,socket=x"));
+        assert!(!DpdkConfig::is_memif_client("net_memif0,role=server"));
+        assert!(!DpdkConfig::is_memif_client("net_af_packet0,iface=x"));
     }
 }

@@ -4,8 +4,9 @@
 //! port's TX queue (under the port's lock: senders are any threads). Receiving polls the
 //! ports round robin, keeps the rest of a burst for the next call, and copies each frame
 //! straight from its mbuf into the caller's buffer. Frames that are not cvmm frames for
-//! this node are dropped and counted. The receive loop busy-polls while traffic is
-//! recent and then sleeps in growing steps ([`PollConfig`]); a sleeper is woken early by
+//! this node are dropped and counted. The receive loop busy-polls (yielding the core to
+//! runnable threads between polls) while traffic is recent and then sleeps in growing
+//! steps ([`PollConfig`]); a sleeper is woken early by
 //! [`Datagram::interrupt`] through an eventfd, which is only written when someone sleeps
 //! (an atomic flag is enough for a spinning receiver).
 
@@ -28,8 +29,10 @@ use crate::datagram::{Datagram, DatagramError};
 
 /// First sleep after the spin phase; doubles up to `PollConfig::max_sleep`.
 const FIRST_SLEEP: Duration = Duration::from_micros(10);
-/// How often a port that failed to start (a memif client before its server) is retried.
-const START_RETRY: Duration = Duration::from_millis(20);
+/// How often ports that failed to start or whose link is down are looked at again.
+const START_RETRY: Duration = Duration::from_millis(5);
+/// A memif client whose link is still down this long after starting is restarted.
+const MEMIF_RECONNECT: Duration = Duration::from_millis(250);
 
 /// Counters of the backend itself (the driver's are in [`PortStatus::driver`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -112,9 +115,8 @@ fn eventfd() -> Result<OwnedFd, DpdkError> {
 
 impl DpdkDatagram {
     /// Initialises the EAL (once per process), creates the packet pool, configures and
-    /// starts every port, waiting up to `connect_timeout` for ports that cannot start
-    /// yet (a memif client whose server is not up). Links may still be coming up when
-    /// this returns; see [`DpdkDatagram::wait_links_up`].
+    /// starts every port, and waits up to `connect_timeout` until every link is up (a
+    /// memif link needs its peer process).
     pub fn open(config: &DpdkConfig) -> Result<Self, DpdkError> {
         if config.ports.is_empty() {
             return Err(DpdkError::InvalidConfig("no ports".into()));
@@ -124,8 +126,8 @@ impl DpdkDatagram {
         }
         let prefix = format!("cvmm-{}", std::process::id());
         let eal = Eal::init(&config.eal_argv(&prefix))?;
-        let pool = Pool::create("cvmm_frames", config.mbufs, FRAME_ROOM)
-            .map_err(DpdkError::Pool)?;
+        let pool =
+            Pool::create("cvmm_frames", config.mbufs, FRAME_ROOM).map_err(DpdkError::Pool)?;
         let mut ports = Vec::with_capacity(config.ports.len());
         let mut infos = Vec::with_capacity(config.ports.len());
         for spec in &config.ports {
@@ -136,11 +138,14 @@ impl DpdkDatagram {
                     source,
                 }
             })?;
-            debug!("DPDK port {name}: id {}, mac {}, mtu {}", info.id, info.hw_mac, info.mtu);
+            debug!(
+                "DPDK port {name}: id {}, mac {}, mtu {}",
+                info.id, info.hw_mac, info.mtu
+            );
             ports.push(port);
             infos.push(info);
         }
-        start_all(&ports, &infos, config.connect_timeout)?;
+        start_all(&ports, &config.ports, &infos, config.connect_timeout)?;
         let port0 = DpdkAddr {
             port: 0,
             mac: config.mac,
@@ -163,10 +168,8 @@ impl DpdkDatagram {
         })
     }
 
-    /// Waits until every port's link is up, at most `timeout`; true if they are. (A
-    /// memif link comes up a few milliseconds after both ends started; frames sent
-    /// before are dropped, which the reliable layer repairs, but tests and the first
-    /// messages of a node do better to wait.)
+    /// Waits until every port's link is up, at most `timeout`; true if they are (they
+    /// were when `open` returned; a link goes down when the peer's port closes).
     pub fn wait_links_up(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         loop {
@@ -318,39 +321,59 @@ impl DpdkDatagram {
     }
 }
 
-/// Starts every port; ports that fail (a memif client whose server is not listening
-/// yet) are retried until `timeout`. Servers start on the first pass, so nodes that
-/// start at once cannot wait on each other.
-fn start_all(ports: &[Port], infos: &[PortInfo], timeout: Duration) -> Result<(), DpdkError> {
+/// Starts every port and waits until every link is up, at most `timeout`.
+///
+/// Ports that fail to start (a memif client whose server is not listening yet) are
+/// retried. Servers start on the first pass, so nodes that start together cannot wait
+/// on each other. A memif client can also connect in the window between its server's
+/// EAL creating the listener socket (at probe) and the server port starting; the server
+/// then refuses it ("ID not found") and the client never retries by itself, so a client
+/// whose link is not up soon after starting is restarted.
+fn start_all(
+    ports: &[Port],
+    specs: &[String],
+    infos: &[PortInfo],
+    timeout: Duration,
+) -> Result<(), DpdkError> {
     let deadline = Instant::now() + timeout;
-    let mut waiting: Vec<usize> = (0..ports.len()).collect();
-    let mut first_pass = true;
+    let mut started: Vec<Option<Instant>> = vec![None; ports.len()];
+    let mut last_error: Vec<Option<sys::DpdkCallError>> = vec![None; ports.len()];
     loop {
-        let mut last_error = None;
-        waiting.retain(|&i| {
-            let attempt = || ports[i].start();
-            let result = if first_pass {
-                attempt()
-            } else {
-                sys::with_quiet_logs(attempt)
-            };
-            match result {
-                Ok(()) => false,
-                Err(e) => {
-                    last_error = Some((i, e));
-                    true
+        let now = Instant::now();
+        for (i, port) in ports.iter().enumerate() {
+            let attempt = match started[i] {
+                None => Some(sys::with_quiet_logs(|| port.start())),
+                Some(at)
+                    if DpdkConfig::is_memif_client(&specs[i])
+                        && now.duration_since(at) >= MEMIF_RECONNECT
+                        && !port.link_up() =>
+                {
+                    Some(sys::with_quiet_logs(|| port.restart()))
                 }
+                Some(_) => None,
+            };
+            match attempt {
+                Some(Ok(())) => started[i] = Some(now),
+                Some(Err(e)) => {
+                    started[i] = None;
+                    last_error[i] = Some(e);
+                }
+                None => {}
             }
-        });
-        first_pass = false;
-        let Some((index, source)) = last_error else {
+        }
+        let down = (0..ports.len()).find(|&i| started[i].is_none() || !ports[i].link_up());
+        let Some(index) = down else {
             return Ok(());
         };
         if Instant::now() >= deadline {
-            return Err(DpdkError::PortStart {
-                name: infos[index].name.clone(),
-                timeout,
-                source,
+            let name = infos[index].name.clone();
+            return Err(match (started[index], last_error[index].take()) {
+                (None, Some(source)) => DpdkError::PortStart {
+                    name,
+                    timeout,
+                    source,
+                },
+                _ => DpdkError::LinkDown { name, timeout },
             });
         }
         std::thread::sleep(START_RETRY);
@@ -412,7 +435,13 @@ impl Datagram for DpdkDatagram {
                 return Ok(None);
             }
             if self.traffic_is_recent() {
-                std::hint::spin_loop();
+                // Poll again at once, but let a runnable thread have the core first: on a
+                // machine with fewer cores than busy threads (2 cores here, VP threads
+                // and fault handlers of several nodes), a pure spin starves the very
+                // threads whose work the poller waits for. Measured with the
+                // fault-latency probe on 2 nodes: pure spin made the service time
+                // 3-10x worse than kernel UDP, spin with yield made it slightly better.
+                std::thread::yield_now();
                 continue;
             }
             let nap = sleep_step.min(wait - elapsed);
@@ -445,7 +474,12 @@ impl Drop for DpdkDatagram {
     fn drop(&mut self) {
         let c = self.counters();
         if c.tx_dropped > 0 {
-            warn!("DPDK endpoint {}: {} frames dropped on sending", self.mac, c.tx_dropped);
+            warn!(
+                "DPDK endpoint {}: {} frames dropped on sending; {c:?}; ports {:?}",
+                self.mac,
+                c.tx_dropped,
+                self.ports()
+            );
         }
     }
 }

@@ -181,7 +181,13 @@ mod tests {
         let mac: MacAddr = "02:43:0a:ff:00:7".parse().unwrap();
         assert_eq!(mac, MacAddr([2, 0x43, 10, 255, 0, 7]));
         assert_eq!(mac.to_string(), "02:43:0a:ff:00:07");
-        for bad in ["", "02:43", "02:43:00:00:00:00:00", "0g:00:00:00:00:00", "123:0:0:0:0:0"] {
+        for bad in [
+            "",
+            "02:43",
+            "02:43:00:00:00:00:00",
+            "0g:00:00:00:00:00",
+            "123:0:0:0:0:0",
+        ] {
             assert!(bad.parse::<MacAddr>().is_err(), "{bad}");
         }
     }
@@ -191,7 +197,10 @@ mod tests {
         let h = EthHeader::cvmm(MacAddr::for_node(NodeId(1)), MacAddr::for_node(NodeId(2)));
         let bytes = h.to_bytes();
         // dst first, then src, then the ethertype big-endian.
-        assert_eq!(bytes, [2, 0x43, 0, 0, 0, 2, 2, 0x43, 0, 0, 0, 1, 0x88, 0xb5]);
+        assert_eq!(
+            bytes,
+            [2, 0x43, 0, 0, 0, 2, 2, 0x43, 0, 0, 0, 1, 0x88, 0xb5]
+        );
         assert_eq!(EthHeader::parse(&bytes), Some(h));
         assert_eq!(EthHeader::parse(&bytes[..13]), None);
     }

@@ -61,7 +61,9 @@ pub const AVAILABLE: bool = cfg!(feature = "dpdk");
 #[derive(Debug, Error)]
 pub enum DpdkError {
     /// The EAL was already initialised (or tried) in this process; DPDK allows once.
-    #[error("The DPDK EAL was already initialised in this process (one DPDK endpoint per process)")]
+    #[error(
+        "The DPDK EAL was already initialised in this process (one DPDK endpoint per process)"
+    )]
     EalAlreadyUsed,
     /// `rte_eal_init` failed.
     #[cfg(feature = "dpdk")]
@@ -98,6 +100,16 @@ pub enum DpdkError {
         /// The last failure.
         #[source]
         source: DpdkCallError,
+    },
+    /// A port started but its link did not come up in time (the peer is not running,
+    /// or a cable is out).
+    #[cfg(feature = "dpdk")]
+    #[error("DPDK port {name} has no link after {timeout:?} (is the peer up?)")]
+    LinkDown {
+        /// The device name.
+        name: String,
+        /// How long it waited.
+        timeout: Duration,
     },
     /// The wake-up eventfd could not be made.
     #[error("Failed to create the wake-up eventfd")]

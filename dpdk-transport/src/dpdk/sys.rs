@@ -13,7 +13,7 @@
 //!   [`Port::send`] and [`Port::recv_burst`] may be called from any thread.
 //! - An mbuf is owned by exactly one [`Mbuf`], which frees it once.
 //!
-//! No bindgen (it needs libclang, which a fresh machine lacks): the surface is eighteen
+//! No bindgen (it needs libclang, which a fresh machine lacks): the surface is twenty
 //! functions.
 
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
@@ -64,6 +64,7 @@ extern "C" {
         mtu_out: *mut u16,
     ) -> c_int;
     fn cvmm_dpdk_port_start(port: u16) -> c_int;
+    fn cvmm_dpdk_port_stop(port: u16) -> c_int;
     fn cvmm_dpdk_link_up(port: u16) -> c_int;
     fn cvmm_dpdk_port_close(port: u16);
     fn cvmm_dpdk_tx(
@@ -171,7 +172,9 @@ pub(super) fn runtime_dir() -> Option<PathBuf> {
         return None;
     }
     // SAFETY: non-null and NUL-terminated, per the EAL's contract.
-    let text = unsafe { CStr::from_ptr(dir) }.to_string_lossy().into_owned();
+    let text = unsafe { CStr::from_ptr(dir) }
+        .to_string_lossy()
+        .into_owned();
     (!text.is_empty()).then(|| PathBuf::from(text))
 }
 
@@ -257,14 +260,20 @@ pub struct Port {
 
 impl fmt::Debug for Port {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Port").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("Port")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 
 impl Port {
     /// Finds the device `name` (created by the EAL from `--vdev` or `-a`), configures
     /// it to receive into `pool` with an MTU of at most `mtu`.
-    pub(super) fn configure(name: &str, pool: &Pool, mtu: u16) -> Result<(Self, PortInfo), DpdkCallError> {
+    pub(super) fn configure(
+        name: &str,
+        pool: &Pool,
+        mtu: u16,
+    ) -> Result<(Self, PortInfo), DpdkCallError> {
         let cname = c_string("rte_eth_dev_get_port_by_name", name)?;
         let mut id: u16 = 0;
         // SAFETY: cname is NUL-terminated and id a valid u16, both live across the call.
@@ -295,7 +304,19 @@ impl Port {
     /// Starts the port (a memif client fails while its server is not listening).
     pub(super) fn start(&self) -> Result<(), DpdkCallError> {
         // SAFETY: the port is configured (Port::configure made self).
-        check("rte_eth_dev_start", unsafe { cvmm_dpdk_port_start(self.id) }).map(drop)
+        check("rte_eth_dev_start", unsafe {
+            cvmm_dpdk_port_start(self.id)
+        })
+        .map(drop)
+    }
+
+    /// Stops and starts the port again (a memif client whose first connection was
+    /// refused retries only on start).
+    pub(super) fn restart(&self) -> Result<(), DpdkCallError> {
+        // SAFETY: the port is configured; stopping a started port is allowed, and no
+        // other thread uses its queues (the datagram is not built yet).
+        check("rte_eth_dev_stop", unsafe { cvmm_dpdk_port_stop(self.id) })?;
+        self.start()
     }
 
     /// True when the link is up.
@@ -358,9 +379,14 @@ impl Port {
 
 impl Drop for Port {
     fn drop(&mut self) {
-        // SAFETY: stops and closes the port once; no other thread uses it any more
-        // (dropping needs exclusive ownership).
-        unsafe { cvmm_dpdk_port_close(self.id) };
+        // memif's close hands the EAL a MAC address it did not allocate, which the EAL
+        // refuses to free with an "Invalid memory" error line (DPDK 22.11): harmless,
+        // so not shown.
+        with_quiet_logs(|| {
+            // SAFETY: stops and closes the port once; no other thread uses it any more
+            // (dropping needs exclusive ownership).
+            unsafe { cvmm_dpdk_port_close(self.id) };
+        });
     }
 }
 
@@ -373,7 +399,9 @@ unsafe impl Send for Mbuf {}
 
 impl fmt::Debug for Mbuf {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Mbuf").field("len", &self.frame_len()).finish()
+        f.debug_struct("Mbuf")
+            .field("len", &self.frame_len())
+            .finish()
     }
 }
 
@@ -392,9 +420,8 @@ impl Mbuf {
         };
         // SAFETY: self owns a valid mbuf; dst is valid for writes of len bytes and the
         // shim writes at most that many.
-        let copied = unsafe {
-            cvmm_dpdk_mbuf_read(self.0.as_ptr(), offset, dst.as_mut_ptr().cast(), len)
-        };
+        let copied =
+            unsafe { cvmm_dpdk_mbuf_read(self.0.as_ptr(), offset, dst.as_mut_ptr().cast(), len) };
         usize::try_from(copied).unwrap_or(0).min(dst.len())
     }
 }
