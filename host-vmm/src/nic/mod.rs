@@ -111,22 +111,11 @@ pub fn run_nic(
     bar.store_u32(reg::STATUS, status::READY | status::RUNNING);
     firmware.run(&mut board);
     bar.store_u32(reg::STATUS, status::READY | status::STOPPED);
-    drain(transport.as_ref());
+    // Let the last messages (the exit broadcast) reach the peers.
+    transport.flush(Duration::from_millis(500));
     board.stop();
     transport.shutdown();
     // The server thread ends with the connection; the process exits either way.
     drop(serve);
     Ok(())
-}
-
-/// Lets the last messages (the exit broadcast) reach the peers before the transport stops.
-fn drain(transport: &dyn Transport) {
-    let deadline = Instant::now() + Duration::from_millis(500);
-    while Instant::now() < deadline {
-        let stats = transport.stats();
-        if stats.peers.iter().all(|p| p.in_flight == 0 || !p.alive) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
