@@ -105,7 +105,7 @@ pub struct RegisterBlock {
     pub status: u32,
     /// Why the firmware failed, when `status` has FAILED (NIC).
     pub error: u32,
-    /// Incremented by the firmware at least once per millisecond while it runs (NIC).
+    /// The firmware's round count, published at least every 64 ms while it runs (NIC).
     pub heartbeat: u64,
     /// [`control`] bits (host).
     pub control: u32,
