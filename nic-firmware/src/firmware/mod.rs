@@ -203,7 +203,7 @@ impl<'s> Firmware<'s> {
         if let Some(len) = core.stalled {
             let bytes = &self.stall_buf[..len];
             let page = wire::decode(bytes).ok().and_then(|m| m.body.page());
-            let blocked = page.is_some_and(|page| core.changes.pending(page));
+            let blocked = page.is_some_and(|page| core.write_must_wait(page));
             if !blocked && core.has_room(p) {
                 core.stalled = None;
                 core.on_message(p, bytes);
@@ -333,13 +333,20 @@ impl<'s> Core<'s> {
             && msg
                 .body
                 .page()
-                .is_some_and(|page| self.changes.pending(page))
+                .is_some_and(|page| self.write_must_wait(page))
         {
             self.counters.receives_held += 1;
             return Received::Stall;
         }
         self.on_message(p, bytes);
         Received::Done
+    }
+
+    /// A DMA write of `page` must wait: the host has not applied an earlier mapping change
+    /// of it, or an earlier page send of it has not read it yet (it waits behind another
+    /// message to the same node). Both are earlier actions on the page.
+    fn write_must_wait(&self, page: u64) -> bool {
+        self.changes.pending(page) || self.out.has_page_send(page)
     }
 
     /// A checked wire message: coherence to the engine, control to the host.

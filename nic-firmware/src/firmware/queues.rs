@@ -70,6 +70,14 @@ impl<const N: usize> OutQueue<N> {
         self.items.get(index).copied().flatten()
     }
 
+    /// True when a page send of `page` is queued.
+    pub(super) fn has_page_send(&self, page: u64) -> bool {
+        self.items[..self.len]
+            .iter()
+            .flatten()
+            .any(|(item, _)| matches!(item, OutItem::Page(p) if p.page.0 == page))
+    }
+
     /// Marks the item at `index` as held (for counting each hold once).
     pub(super) fn mark_held(&mut self, index: usize) {
         if let Some(Some((_, held))) = self.items.get_mut(index) {
@@ -209,7 +217,9 @@ mod tests {
             request_id: 3,
             kind: PageSendKind::Shared,
         });
+        assert!(!q.has_page_send(9));
         assert!(q.push(page));
+        assert!(q.has_page_send(9) && !q.has_page_send(0x102));
         assert_eq!(q.get(3).unwrap().0.dst(), 2);
         assert_eq!(q.room(), 0);
     }

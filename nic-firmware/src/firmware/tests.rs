@@ -517,3 +517,72 @@ fn an_idle_loop_backs_off_to_millisecond_sleeps_and_stops_when_asked() {
     fw.run(&mut board);
     assert_eq!(board.idles, [10]);
 }
+
+#[test]
+fn data_waits_for_a_queued_send_of_the_same_page() {
+    let mut fw = firmware(1, 2);
+    let mut board = FakeBoard::new();
+    let page = page_of(0);
+    let other = page_of(1);
+    board.fetch(page, false, 1);
+    fw.poll(&mut board);
+    let (_, req) = board.outbox.pop().unwrap();
+    let request_id = wire::decode(&req).unwrap().request_id;
+    // A message about `other` waits for the host, and a page send of `page` to the same
+    // node waits behind it.
+    board.post(&HostEvent::Downgrade { page: other });
+    fw.core.changes.record(0, other);
+    let blocker = Message {
+        vs_id: 1,
+        src: 1,
+        dst: 0,
+        request_id: 9,
+        body: Body::Unblock { page: other },
+    };
+    assert!(fw.core.out.push(queues::OutItem::Message(blocker)));
+    assert!(fw
+        .core
+        .out
+        .push(queues::OutItem::Page(crate::engine::PageSend {
+            vs_id: 1,
+            src: 1,
+            to: 0,
+            page: LogicalPage(page),
+            request_id: 8,
+            kind: crate::engine::PageSendKind::Writeback,
+        })));
+    board.memory.insert(page, [1; PAGE_BYTES]);
+    let data = [2u8; PAGE_BYTES];
+    let mut buf = [0u8; MAX_MESSAGE_BYTES];
+    let reply = Message {
+        vs_id: 1,
+        src: 0,
+        dst: 1,
+        request_id,
+        body: Body::PageData {
+            page,
+            exclusive: false,
+            data: &data,
+        },
+    };
+    let len = wire::encode(&reply, &mut buf).unwrap();
+    board.inbox.push_back((0, buf[..len].to_vec()));
+    fw.poll(&mut board);
+    assert_eq!(
+        board.memory[&page], [1; PAGE_BYTES],
+        "not overwritten before the send"
+    );
+    assert_eq!(fw.counters().receives_held, 1);
+    board.applied = 1;
+    fw.poll(&mut board);
+    // The queued send left with the old contents, then the data was written.
+    let sent: Vec<_> = board
+        .outbox
+        .iter()
+        .map(|(_, bytes)| wire::decode(bytes).unwrap().body)
+        .collect();
+    assert!(sent
+        .iter()
+        .any(|b| matches!(b, Body::Writeback { data, .. } if data[0] == 1)));
+    assert_eq!(board.memory[&page], data);
+}
