@@ -73,4 +73,6 @@
 #![deny(missing_docs)]
 
 pub mod engine;
+#[cfg(test)]
+mod explore;
 pub mod firmware;

@@ -238,10 +238,15 @@ impl Engine<'_> {
             (true, DirectoryState::Exclusive(owner)) => Plan::ForwardWrite(owner),
             (true, DirectoryState::Shared(sharers)) => {
                 let others = sharers.without(requester);
+                let remote = others.without(home);
+                // Test builds only: the model checker's seeded bug (off unless a test
+                // turns it on; see `fault_injection`).
+                #[cfg(test)]
+                let remote = super::fault_injection::sharers_to_invalidate(remote);
                 Plan::WriteShared {
                     requester_had_copy: sharers.contains(requester),
                     home_copy: others.contains(home),
-                    remote: others.without(home),
+                    remote,
                 }
             }
         })

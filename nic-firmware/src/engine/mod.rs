@@ -26,7 +26,11 @@ mod node;
 mod state;
 
 #[cfg(test)]
+pub(crate) mod fault_injection;
+#[cfg(test)]
 mod sim;
+#[cfg(test)]
+pub(crate) mod snapshot;
 
 use vima::layout::{MAX_NODES, MAX_VPS, PAGE_SIZE};
 use vima::wire::{is_coherent_page, Body, Message};

@@ -1,0 +1,40 @@
+//! Seeded protocol bugs, so the model checker (`crate::explore`) can show that it catches a
+//! broken protocol. Test builds only; every bug is off unless a test turns it on for its
+//! own thread (tests run in parallel threads, and the checker runs on the test's thread).
+
+use std::cell::Cell;
+
+use super::NodeSet;
+
+std::thread_local! {
+    static SKIP_ONE_INVALIDATION: Cell<bool> = const { Cell::new(false) };
+}
+
+/// While alive, the home "forgets" one sharer when a write needs invalidations: the
+/// highest-numbered remote sharer gets no `Invalidate` and keeps its Shared copy while the
+/// writer is granted the page. Dropping the guard turns the bug off again.
+#[derive(Debug)]
+pub(crate) struct SkipOneInvalidation(());
+
+impl SkipOneInvalidation {
+    /// Turns the bug on for this thread.
+    pub(crate) fn enable() -> Self {
+        SKIP_ONE_INVALIDATION.with(|on| on.set(true));
+        Self(())
+    }
+}
+
+impl Drop for SkipOneInvalidation {
+    fn drop(&mut self) {
+        SKIP_ONE_INVALIDATION.with(|on| on.set(false));
+    }
+}
+
+/// The sharers the home will invalidate: all of `remote`, or all but the highest when the
+/// bug is on.
+pub(super) fn sharers_to_invalidate(remote: NodeSet) -> NodeSet {
+    match remote.iter().last() {
+        Some(highest) if SKIP_ONE_INVALIDATION.with(Cell::get) => remote.without(highest),
+        _ => remote,
+    }
+}
