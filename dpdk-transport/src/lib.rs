@@ -38,18 +38,27 @@
 //! | 12 | 4 | src | sending node |
 //! | 16 | 4 | dst | receiving node |
 //! | 20 | 4 | session | sender's incarnation of this link (random per link creation) |
-//! | 24 | 4 | seq | data: sequence number (per ordered node pair, from 0, wrapping) |
+//! | 24 | 4 | seq | data: sequence number (per ordered node pair, from 0, never wrapping); ack/heartbeat: the sender's control counter |
 //! | 28 | 4 | ack | cumulative: every seq below this was received |
 //! | 32 | 8 | sack | bit i: seq `ack + 1 + i` was received |
 //! | 40 | 2 | payload_len | bytes of payload (only data packets have any) |
-//! | 42 | 6 | reserved | 0 |
+//! | 42 | 4 | echo | the receiver's session as the sender knows it (0: not heard yet) |
+//! | 46 | 2 | reserved | 0 |
 //!
 //! A datagram is accepted only if it decodes (magic, version, kind, flags, reserved,
 //! lengths add up exactly, payload only on data), its cluster and dst match, its tag
 //! verifies, its src is a configured peer sending from that peer's address, the peer is not
-//! dead, and its session equals the first session heard from that peer (so packets of a
-//! previous run, or of a link removed and added again, cannot be mistaken for this one's).
-//! Everything else is dropped and counted ([`TransportStats`]); nothing is answered.
+//! dead, its `echo` is this link's own session and its session is the peer's confirmed one
+//! (so packets of a previous run, or of a link removed and added again, cannot be mistaken
+//! for this one's, even replayed under the same key), and, for an ack or heartbeat, its
+//! control counter is newer than the last one accepted. Everything else is dropped and
+//! counted ([`TransportStats`]); nothing is answered, except that an unconfirmed packet
+//! from the peer's address gets an ack that tells the peer which session to echo.
+//!
+//! **Authentication** ([`HmacSha256Auth`], issue 6): every packet carries HMAC-SHA256
+//! truncated to 16 bytes, over header and payload, under a key derived from the cluster
+//! key ([`ClusterKey`]) and the cluster id. Replays are the sessions' and sequence
+//! numbers' business (`peer.rs` says how none is acted on twice).
 //!
 //! **Sending.** Each message gets the next seq and stays in the send window until
 //! acknowledged; a sender blocks when `window_packets` (default 64) are unacknowledged.
@@ -79,9 +88,9 @@
 //! **Invariants.** Per ordered pair (src, dst) within one session: the application at
 //! dst receives a prefix of the messages src sent, in order, each once. Nothing is
 //! delivered twice even if the network duplicates; nothing is skipped: a gap blocks
-//! delivery until it is filled or the peer is declared dead. Authentication (issue 6):
-//! implement [`Authenticator`]; the tag covers header and payload, the header says its
-//! length, no offset changes.
+//! delivery until it is filled or the peer is declared dead. A session numbers at most
+//! 2^32 - 1 data packets (and as many control packets); a link that used them up is
+//! declared dead rather than reuse a number a captured packet could carry.
 //!
 //! **Threads.** A driver thread per transport runs timers and reads the backend when no
 //! application thread waits in `recv` (a waiting `recv` reads it itself, which saves a
@@ -94,6 +103,8 @@
 //! **Fault injection.** [`LossyDatagram`] with [`FaultConfig::wire_loss`]`(p, seed)` (the
 //! VMM's `--wire-loss P`) drops, duplicates and reorders each with probability `p`, on
 //! sending and on receiving; counts per peer appear in [`PeerStats::injected`].
+//! [`FaultConfig::from_spec`] sets the faults apart and adds receive delay jitter (the
+//! VMM's `CVMM_WIRE_FAULTS`, for the fault campaign).
 
 #![deny(missing_docs)]
 
