@@ -30,6 +30,7 @@ pub fn nic(args: &NicArgs) -> i32 {
     let result = ClusterConfig::load(&args.config)
         .map_err(|e| error_chain(&e))
         .and_then(|config| {
+            crate::fabric::set_vs_id(config.server.vs_id);
             let transport = transport_for(&config, args.id)?;
             run_nic(&config, args.id, &args.socket, transport).map_err(|e| error_chain(&e))
         });

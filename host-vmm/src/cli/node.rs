@@ -6,13 +6,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use dpdk_transport::dpdk::DpdkDatagram;
 use dpdk_transport::{
-    FaultConfig, LossyDatagram, NodeId, ReliableTransport, Transport, TransportConfig, UdpDatagram,
+    LossyDatagram, NodeId, ReliableTransport, Transport, TransportConfig, UdpDatagram,
 };
 
 use super::run::error_chain;
 use crate::boot::elf;
-use crate::cluster::config::{ClusterConfig, FabricKind};
+use crate::cluster::config::{ClusterConfig, FabricKind, TransportKind};
+use crate::cluster::wire;
 use crate::devices::console::StdoutSink;
 use crate::fabric::{ClusterLink, Fabric, NicProcess, OffloadFabric};
 use crate::guest_image::GUEST_ELF;
@@ -55,36 +57,63 @@ pub(crate) fn transport_for(config: &ClusterConfig, id: u32) -> Result<Arc<dyn T
             config.nodes.len()
         )
     })?;
-    let socket = UdpDatagram::bind(me.address)
-        .map_err(|e| format!("cannot listen on {}: {}", me.address, error_chain(&e)))?;
     let seed = u64::from(std::process::id()) << 8 | u64::from(id);
-    let faults = if config.cluster.wire_loss > 0.0 {
-        FaultConfig::wire_loss(config.cluster.wire_loss, seed)
-    } else {
-        FaultConfig::none()
-    };
-    let peers: Vec<_> = config
-        .nodes
-        .iter()
-        .filter(|n| n.id != id)
-        .map(|n| (NodeId(n.id), n.address))
-        .collect();
+    let faults = wire::wire_faults(config, seed).map_err(|e| error_chain(&e))?;
+    let (auth, authenticated) = wire::authenticator(config).map_err(|e| error_chain(&e))?;
+    if !authenticated {
+        eprintln!(
+            "cvmm: node {id}: no [cluster] key_file or key_hex: node-to-node packets are \
+             NOT authenticated"
+        );
+    }
     let tuning = TransportConfig {
+        cluster_id: wire::transport_cluster_id(config),
         dead_after_ms: config.cluster.peer_timeout_ms,
         ..TransportConfig::default()
     };
-    let transport = ReliableTransport::new(
-        LossyDatagram::new(socket, faults),
-        NodeId(id),
-        &peers,
-        tuning,
-    )
-    .map_err(|e| format!("cannot start the transport: {}", error_chain(&e)))?;
-    Ok(Arc::new(transport))
+    let started = |e: dpdk_transport::TransportError| {
+        format!("cannot start the transport: {}", error_chain(&e))
+    };
+    match config.cluster.transport {
+        TransportKind::Udp => {
+            let socket = UdpDatagram::bind(me.address)
+                .map_err(|e| format!("cannot listen on {}: {}", me.address, error_chain(&e)))?;
+            let peers: Vec<_> = config
+                .nodes
+                .iter()
+                .filter(|n| n.id != id)
+                .map(|n| (NodeId(n.id), n.address))
+                .collect();
+            let lossy = LossyDatagram::new(socket, faults);
+            let transport =
+                ReliableTransport::with_authenticator(lossy, NodeId(id), &peers, tuning, auth)
+                    .map_err(started)?;
+            Ok(Arc::new(transport))
+        }
+        TransportKind::Dpdk => {
+            let (endpoint, peers) = config.dpdk_endpoint(id).map_err(|e| error_chain(&e))?;
+            let port = DpdkDatagram::open(&endpoint)
+                .map_err(|e| format!("cannot open the DPDK wire: {}", error_chain(&e)))?;
+            // Frames sent before a memif link is up are lost and cost a retransmission
+            // timeout; peers that start together are linked within milliseconds.
+            if !port.wait_links_up(DPDK_LINK_WAIT) {
+                log::warn!("node {id}: some DPDK links are still down; continuing");
+            }
+            let lossy = LossyDatagram::new(port, faults);
+            let transport =
+                ReliableTransport::with_authenticator(lossy, NodeId(id), &peers, tuning, auth)
+                    .map_err(started)?;
+            Ok(Arc::new(transport))
+        }
+    }
 }
+
+/// How long a node waits for its DPDK links before it starts anyway.
+const DPDK_LINK_WAIT: Duration = Duration::from_secs(5);
 
 fn run_node(args: &NodeArgs) -> Result<i32, String> {
     let config = ClusterConfig::load(&args.config).map_err(|e| error_chain(&e))?;
+    crate::fabric::set_vs_id(config.server.vs_id);
     let cfg = config.node_config(args.id);
     if args.id >= cfg.nodes {
         return Err(format!(

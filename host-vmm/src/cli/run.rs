@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use clap::Args;
 use serde::Serialize;
 
-use crate::cluster::config::FabricKind;
+use crate::cluster::config::{FabricKind, TransportKind};
 use crate::cluster::launch::{launch, LaunchOptions};
+use crate::cluster::servers::launch_servers;
 use crate::devices::console::StdoutSink;
 use crate::guest_image::GUEST_ELF;
 use crate::node::{run_node, NodeConfig, NodeReport};
@@ -38,6 +39,21 @@ pub struct RunArgs {
     /// (`offload,software`).
     #[arg(long, value_delimiter = ',', default_value = "software")]
     pub fabric: Vec<FabricKind>,
+    /// The node-to-node wire: kernel `udp`, or `dpdk` (net_memif between the node
+    /// processes; net_af_packet on each namespace's veth with `--netns`).
+    #[arg(long, value_enum, default_value_t = TransportKind::Udp)]
+    pub transport: TransportKind,
+    /// Run this many isolated virtual servers at once on the cluster, each with its own
+    /// node processes, memory, ports, key and id (docs/design.md); their output lines
+    /// start with `[vsK] `.
+    #[arg(long, default_value_t = 1)]
+    pub servers: u16,
+    /// The workload of server 2, 3, ... (repeat; servers without one run the main one).
+    #[arg(long)]
+    pub server_workload: Vec<String>,
+    /// This virtual server's id on the wire (`--servers` sets it for each server).
+    #[arg(long, default_value_t = 1, hide = true)]
+    pub vs_id: u16,
     /// The guest workload and its arguments, e.g. `matmul 64`.
     #[arg(last = true, required = true, num_args = 1..)]
     pub workload: Vec<String>,
@@ -51,8 +67,8 @@ struct StatsFile<'a> {
 /// Runs the virtual server; returns the exit status.
 pub fn run(args: &RunArgs) -> i32 {
     let offload = args.fabric.contains(&FabricKind::Offload);
-    if args.nodes != 1 || args.netns || offload {
-        return launch(&LaunchOptions {
+    if args.nodes != 1 || args.netns || offload || args.servers != 1 {
+        let opts = LaunchOptions {
             nodes: args.nodes,
             vps_per_node: args.vps_per_node,
             mem_mib: args.mem_mib,
@@ -61,7 +77,13 @@ pub fn run(args: &RunArgs) -> i32 {
             netns: args.netns,
             stats_json: args.stats_json.clone(),
             fabrics: args.fabric.clone(),
-        });
+            transport: args.transport,
+            vs_id: args.vs_id,
+        };
+        if args.servers != 1 {
+            return launch_servers(&opts, args.servers, &args.server_workload);
+        }
+        return launch(&opts);
     }
     let cfg = NodeConfig {
         node_id: 0,

@@ -22,6 +22,25 @@
 //! fabric = "offload"       # this node's engine runs on its NIC (overrides [cluster])
 //! ```
 //!
+//! The DPDK wire (`transport = "dpdk"`, see docs/dpdk.md) takes an optional `[dpdk]`
+//! section and per-node `dpdk` tables; the `address` of a node then only identifies it:
+//!
+//! ```toml
+//! [cluster]
+//! transport = "dpdk"
+//!
+//! [dpdk]
+//! link = "device"          # memif (one machine, the default) | af_packet | device
+//! eal_args = ["-l", "0", "--log-level=5"]   # optional: replaces the defaults
+//! poll_spin_us = 200       # busy-poll this long after traffic, then back off
+//! poll_max_sleep_us = 1000 # to sleeps of at most this
+//!
+//! [[nodes]]
+//! id = 0
+//! address = "192.168.10.1:7100"
+//! dpdk = { port = "0000:3b:00.0" }   # af_packet: an interface; device: a PCI address
+//! ```
+//!
 //! A cluster may mix fabrics: both run the same engine and speak the same wire format.
 //! An offload node starts its NIC model (`cvmm nic`) itself, unless `nic_socket` names
 //! the vfio-user socket of one already running.
@@ -31,7 +50,10 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
 
+use dpdk_transport::dpdk::{DpdkAddr, DpdkConfig, DpdkLink, PollConfig};
+use dpdk_transport::NodeId;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -62,13 +84,79 @@ pub enum ClusterConfigError {
     Invalid(String),
 }
 
-/// The node-to-node wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+/// The node-to-node wire. Every node of a cluster uses the same one (a UDP socket and a
+/// DPDK port cannot talk to each other); software and offload nodes share either.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum TransportKind {
     /// Kernel UDP sockets: works on any Ethernet.
     #[default]
     Udp,
+    /// DPDK poll-mode ports (memif, af_packet or a NIC the EAL drives): see `[dpdk]`.
+    Dpdk,
+}
+
+/// The kind of DPDK port the nodes use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum DpdkLinkKind {
+    /// net_memif between processes on one machine (a port per pair of nodes).
+    #[default]
+    Memif,
+    /// net_af_packet on a kernel interface (`dpdk.port` of each node names it).
+    AfPacket,
+    /// A NIC the EAL drives (`dpdk.port` of each node is its PCI address).
+    Device,
+}
+
+fn default_memif_prefix() -> String {
+    "cvmm-memif".to_string()
+}
+
+/// `[dpdk]`: the DPDK wire, when `transport = "dpdk"`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DpdkSection {
+    /// The kind of port.
+    #[serde(default)]
+    pub link: DpdkLinkKind,
+    /// memif: prefix of the (abstract) socket names; unique per cluster on a machine.
+    #[serde(default = "default_memif_prefix")]
+    pub memif_socket_prefix: String,
+    /// EAL arguments replacing the defaults (which run without hugepages for memif and
+    /// af_packet); `--file-prefix` and the ports are added.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eal_args: Option<Vec<String>>,
+    /// Busy-poll this long after the last traffic before backing off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poll_spin_us: Option<u64>,
+    /// Longest sleep between polls when idle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poll_max_sleep_us: Option<u64>,
+}
+
+impl Default for DpdkSection {
+    fn default() -> Self {
+        Self {
+            link: DpdkLinkKind::default(),
+            memif_socket_prefix: default_memif_prefix(),
+            eal_args: None,
+            poll_spin_us: None,
+            poll_max_sleep_us: None,
+        }
+    }
+}
+
+/// A node's own DPDK settings (`[[nodes]] dpdk = { ... }`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct NodeDpdk {
+    /// af_packet: the interface; device: the PCI address (with devargs if needed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<String>,
+    /// EAL arguments for this node only (replacing `[dpdk] eal_args`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eal_args: Option<Vec<String>>,
 }
 
 /// Who runs the coherence engine.
@@ -102,6 +190,17 @@ pub struct ClusterSection {
     /// Silence after which a peer is dead.
     #[serde(default = "default_peer_timeout_ms")]
     pub peer_timeout_ms: u64,
+    /// The cluster key's file (64 hex digits, mode 0600; relative to this description):
+    /// every node-to-node packet is authenticated under it (see `cluster::wire`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<std::path::PathBuf>,
+    /// The cluster key inline, instead of `key_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_hex: Option<String>,
+}
+
+fn default_vs_id() -> u16 {
+    1
 }
 
 /// `[server]`: the virtual server.
@@ -114,6 +213,10 @@ pub struct ServerSection {
     pub mem_mib_per_node: u64,
     /// The guest command line.
     pub cmdline: String,
+    /// This virtual server's id on the wire (1..): several virtual servers on one
+    /// cluster each have their own node processes, ports, key and id.
+    #[serde(default = "default_vs_id")]
+    pub vs_id: u16,
 }
 
 /// `[[nodes]]`.
@@ -131,6 +234,9 @@ pub struct NodeEntry {
     /// one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nic_socket: Option<std::path::PathBuf>,
+    /// DPDK wire only: this node's port and EAL arguments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpdk: Option<NodeDpdk>,
 }
 
 /// The whole file.
@@ -141,6 +247,9 @@ pub struct ClusterConfig {
     pub cluster: ClusterSection,
     /// `[server]`.
     pub server: ServerSection,
+    /// `[dpdk]` (only with `transport = "dpdk"`; defaults apply when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpdk: Option<DpdkSection>,
     /// `[[nodes]]`.
     pub nodes: Vec<NodeEntry>,
 }
@@ -152,7 +261,13 @@ impl ClusterConfig {
             path: path.display().to_string(),
             source,
         })?;
-        Self::parse(&text, &path.display().to_string())
+        let mut config = Self::parse(&text, &path.display().to_string())?;
+        if let (Some(key), Some(dir)) = (&config.cluster.key_file, path.parent()) {
+            if key.is_relative() {
+                config.cluster.key_file = Some(dir.join(key));
+            }
+        }
+        Ok(config)
     }
 
     /// Parses and checks TOML text; `origin` names it in errors.
@@ -203,10 +318,88 @@ impl ClusterConfig {
         if self.cluster.peer_timeout_ms < 100 {
             return invalid("peer_timeout_ms must be at least 100".into());
         }
+        super::wire::check_key_settings(&self.cluster)
+            .map_err(|e| ClusterConfigError::Invalid(crate::cli::run::error_chain(&e)))?;
+        if self.server.vs_id == 0 {
+            return invalid("vs_id must be at least 1".into());
+        }
+        self.validate_dpdk()?;
         self.node_config(0)
             .validate()
             .map_err(|e| ClusterConfigError::Invalid(e.to_string()))?;
         Ok(())
+    }
+
+    fn validate_dpdk(&self) -> Result<(), ClusterConfigError> {
+        let invalid = |m: String| Err(ClusterConfigError::Invalid(m));
+        let node_dpdk = self.nodes.iter().find(|n| n.dpdk.is_some());
+        if self.cluster.transport != TransportKind::Dpdk {
+            if self.dpdk.is_some() {
+                return invalid("a [dpdk] section needs transport = \"dpdk\"".into());
+            }
+            if let Some(node) = node_dpdk {
+                return invalid(format!(
+                    "node {} has dpdk settings but the transport is not \"dpdk\"",
+                    node.id
+                ));
+            }
+            return Ok(());
+        }
+        let section = self.dpdk.clone().unwrap_or_default();
+        if section.link != DpdkLinkKind::Memif {
+            if let Some(node) = self
+                .nodes
+                .iter()
+                .find(|n| n.dpdk.as_ref().and_then(|d| d.port.as_ref()).is_none())
+            {
+                return invalid(format!(
+                    "node {} needs dpdk = {{ port = \"...\" }} (the interface or PCI address of its {} port)",
+                    node.id,
+                    if section.link == DpdkLinkKind::AfPacket { "af_packet" } else { "device" }
+                ));
+            }
+        } else if section.memif_socket_prefix.is_empty() || section.memif_socket_prefix.len() > 80 {
+            return invalid("memif_socket_prefix must be 1 to 80 characters".into());
+        }
+        Ok(())
+    }
+
+    /// The DPDK endpoint of node `id` and the wire address of every other node (for
+    /// `transport = "dpdk"`; the description was validated).
+    pub fn dpdk_endpoint(
+        &self,
+        id: u32,
+    ) -> Result<(DpdkConfig, Vec<(NodeId, DpdkAddr)>), ClusterConfigError> {
+        let section = self.dpdk.clone().unwrap_or_default();
+        let node = self.nodes.get(id as usize).ok_or_else(|| {
+            ClusterConfigError::Invalid(format!("node id {id} is not in the description"))
+        })?;
+        let own = node.dpdk.clone().unwrap_or_default();
+        let port = || {
+            own.port
+                .clone()
+                .ok_or_else(|| ClusterConfigError::Invalid(format!("node {id} has no dpdk port")))
+        };
+        let link = match section.link {
+            DpdkLinkKind::Memif => DpdkLink::Memif {
+                socket_prefix: section.memif_socket_prefix.clone(),
+            },
+            DpdkLinkKind::AfPacket => DpdkLink::AfPacket { iface: port()? },
+            DpdkLinkKind::Device => DpdkLink::Device { name: port()? },
+        };
+        let nodes: Vec<NodeId> = self.nodes.iter().map(|n| NodeId(n.id)).collect();
+        let (mut config, peers) = DpdkConfig::for_cluster(&link, NodeId(id), &nodes);
+        config.eal_args = own.eal_args.or(section.eal_args);
+        let defaults = PollConfig::default();
+        config.poll = PollConfig {
+            spin: section
+                .poll_spin_us
+                .map_or(defaults.spin, Duration::from_micros),
+            max_sleep: section
+                .poll_max_sleep_us
+                .map_or(defaults.max_sleep, Duration::from_micros),
+        };
+        Ok((config, peers))
     }
 
     /// The fabric of node `id`: its own setting, else the cluster's.
@@ -323,5 +516,80 @@ mod tests {
         assert!(ClusterConfig::parse(&vps, "t").is_err());
         let transport = GOOD.replace("wire_loss = 0.05", "transport = \"carrier-pigeon\"");
         assert!(ClusterConfig::parse(&transport, "t").is_err());
+    }
+
+    /// The second TOML block of the module docs (the DPDK one), with a second node.
+    fn dpdk_doc_example() -> String {
+        let block: Vec<&str> = include_str!("config.rs")
+            .lines()
+            .filter(|l| l.starts_with("//!"))
+            .map(|l| l.trim_start_matches("//!").trim_start())
+            .collect();
+        let starts: Vec<usize> = (0..block.len())
+            .filter(|&i| block[i] == "```toml")
+            .collect();
+        let start = starts[1] + 1;
+        let len = block[start..].iter().position(|l| *l == "```").unwrap();
+        let mut text = block[start..start + len].join("\n");
+        text.push_str(
+            "\n[server]\nvps_per_node = 1\nmem_mib_per_node = 16\ncmdline = \"matmul 64\"\n\
+             [[nodes]]\nid = 1\naddress = \"192.168.10.2:7100\"\ndpdk = { port = \"0000:5e:00.1\" }\n",
+        );
+        text
+    }
+
+    #[test]
+    fn dpdk_wire_on_a_rack_names_each_nodes_device() {
+        let config = ClusterConfig::parse(&dpdk_doc_example(), "doc").unwrap();
+        assert_eq!(config.cluster.transport, TransportKind::Dpdk);
+        let (endpoint, peers) = config.dpdk_endpoint(1).unwrap();
+        assert_eq!(endpoint.ports, vec!["0000:5e:00.1".to_string()]);
+        assert_eq!(
+            endpoint.mac,
+            dpdk_transport::dpdk::MacAddr::for_node(NodeId(1))
+        );
+        assert_eq!(
+            endpoint.eal_args,
+            Some(vec!["-l".to_string(), "0".into(), "--log-level=5".into()])
+        );
+        assert_eq!(endpoint.poll.spin, Duration::from_micros(200));
+        assert_eq!(peers.len(), 1);
+        assert_eq!(peers[0].0, NodeId(0));
+        assert_eq!(peers[0].1.port, 0);
+        let again = ClusterConfig::parse(&config.to_toml(), "again").unwrap();
+        assert_eq!(again, config);
+        // A device link without a port on some node is refused up front.
+        let missing = dpdk_doc_example().replace("dpdk = { port = \"0000:5e:00.1\" }", "");
+        let err = ClusterConfig::parse(&missing, "t").unwrap_err().to_string();
+        assert!(err.contains("node 1 needs dpdk"), "{err}");
+    }
+
+    #[test]
+    fn dpdk_defaults_to_a_memif_mesh_and_udp_refuses_dpdk_settings() {
+        let dpdk = GOOD.replace("wire_loss = 0.05", "transport = \"dpdk\"");
+        let config = ClusterConfig::parse(&dpdk, "t").unwrap();
+        let (endpoint, peers) = config.dpdk_endpoint(0).unwrap();
+        assert_eq!(endpoint.ports.len(), 1);
+        assert!(
+            endpoint.ports[0].starts_with("net_memif0,role=server,id=0,socket=cvmm-memif-0-1"),
+            "{:?}",
+            endpoint.ports
+        );
+        assert_eq!(endpoint.eal_args, None);
+        assert_eq!(peers[0].0, NodeId(1));
+        let (endpoint, _) = config.dpdk_endpoint(1).unwrap();
+        assert!(endpoint.ports[0].contains("role=client"));
+
+        let stray = format!("{GOOD}\n[dpdk]\nlink = \"memif\"\n");
+        let err = ClusterConfig::parse(&stray, "t").unwrap_err().to_string();
+        assert!(err.contains("needs transport"), "{err}");
+        let per_node = GOOD.replace(
+            "address = \"127.0.0.1:7101\"",
+            "address = \"127.0.0.1:7101\"\ndpdk = { port = \"eth1\" }",
+        );
+        let err = ClusterConfig::parse(&per_node, "t")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("node 1 has dpdk settings"), "{err}");
     }
 }

@@ -13,9 +13,13 @@ use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use super::config::{
-    ClusterConfig, ClusterSection, FabricKind, NodeEntry, ServerSection, TransportKind,
+    ClusterConfig, ClusterSection, DpdkLinkKind, DpdkSection, FabricKind, NodeDpdk, NodeEntry,
+    ServerSection, TransportKind,
 };
 use super::netns::NetnsCluster;
+use super::wire::write_key_file;
+use crate::cli::run::error_chain;
+use dpdk_transport::ClusterKey;
 
 /// What `cvmm run` asked for.
 #[derive(Debug, Clone)]
@@ -36,6 +40,11 @@ pub struct LaunchOptions {
     pub stats_json: Option<PathBuf>,
     /// Fabric of each node, repeated over the nodes (`[offload]`, `[software, offload]`).
     pub fabrics: Vec<FabricKind>,
+    /// The wire: UDP, or DPDK (memif between the processes, or af_packet on each
+    /// namespace's veth with `netns`).
+    pub transport: TransportKind,
+    /// The virtual server's id on the wire (`cvmm run --servers` gives each its own).
+    pub vs_id: u16,
 }
 
 impl LaunchOptions {
@@ -105,17 +114,47 @@ fn try_launch(opts: &LaunchOptions) -> Result<i32, String> {
         None => free_loopback_ports(opts.nodes)
             .map_err(|e| format!("failed to find free ports: {e}"))?,
     };
+    // A fresh key per run, readable by this user only: every packet between the nodes
+    // is authenticated under it.
+    let key_file = dir.0.join("cluster.key");
+    let key = ClusterKey::generate()
+        .map_err(|e| format!("cannot make a cluster key: {}", error_chain(&e)))?;
+    write_key_file(&key_file, &key)
+        .map_err(|e| format!("failed to write {}: {e}", key_file.display()))?;
+    let dpdk = opts.transport == TransportKind::Dpdk;
+    let node_dpdk = |node: u32| -> Result<Option<NodeDpdk>, String> {
+        match (&netns, dpdk) {
+            (Some(ns), true) => Ok(Some(NodeDpdk {
+                port: Some(netns_iface(&ns.namespace(node))?),
+                eal_args: None,
+            })),
+            _ => Ok(None),
+        }
+    };
     let config = ClusterConfig {
+        dpdk: dpdk.then(|| DpdkSection {
+            link: if netns.is_some() {
+                DpdkLinkKind::AfPacket
+            } else {
+                DpdkLinkKind::Memif
+            },
+            // Unique per run: memif sockets are abstract names shared by the machine.
+            memif_socket_prefix: format!("cvmm-{}", std::process::id()),
+            ..DpdkSection::default()
+        }),
         cluster: ClusterSection {
-            transport: TransportKind::Udp,
+            transport: opts.transport,
             fabric: opts.fabric_of(0),
             wire_loss: opts.wire_loss,
             peer_timeout_ms: 3000,
+            key_file: Some(key_file),
+            key_hex: None,
         },
         server: ServerSection {
             vps_per_node: opts.vps_per_node,
             mem_mib_per_node: opts.mem_mib,
             cmdline: opts.cmdline.clone(),
+            vs_id: opts.vs_id,
         },
         nodes: addresses
             .iter()
@@ -123,14 +162,15 @@ fn try_launch(opts: &LaunchOptions) -> Result<i32, String> {
             .map(|(id, address)| {
                 let id = u32::try_from(id).expect("few nodes");
                 let fabric = opts.fabric_of(id);
-                NodeEntry {
+                Ok(NodeEntry {
                     id,
                     address: *address,
                     fabric: (fabric != opts.fabric_of(0)).then_some(fabric),
                     nic_socket: None,
-                }
+                    dpdk: node_dpdk(id)?,
+                })
             })
-            .collect(),
+            .collect::<Result<_, String>>()?,
     };
     config.validate().map_err(|e| e.to_string())?;
     let config_path = dir.0.join("cluster.toml");
@@ -174,6 +214,28 @@ fn try_launch(opts: &LaunchOptions) -> Result<i32, String> {
     }
     drop(netns);
     Ok(code)
+}
+
+/// The network interface of namespace `ns` (the veth `NetnsCluster` put there; the
+/// only one besides `lo`), for af_packet.
+fn netns_iface(ns: &str) -> Result<String, String> {
+    let out = Command::new("ip")
+        .args(["-n", ns, "-o", "link", "show"])
+        .output()
+        .map_err(|e| format!("failed to run `ip -n {ns} link show`: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "`ip -n {ns} link show` failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    // Lines look like `2: cv123g0@if5: <BROADCAST,...> mtu 9000 ...`.
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| line.split(": ").nth(1))
+        .map(|name| name.split('@').next().unwrap_or(name).to_string())
+        .find(|name| name != "lo")
+        .ok_or_else(|| format!("namespace {ns} has no interface besides lo"))
 }
 
 fn kill_all(children: &mut [Child]) {

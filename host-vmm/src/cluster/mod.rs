@@ -5,3 +5,5 @@
 pub mod config;
 pub mod launch;
 pub mod netns;
+pub mod servers;
+pub mod wire;

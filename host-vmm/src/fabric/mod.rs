@@ -33,8 +33,24 @@ use crate::server::{Outcome, VirtualServer};
 pub use offload::{NicProcess, OffloadError, OffloadFabric};
 pub use stats::{FabricStats, FabricStatsSnapshot, FaultKindLatency};
 
-/// The virtual server id on the wire (one virtual server per cluster so far).
-pub const VS_ID: u16 = 1;
+/// The virtual server id on the wire when the description names none.
+pub const DEFAULT_VS_ID: u16 = 1;
+
+static VS_ID: OnceLock<u16> = OnceLock::new();
+
+/// Sets the virtual server this process serves, once, at start (`[server] vs_id`); false
+/// if another one was set before. A node process and its NIC model serve exactly one
+/// virtual server: several virtual servers on one cluster are several processes per
+/// machine, each with its own memory, engine, ports and key (docs/design.md), so the id
+/// is a property of the process.
+pub fn set_vs_id(id: u16) -> bool {
+    VS_ID.set(id).is_ok() || vs_id() == id
+}
+
+/// The virtual server this process serves: messages naming another are refused.
+pub fn vs_id() -> u16 {
+    VS_ID.get().copied().unwrap_or(DEFAULT_VS_ID)
+}
 
 /// Why the fabric could not start.
 #[derive(Debug, thiserror::Error)]
@@ -120,7 +136,7 @@ impl Fabric {
             requests: table(requests, HomeRequest::default()),
         };
         let engine_config = EngineConfig {
-            vs_id: VS_ID,
+            vs_id: vs_id(),
             node: node16,
             node_count: nodes,
         };
@@ -185,7 +201,7 @@ impl Fabric {
     pub fn send_control(&self, node: u32, body: Body<'_>) {
         let dst = u16::try_from(node).expect("node ids are below MAX_NODES");
         self.send(&Message {
-            vs_id: VS_ID,
+            vs_id: vs_id(),
             src: self.node,
             dst,
             request_id: 0,
@@ -278,7 +294,7 @@ impl Fabric {
     fn on_message(&self, from: NodeId, bytes: &[u8]) {
         let msg = match wire::decode(bytes) {
             Ok(msg)
-                if u32::from(msg.src) == from.0 && msg.dst == self.node && msg.vs_id == VS_ID =>
+                if u32::from(msg.src) == from.0 && msg.dst == self.node && msg.vs_id == vs_id() =>
             {
                 msg
             }

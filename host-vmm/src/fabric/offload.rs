@@ -37,7 +37,7 @@ use vfio::ring::{
 use vima::wire::{self, is_coherent_page, Body, Message, MAX_MESSAGE_BYTES};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use super::{control, ClusterLink, FabricStats, FaultKindLatency, VS_ID};
+use super::{control, vs_id, ClusterLink, FabricStats, FaultKindLatency};
 use crate::memory::{FetchRequest, LogicalMemory, PageResolver, PageState};
 use crate::server::{Outcome, VirtualServer};
 
@@ -322,7 +322,7 @@ impl OffloadFabric {
     pub fn send_control(&self, node: u32, body: Body<'_>) {
         let dst = u16::try_from(node).expect("node ids are below MAX_NODES");
         let msg = Message {
-            vs_id: VS_ID,
+            vs_id: vs_id(),
             src: self.node,
             dst,
             request_id: 0,
@@ -461,7 +461,7 @@ impl OffloadFabric {
             }
             Completion::Control { .. } => {
                 let msg = match wire::decode(payload) {
-                    Ok(msg) if msg.dst == self.node && msg.vs_id == VS_ID => msg,
+                    Ok(msg) if msg.dst == self.node && msg.vs_id == vs_id() => msg,
                     _ => {
                         self.stats.count_bad_message();
                         return true;

@@ -6,7 +6,7 @@ use nic_firmware::engine::{
     PendingFault,
 };
 
-use crate::fabric::VS_ID;
+use crate::fabric::vs_id;
 
 /// Why the engine could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -54,7 +54,7 @@ pub fn build(
         requests: table(requests, HomeRequest::default()),
     };
     let engine_config = EngineConfig {
-        vs_id: VS_ID,
+        vs_id: vs_id(),
         node: node16,
         node_count: nodes,
     };
