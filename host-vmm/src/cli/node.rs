@@ -92,13 +92,10 @@ pub(crate) fn transport_for(config: &ClusterConfig, id: u32) -> Result<Arc<dyn T
         }
         TransportKind::Dpdk => {
             let (endpoint, peers) = config.dpdk_endpoint(id).map_err(|e| error_chain(&e))?;
+            // Returns once every link is up (a memif link needs the peer's process), or
+            // fails after a while naming the port that stayed down.
             let port = DpdkDatagram::open(&endpoint)
                 .map_err(|e| format!("cannot open the DPDK wire: {}", error_chain(&e)))?;
-            // Frames sent before a memif link is up are lost and cost a retransmission
-            // timeout; peers that start together are linked within milliseconds.
-            if !port.wait_links_up(DPDK_LINK_WAIT) {
-                log::warn!("node {id}: some DPDK links are still down; continuing");
-            }
             let lossy = LossyDatagram::new(port, faults);
             let transport =
                 ReliableTransport::with_authenticator(lossy, NodeId(id), &peers, tuning, auth)
@@ -107,9 +104,6 @@ pub(crate) fn transport_for(config: &ClusterConfig, id: u32) -> Result<Arc<dyn T
         }
     }
 }
-
-/// How long a node waits for its DPDK links before it starts anyway.
-const DPDK_LINK_WAIT: Duration = Duration::from_secs(5);
 
 fn run_node(args: &NodeArgs) -> Result<i32, String> {
     let config = ClusterConfig::load(&args.config).map_err(|e| error_chain(&e))?;
