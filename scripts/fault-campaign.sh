@@ -118,7 +118,8 @@ run_workloads() {
         "$times" "${notes:-}"
 }
 
-# Pids of the children of $1 whose command line contains $2 and `--id $3`.
+# Pids of the children of $1 whose command line contains $2 and `--id $3` (the binary
+# may have any name: match the subcommand).
 child_with_id() {
     ps -o pid=,args= --ppid "$1" | awk -v what="$2" -v id="$3" \
         'index($0, what) && index($0, "--id " id) { print $1 }'
@@ -136,11 +137,11 @@ kill_case() {
         sleep 0.5
         [ $((SECONDS - start)) -lt 3 ] && continue
         local node
-        node=$(child_with_id "$launcher" "cvmm node" 1)
+        node=$(child_with_id "$launcher" " node --config" 1)
         if [ "$what" = node ]; then
             victim=$node
         elif [ -n "$node" ]; then
-            victim=$(child_with_id "$node" "cvmm nic" 1)
+            victim=$(child_with_id "$node" " nic --config" 1)
         fi
     done
     if [ -z "$victim" ]; then
