@@ -6,11 +6,13 @@
 //! fabric = "software"      # who runs the coherence engine
 //! wire_loss = 0.0          # drop (and duplicate, reorder) this fraction of datagrams: testing only
 //! peer_timeout_ms = 3000   # a silent peer is declared dead after this long
+//! key_file = "cluster.key" # 64 hex digits, mode 0600: authenticates every packet
 //!
 //! [server]
 //! vps_per_node = 2
 //! mem_mib_per_node = 64
 //! cmdline = "matmul 64"
+//! vs_id = 1                # this virtual server's id on the wire
 //!
 //! [[nodes]]
 //! id = 0
