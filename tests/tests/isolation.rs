@@ -23,8 +23,8 @@ use host_vmm::cluster::config::ClusterConfig;
 use socket2::{Domain, Protocol, Socket, Type};
 use tests::cvmm_bin;
 
-const ITERATIONS_1: u32 = 8_000;
-const ITERATIONS_2: u32 = 6_000;
+const ITERATIONS_1: u32 = 5_000;
+const ITERATIONS_2: u32 = 4_000;
 const REPLAYED: u64 = 20;
 const FORGED_OWN_ID: u64 = 20;
 const FORGED_OTHER_ID: u64 = 20;

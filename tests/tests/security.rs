@@ -22,7 +22,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tests::{cvmm_bin, untag};
 
 /// Long enough that the attack (well under a second) happens while the nodes run.
-const ITERATIONS: u32 = 10_000;
+const ITERATIONS: u32 = 5_000;
 const FORGED_BAD_TAG: u64 = 40;
 const FORGED_NO_TAG: u64 = 40;
 const TRUNCATED: usize = 20;
