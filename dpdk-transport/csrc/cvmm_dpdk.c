@@ -7,9 +7,11 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
+#include <rte_alarm.h>
 #include <rte_eal.h>
 #include <rte_errno.h>
 #include <rte_ethdev.h>
@@ -121,9 +123,20 @@ int cvmm_dpdk_port_start(uint16_t port)
 	return neg(rte_eth_dev_start(port));
 }
 
-int cvmm_dpdk_port_stop(uint16_t port)
+static void restart_if_down(void *arg)
 {
-	return neg(rte_eth_dev_stop(port));
+	uint16_t port = (uint16_t)(uintptr_t)arg;
+	struct rte_eth_link link;
+	if (rte_eth_link_get_nowait(port, &link) == 0 && link.link_status == RTE_ETH_LINK_UP)
+		return;
+	/* Failures are seen by the caller as a link that stays down. */
+	(void)rte_eth_dev_stop(port);
+	(void)rte_eth_dev_start(port);
+}
+
+int cvmm_dpdk_port_restart_async(uint16_t port)
+{
+	return neg(rte_eal_alarm_set(1, restart_if_down, (void *)(uintptr_t)port));
 }
 
 int cvmm_dpdk_link_up(uint16_t port)
@@ -137,6 +150,8 @@ int cvmm_dpdk_link_up(uint16_t port)
 
 void cvmm_dpdk_port_close(uint16_t port)
 {
+	/* Waits for a restart that is running, drops one that is pending. */
+	(void)rte_eal_alarm_cancel(restart_if_down, (void *)(uintptr_t)port);
 	(void)rte_eth_dev_stop(port);
 	(void)rte_eth_dev_close(port);
 }

@@ -45,8 +45,11 @@ int cvmm_dpdk_port_configure(uint16_t port, void *pool, uint16_t mtu, uint8_t ma
  * the caller retries. */
 int cvmm_dpdk_port_start(uint16_t port);
 
-/* Stops the port (it can be started again). */
-int cvmm_dpdk_port_stop(uint16_t port);
+/* Asks the EAL's interrupt thread to stop and start the port again if its link is
+ * still down. memif handles its control channel in that thread, so a restart from any
+ * other thread races with a handshake in progress (and crashed the EAL under load);
+ * an alarm callback runs in that thread, serialised with memif's handlers. */
+int cvmm_dpdk_port_restart_async(uint16_t port);
 
 /* 1 when the link is up, 0 when down, negative on error. */
 int cvmm_dpdk_link_up(uint16_t port);

@@ -31,8 +31,11 @@ use crate::datagram::{Datagram, DatagramError};
 const FIRST_SLEEP: Duration = Duration::from_micros(10);
 /// How often ports that failed to start or whose link is down are looked at again.
 const START_RETRY: Duration = Duration::from_millis(5);
-/// A memif client whose link is still down this long after starting is restarted.
+/// A memif client whose link is still down this long after starting is restarted; the
+/// wait doubles after each restart, up to `MEMIF_RECONNECT_MAX`.
 const MEMIF_RECONNECT: Duration = Duration::from_millis(250);
+/// Longest wait between restarts of a memif client.
+const MEMIF_RECONNECT_MAX: Duration = Duration::from_secs(2);
 
 /// Counters of the backend itself (the driver's are in [`PortStatus::driver`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -328,7 +331,9 @@ impl DpdkDatagram {
 /// on each other. A memif client can also connect in the window between its server's
 /// EAL creating the listener socket (at probe) and the server port starting; the server
 /// then refuses it ("ID not found") and the client never retries by itself, so a client
-/// whose link is not up soon after starting is restarted.
+/// whose link is still down a while after starting is restarted, by the EAL's interrupt
+/// thread (see `Port::restart_soon`), at growing intervals so that a handshake that is
+/// merely slow on a loaded machine gets the time to finish.
 fn start_all(
     ports: &[Port],
     specs: &[String],
@@ -337,28 +342,29 @@ fn start_all(
 ) -> Result<(), DpdkError> {
     let deadline = Instant::now() + timeout;
     let mut started: Vec<Option<Instant>> = vec![None; ports.len()];
+    let mut patience: Vec<Duration> = vec![MEMIF_RECONNECT; ports.len()];
     let mut last_error: Vec<Option<sys::DpdkCallError>> = vec![None; ports.len()];
     loop {
         let now = Instant::now();
         for (i, port) in ports.iter().enumerate() {
-            let attempt = match started[i] {
-                None => Some(sys::with_quiet_logs(|| port.start())),
+            match started[i] {
+                None => match sys::with_quiet_logs(|| port.start()) {
+                    Ok(()) => started[i] = Some(now),
+                    Err(e) => last_error[i] = Some(e),
+                },
                 Some(at)
                     if DpdkConfig::is_memif_client(&specs[i])
-                        && now.duration_since(at) >= MEMIF_RECONNECT
+                        && now.duration_since(at) >= patience[i]
                         && !port.link_up() =>
                 {
-                    Some(sys::with_quiet_logs(|| port.restart()))
+                    debug!("DPDK port {}: no link yet, restarting it", infos[i].name);
+                    if let Err(e) = port.restart_soon() {
+                        last_error[i] = Some(e);
+                    }
+                    started[i] = Some(now);
+                    patience[i] = (patience[i] * 2).min(MEMIF_RECONNECT_MAX);
                 }
-                Some(_) => None,
-            };
-            match attempt {
-                Some(Ok(())) => started[i] = Some(now),
-                Some(Err(e)) => {
-                    started[i] = None;
-                    last_error[i] = Some(e);
-                }
-                None => {}
+                Some(_) => {}
             }
         }
         let down = (0..ports.len()).find(|&i| started[i].is_none() || !ports[i].link_up());

@@ -64,7 +64,7 @@ extern "C" {
         mtu_out: *mut u16,
     ) -> c_int;
     fn cvmm_dpdk_port_start(port: u16) -> c_int;
-    fn cvmm_dpdk_port_stop(port: u16) -> c_int;
+    fn cvmm_dpdk_port_restart_async(port: u16) -> c_int;
     fn cvmm_dpdk_link_up(port: u16) -> c_int;
     fn cvmm_dpdk_port_close(port: u16);
     fn cvmm_dpdk_tx(
@@ -310,13 +310,19 @@ impl Port {
         .map(drop)
     }
 
-    /// Stops and starts the port again (a memif client whose first connection was
-    /// refused retries only on start).
-    pub(super) fn restart(&self) -> Result<(), DpdkCallError> {
-        // SAFETY: the port is configured; stopping a started port is allowed, and no
-        // other thread uses its queues (the datagram is not built yet).
-        check("rte_eth_dev_stop", unsafe { cvmm_dpdk_port_stop(self.id) })?;
-        self.start()
+    /// Has the EAL's interrupt thread stop and start the port if its link is still down
+    /// (a memif client whose first connection was refused retries only on start). Not
+    /// done from this thread: memif runs its handshake in the interrupt thread, and a
+    /// concurrent stop frees the control channel under it.
+    pub(super) fn restart_soon(&self) -> Result<(), DpdkCallError> {
+        // SAFETY: the port is configured; the alarm callback only calls ethdev functions
+        // on this port id, which stays valid until the port is closed, and closing waits
+        // for nothing the alarm holds; closing the port cancels a pending alarm and waits
+        // for a running one.
+        check("rte_eal_alarm_set", unsafe {
+            cvmm_dpdk_port_restart_async(self.id)
+        })
+        .map(drop)
     }
 
     /// True when the link is up.
