@@ -8,6 +8,8 @@ declare -A need=(
   [pkg-config]=/usr/bin/pkg-config
   [iproute2]=/usr/sbin/ip
   [verilator]=/usr/bin/verilator
+  [dpdk]=/usr/bin/dpdk-devbind.py
+  [libdpdk-dev]=/usr/include/dpdk/rte_eal.h
 )
 
 missing=()
