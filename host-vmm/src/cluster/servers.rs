@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread::JoinHandle;
 
-use super::launch::LaunchOptions;
+use super::launch::{die_with_parent, LaunchOptions};
 
 /// Most virtual servers one `cvmm run` starts (each is a process per node).
 pub const MAX_SERVERS: u16 = 16;
@@ -138,11 +138,13 @@ fn try_launch_servers(
         };
         let cmdline = own.map_or(opts.cmdline.as_str(), String::as_str);
         let stats = dir.join(format!("server-{vs_id}.json"));
-        let spawned = Command::new(&exe)
+        let mut command = Command::new(&exe);
+        command
             .args(server_args(opts, vs_id, cmdline, &stats))
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn();
+            .stderr(Stdio::piped());
+        die_with_parent(&mut command);
+        let spawned = command.spawn();
         let mut child = match spawned {
             Ok(child) => child,
             Err(e) => {

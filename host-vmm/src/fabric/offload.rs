@@ -90,15 +90,18 @@ impl NicProcess {
     /// binary as this process.
     pub fn spawn(config: &Path, id: u32, socket: &Path) -> std::io::Result<Self> {
         let exe = std::env::current_exe()?;
-        let child = Command::new(exe)
+        let mut command = Command::new(exe);
+        command
             .arg("nic")
             .arg("--config")
             .arg(config)
             .arg("--id")
             .arg(id.to_string())
             .arg("--socket")
-            .arg(socket)
-            .spawn()?;
+            .arg(socket);
+        // A node that dies must not leave its NIC model serving nothing forever.
+        crate::cluster::launch::die_with_parent(&mut command);
+        let child = command.spawn()?;
         Ok(Self { child })
     }
 
