@@ -186,7 +186,15 @@ fn node_children(parent: u32) -> Vec<(u32, u32)> {
 #[test]
 fn killing_a_node_on_the_dpdk_wire_stops_the_others() {
     let mut launcher = Command::new(cvmm_bin())
-        .args(["run", "--nodes", "3", "--mem-mib", "16", "--transport", "dpdk"])
+        .args([
+            "run",
+            "--nodes",
+            "3",
+            "--mem-mib",
+            "16",
+            "--transport",
+            "dpdk",
+        ])
         .args(["--", "litmus", "mp", "100000000"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
