@@ -12,3 +12,5 @@ echo "== workspace: tests (unit, property, KVM, whole clusters)" >&2
 cargo test --workspace --no-fail-fast
 echo "== FPGA pipeline RTL: Verilator simulation checked against the engine" >&2
 cargo test -p hdl-models --features hdl-sim
+echo "== fuzzing: a short run of every target (wire, ViMA calls, config, TOML, packets)" >&2
+scripts/fuzz.sh 10
