@@ -171,7 +171,7 @@ fn run_software(
 }
 
 /// How long a node waits for its NIC model to come up.
-const NIC_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const NIC_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The offload path: the node's NIC (a `cvmm nic` process this node starts, or one at
 /// `nic_socket`) owns the wire and runs the engine; this process keeps the mappings.
