@@ -13,22 +13,24 @@ if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
 fi
 # Build everything first, so the time budget goes to fuzzing.
 cargo +nightly fuzz build
-summary=()
+failed=()
 for target in $(cargo +nightly fuzz list); do
     mkdir -p "corpus/$target"
     log="$(mktemp)"
-    echo "== $target: ${seconds} s"
-    if ! cargo +nightly fuzz run "$target" "corpus/$target" "seeds/$target" -- \
+    if cargo +nightly fuzz run "$target" "corpus/$target" "seeds/$target" -- \
         -max_total_time="$seconds" -max_len=8192 -timeout=10 -rss_limit_mb=2048 \
         -print_final_stats=1 >"$log" 2>&1; then
-        tail -n 60 "$log"
-        rm -f "$log"
-        echo "fuzz: $target failed (see above)" >&2
-        exit 1
+        runs="$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)"
+        cov="$(grep -o 'cov: [0-9]*' "$log" | tail -n 1)"
+        echo "$target: ${runs:-?} executions in ${seconds} s, ${cov:-cov: ?}"
+    else
+        grep -v '^\s*[0-9]*,$' "$log" | tail -n 40
+        echo "$target: FAILED (input saved under fuzz/artifacts/$target/)"
+        failed+=("$target")
     fi
-    runs="$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)"
-    cov="$(grep -o 'cov: [0-9]*' "$log" | tail -n 1)"
-    summary+=("$target: ${runs:-?} executions, ${cov:-cov: ?}")
     rm -f "$log"
 done
-printf '%s\n' "${summary[@]}"
+if [ "${#failed[@]}" -ne 0 ]; then
+    echo "fuzz: ${failed[*]} failed" >&2
+    exit 1
+fi

@@ -6,7 +6,6 @@ vima/src/config.rs and dpdk-transport/src/wire.rs; every seed is accepted by its
 (checked when the targets run them: `cargo fuzz run <target> seeds/<target> -- -runs=0`).
 """
 import os
-import shutil
 import struct
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -97,10 +96,21 @@ ENGINE = {
     + frame(0, 1, message(0x02, page=6, src=2, dst=1, rid=1)),
 }
 
+# nic_ring: one 32-byte ring entry, then 8-byte stores [what, slot, word, 0, value u32]:
+# what 0..3 = SQ tail, SQ head, CQ tail, CQ head; 4/5 = a word of an SQ/CQ entry.
+def store(what, value, slot=0, word=0):
+    return bytes([what, slot, word, 0]) + struct.pack("<I", value)
+
+RING = {
+    "three_submissions": bytes(32) + store(0, 3) + store(4, 1, slot=1),
+    "doorbell_past_the_ring": bytes(32) + store(0, 1000) + store(2, 0xFFFF_FFFF),
+    "completions_wrapping": bytes(32) + store(3, 0xFFFF_FFFE) + store(2, 2) + store(5, 7),
+}
+
 def write(target, seeds):
+    """Writes `seeds` into seeds/<target>/ (inputs saved from crashes stay)."""
     folder = os.path.join(HERE, target)
-    shutil.rmtree(folder, ignore_errors=True)
-    os.makedirs(folder)
+    os.makedirs(folder, exist_ok=True)
     for name, data in seeds.items():
         with open(os.path.join(folder, name), "wb") as f:
             f.write(data)
@@ -109,6 +119,7 @@ write("wire_decode", MESSAGES)
 write("vima_call_args", {f"{c}_{k}": CALLS[c] + v for c in CALLS for k, v in CONFIGS.items()})
 write("transport_packet", PACKETS)
 write("engine_messages", ENGINE)
+write("nic_ring", RING)
 examples = os.path.join(ROOT, "examples")
 toml = {n: open(os.path.join(examples, n), "rb").read()
         for n in os.listdir(examples) if n.endswith(".toml")}
