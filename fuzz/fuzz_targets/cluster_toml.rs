@@ -9,8 +9,12 @@ use host_vmm::cluster::config::ClusterConfig;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
-    let Ok(config) = ClusterConfig::parse(text, "fuzz") else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(config) = ClusterConfig::parse(text, "fuzz") else {
+        return;
+    };
     let again = config.to_toml();
     let back = ClusterConfig::parse(&again, "round trip")
         .unwrap_or_else(|e| panic!("a valid description must re-parse: {e}\n{again}"));

@@ -12,8 +12,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use nic_firmware::engine::{
-    Action, DirEntry, DirectoryState, Engine, EngineConfig, EngineStorage, HomeMap,
-    HomeRequest, LocalFault, LogicalPage, PageState, PendingFault,
+    Action, DirEntry, DirectoryState, Engine, EngineConfig, EngineStorage, HomeMap, HomeRequest,
+    LocalFault, LogicalPage, PageState, PendingFault,
 };
 use vima::wire::decode;
 
@@ -23,8 +23,16 @@ const PAGES: u64 = 4;
 const VS_ID: u16 = 1;
 
 enum Step<'a> {
-    Fault { node: u8, page: u8, write: bool, vp: u8 },
-    Receive { node: u8, bytes: &'a [u8] },
+    Fault {
+        node: u8,
+        page: u8,
+        write: bool,
+        vp: u8,
+    },
+    Receive {
+        node: u8,
+        bytes: &'a [u8],
+    },
 }
 
 /// Splits the input into steps; a short last frame ends it.
@@ -38,7 +46,12 @@ fn steps(mut data: &[u8]) -> Vec<Step<'_>> {
             Step::Receive { node: *node, bytes }
         } else {
             let spec = bytes.first().copied().unwrap_or(0);
-            Step::Fault { node: *node, page: spec & 0x7, write: spec & 0x8 != 0, vp: spec >> 4 }
+            Step::Fault {
+                node: *node,
+                page: spec & 0x7,
+                write: spec & 0x8 != 0,
+                vp: spec >> 4,
+            }
         });
     }
     steps
@@ -56,7 +69,9 @@ fuzz_target!(|data: &[u8]| {
     let mut homes = HomeMap::new();
     for page in 0..PAGES {
         let home = u16::try_from(page).unwrap_or(0) % NODES;
-        homes.add(LogicalPage(FIRST_PAGE + page), 1, home).expect("valid home map");
+        homes
+            .add(LogicalPage(FIRST_PAGE + page), 1, home)
+            .expect("valid home map");
     }
     let mut tables: Vec<Tables> = (0..NODES)
         .map(|node| Tables {
@@ -73,7 +88,11 @@ fuzz_target!(|data: &[u8]| {
         .iter_mut()
         .zip(0..NODES)
         .map(|(t, node)| {
-            let config = EngineConfig { vs_id: VS_ID, node, node_count: NODES };
+            let config = EngineConfig {
+                vs_id: VS_ID,
+                node,
+                node_count: NODES,
+            };
             let storage = EngineStorage {
                 local: &mut t.local,
                 directory: &mut t.directory,
@@ -87,7 +106,12 @@ fuzz_target!(|data: &[u8]| {
     let count = engines.len();
     for step in steps.iter().take(64) {
         match step {
-            Step::Fault { node, page, write, vp } => {
+            Step::Fault {
+                node,
+                page,
+                write,
+                vp,
+            } => {
                 let engine = &mut engines[usize::from(*node) % count];
                 let fault = LocalFault {
                     page: LogicalPage(FIRST_PAGE + u64::from(*page) % (PAGES + 1)),
@@ -102,13 +126,19 @@ fuzz_target!(|data: &[u8]| {
                 let before = engine.counters().protocol_errors;
                 let refused = engine.receive(&msg, &mut sink).is_err();
                 let after = engine.counters().protocol_errors;
-                assert_eq!(after - before, u64::from(refused), "refusals are counted once");
+                assert_eq!(
+                    after - before,
+                    u64::from(refused),
+                    "refusals are counted once"
+                );
             }
         }
         for (node, engine) in engines.iter().enumerate() {
             for page in 0..PAGES {
                 let page = LogicalPage(FIRST_PAGE + page);
-                let Ok(view) = engine.directory_state(page) else { continue };
+                let Ok(view) = engine.directory_state(page) else {
+                    continue;
+                };
                 let local = engine.page_state(page).expect("known page");
                 if let (DirectoryState::Exclusive(owner), false) = (view.state, view.busy) {
                     if usize::from(owner) != node {

@@ -14,11 +14,16 @@ use dpdk_transport::{Authenticator, HmacSha256Auth};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(packet) = wire::decode(data) else { return };
+    let Ok(packet) = wire::decode(data) else {
+        return;
+    };
     let header = packet.header;
     assert_eq!(packet.payload.len(), usize::from(header.payload_len));
     assert_eq!(packet.tag.len(), usize::from(header.tag_len));
-    assert_eq!(HEADER_LEN + packet.payload.len() + packet.tag.len(), data.len());
+    assert_eq!(
+        HEADER_LEN + packet.payload.len() + packet.tag.len(),
+        data.len()
+    );
     if header.kind != PacketKind::Data {
         assert!(packet.payload.is_empty());
     }

@@ -15,8 +15,8 @@ use libfuzzer_sys::fuzz_target;
 use nic_firmware::engine::{HomeMap, LogicalPage};
 use vima::call::{Call, CallArgs, UncheckedRange, CALL_COUNT};
 use vima::config::{
-    encode, Config, ConfigInput, DeviceDesc, MemRange, NodeDesc, VpDesc, MAX_CMDLINE,
-    MAX_DEVICES, MAX_MEM_RANGES,
+    encode, Config, ConfigInput, DeviceDesc, MemRange, NodeDesc, VpDesc, MAX_CMDLINE, MAX_DEVICES,
+    MAX_MEM_RANGES,
 };
 use vima::layout::{MAX_NODES, MAX_VPS, PAGE_SIZE};
 use vima::Status;
@@ -34,7 +34,10 @@ struct Input<'a> {
 }
 
 fn check_call(input: &Input<'_>) {
-    let args = CallArgs { number: input.number, args: input.args };
+    let args = CallArgs {
+        number: input.number,
+        args: input.args,
+    };
     match Call::decode(&args) {
         Ok(call) => {
             assert!(input.number < CALL_COUNT as u64);
@@ -51,22 +54,30 @@ fn check_call(input: &Input<'_>) {
 fn check_range(addr: u64, len: u64, logical_bytes: u64, align: u64) {
     let inside = u128::from(addr) >= u128::from(PAGE_SIZE)
         && u128::from(addr) + u128::from(len) <= u128::from(logical_bytes);
-    let aligned = align.is_power_of_two() && addr % align == 0;
+    let aligned = align.is_power_of_two() && addr.is_multiple_of(align);
     match UncheckedRange::new(addr, len).check(logical_bytes, align) {
         Ok(range) => {
-            assert!(inside && aligned, "accepted {addr:#x}+{len:#x} in {logical_bytes:#x}/{align}");
+            assert!(
+                inside && aligned,
+                "accepted {addr:#x}+{len:#x} in {logical_bytes:#x}/{align}"
+            );
             assert_eq!((range.addr(), range.len()), (addr, len));
             assert_eq!(range.is_empty(), len == 0);
         }
         Err(status) => {
-            assert!(!(inside && aligned), "refused {addr:#x}+{len:#x} in {logical_bytes:#x}");
+            assert!(
+                !(inside && aligned),
+                "refused {addr:#x}+{len:#x} in {logical_bytes:#x}"
+            );
             assert_eq!(status, Status::BadAddress);
         }
     }
 }
 
 fn check_config(bytes: &[u8]) {
-    let Ok(config) = Config::parse(bytes) else { return };
+    let Ok(config) = Config::parse(bytes) else {
+        return;
+    };
     let header = *config.header();
     let nodes: Vec<NodeDesc> = config.nodes().collect();
     let vps: Vec<VpDesc> = config.vps().collect();
@@ -93,7 +104,10 @@ fn check_config(bytes: &[u8]) {
             assert!(end <= u128::from(other.base) || other_end <= u128::from(range.base));
         }
         assert_eq!(config.home_of(range.base), Some(range.node_id));
-        assert_eq!(config.home_of(range.base + (range.size - 1)), Some(range.node_id));
+        assert_eq!(
+            config.home_of(range.base + (range.size - 1)),
+            Some(range.node_id)
+        );
     }
     // The canonical encoding of the same contents parses back to them.
     let input = ConfigInput {

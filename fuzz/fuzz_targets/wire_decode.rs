@@ -34,19 +34,46 @@ impl<'a> Built<'a> {
         let [a, b, c] = self.words;
         let body = match self.kind % 16 {
             0 => Body::ReadReq { page },
-            1 => Body::WriteReq { page, has_copy: self.flag },
-            2 => Body::ForwardRead { page, requester: self.node },
-            3 => Body::ForwardWrite { page, requester: self.node },
+            1 => Body::WriteReq {
+                page,
+                has_copy: self.flag,
+            },
+            2 => Body::ForwardRead {
+                page,
+                requester: self.node,
+            },
+            3 => Body::ForwardWrite {
+                page,
+                requester: self.node,
+            },
             4 => Body::Invalidate { page },
             5 => Body::InvalidateAck { page },
-            6 => Body::PageData { page, exclusive: self.flag, data: page_data },
+            6 => Body::PageData {
+                page,
+                exclusive: self.flag,
+                data: page_data,
+            },
             7 => Body::UpgradeGrant { page },
-            8 => Body::Writeback { page, data: page_data },
+            8 => Body::Writeback {
+                page,
+                data: page_data,
+            },
             9 => Body::Unblock { page },
             10 => Body::Nack { page },
-            11 => Body::Ipi { vp: self.vp, vector: self.vector },
-            12 => Body::VpStart { vp: self.vp, entry: a, stack_top: b, arg: c },
-            13 => Body::ConsoleLine { vp: self.vp, line: self.bytes },
+            11 => Body::Ipi {
+                vp: self.vp,
+                vector: self.vector,
+            },
+            12 => Body::VpStart {
+                vp: self.vp,
+                entry: a,
+                stack_top: b,
+                arg: c,
+            },
+            13 => Body::ConsoleLine {
+                vp: self.vp,
+                line: self.bytes,
+            },
             14 => Body::VsExit { status: a },
             _ => Body::Heartbeat { sequence: a },
         };
@@ -64,7 +91,10 @@ fn check_well_formed(msg: &Message<'_>) {
     assert!(usize::from(msg.src) < MAX_NODES && usize::from(msg.dst) < MAX_NODES);
     assert_ne!(msg.src, msg.dst);
     match msg.body.page() {
-        Some(page) => assert!(is_coherent_page(page), "coherence message on page {page:#x}"),
+        Some(page) => assert!(
+            is_coherent_page(page),
+            "coherence message on page {page:#x}"
+        ),
         None => assert!(msg.body.kind() as u8 >= 0x20),
     }
 }
@@ -77,7 +107,9 @@ fuzz_target!(|raw: &[u8]| {
         assert_eq!(&buf[..len], raw, "decode accepted a non-canonical encoding");
     }
     // The same bytes, read as the fields of a message to encode.
-    let Ok(built) = Built::arbitrary(&mut Unstructured::new(raw)) else { return };
+    let Ok(built) = Built::arbitrary(&mut Unstructured::new(raw)) else {
+        return;
+    };
     let mut page_data = [0u8; PAGE_BYTES];
     let n = built.bytes.len().min(PAGE_BYTES);
     page_data[..n].copy_from_slice(&built.bytes[..n]);
@@ -87,7 +119,10 @@ fuzz_target!(|raw: &[u8]| {
         check_well_formed(&back);
         // Control messages carry no page: the request id is all that may differ.
         assert_eq!(back.body, msg.body);
-        assert_eq!((back.vs_id, back.src, back.dst), (msg.vs_id, msg.src, msg.dst));
+        assert_eq!(
+            (back.vs_id, back.src, back.dst),
+            (msg.vs_id, msg.src, msg.dst)
+        );
     }
     // A buffer one byte short is refused, never overrun.
     if let Ok(len) = encode(&msg, &mut buf) {
