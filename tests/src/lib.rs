@@ -36,6 +36,24 @@ pub fn cvmm_bin() -> PathBuf {
     .clone()
 }
 
+/// Pids of the `cvmm node` children of `parent` with their node ids.
+pub fn node_children(parent: u32) -> Vec<(u32, u32)> {
+    let out = Command::new("ps")
+        .args(["-o", "pid=,args=", "--ppid", &parent.to_string()])
+        .output()
+        .expect("ps runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            let pid: u32 = words.next()?.parse().ok()?;
+            let args: Vec<&str> = words.collect();
+            let at = args.iter().position(|w| *w == "--id")?;
+            Some((pid, args.get(at + 1)?.parse().ok()?))
+        })
+        .collect()
+}
+
 /// What one `cvmm run` printed.
 #[derive(Debug)]
 pub struct Run {

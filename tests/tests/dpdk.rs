@@ -8,6 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use tests::node_children;
 use tests::{cvmm_bin, cvmm_run, matmul_reference, sort_reference, Run};
 
 fn check(run: &Run, want: &str) {
@@ -179,24 +180,6 @@ fn af_packet_between_network_namespaces() {
         assert!(run.total("remote_read_faults") > 0, "{}", run.stats);
     }
     assert_eq!(new_leaks(&before), Vec::<String>::new());
-}
-
-/// Pids of the `cvmm node` children of `parent` with their node ids.
-fn node_children(parent: u32) -> Vec<(u32, u32)> {
-    let out = Command::new("ps")
-        .args(["-o", "pid=,args=", "--ppid", &parent.to_string()])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|line| {
-            let mut words = line.split_whitespace();
-            let pid: u32 = words.next()?.parse().ok()?;
-            let args: Vec<&str> = words.collect();
-            let at = args.iter().position(|w| *w == "--id")?;
-            Some((pid, args.get(at + 1)?.parse().ok()?))
-        })
-        .collect()
 }
 
 #[test]

@@ -5,24 +5,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tests::cvmm_bin;
-
-/// Pids of the `cvmm node` children of `parent` with their node ids.
-fn node_children(parent: u32) -> Vec<(u32, u32)> {
-    let out = Command::new("ps")
-        .args(["-o", "pid=,args=", "--ppid", &parent.to_string()])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|line| {
-            let mut words = line.split_whitespace();
-            let pid: u32 = words.next()?.parse().ok()?;
-            let args: Vec<&str> = words.collect();
-            let at = args.iter().position(|w| *w == "--id")?;
-            Some((pid, args.get(at + 1)?.parse().ok()?))
-        })
-        .collect()
-}
+use tests::node_children;
 
 #[test]
 fn killing_a_node_stops_the_others_with_a_clear_message() {
