@@ -30,6 +30,7 @@
 use std::fmt::Debug;
 use std::hash::Hash;
 use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -77,6 +78,22 @@ pub struct InjectedFaults {
     pub reordered: u64,
 }
 
+/// Longest a backend that cannot watch a `ready` descriptor waits before letting its
+/// caller look at it ([`Datagram::recv_from_or_ready`]).
+pub const READY_SLICE: Duration = Duration::from_micros(100);
+
+/// True when `fd` is readable now (a `poll` that does not wait).
+pub fn is_readable(fd: BorrowedFd<'_>) -> bool {
+    let mut pollfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd that lives across the call; timeout 0 does not block.
+    let rc = unsafe { libc::poll(&mut pollfd, 1, 0) };
+    rc > 0 && pollfd.revents & libc::POLLIN != 0
+}
+
 /// One unreliable datagram endpoint.
 pub trait Datagram: Send + Sync + 'static {
     /// How this backend names an endpoint (a socket address, a MAC, a memif ring...).
@@ -95,6 +112,20 @@ pub trait Datagram: Send + Sync + 'static {
         buf: &mut [u8],
         wait: Duration,
     ) -> Result<Option<(usize, Self::Addr)>, DatagramError>;
+
+    /// Like `recv_from`, but also returns `Ok(None)` soon after `ready` becomes readable
+    /// (it is not read: the caller consumes it). For a thread that must wait on the wire
+    /// and on one other source at once (the NIC model: wire and host doorbell) without a
+    /// second thread and its wake-up. A backend that cannot watch `ready` waits at most
+    /// [`READY_SLICE`] and lets the caller look.
+    fn recv_from_or_ready(
+        &self,
+        buf: &mut [u8],
+        wait: Duration,
+        _ready: BorrowedFd<'_>,
+    ) -> Result<Option<(usize, Self::Addr)>, DatagramError> {
+        self.recv_from(buf, wait.min(READY_SLICE))
+    }
 
     /// Makes a `recv_from` that is waiting (or the next one) return `Ok(None)` soon. Used
     /// to stop the driver and to tell it about a new, earlier timer.

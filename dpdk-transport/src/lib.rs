@@ -121,13 +121,14 @@ mod udp;
 pub mod wire;
 
 use std::fmt;
+use std::os::fd::BorrowedFd;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 pub use auth::{Authenticator, ClusterKey, ClusterKeyError, HmacSha256Auth, NoAuth};
-pub use datagram::{Datagram, DatagramError, InjectedFaults};
+pub use datagram::{Datagram, DatagramError, InjectedFaults, READY_SLICE};
 pub use lossy::{FaultConfig, FaultSpecError, LossyDatagram};
 pub use payload::Payload;
 pub use peer::{PeerCounters, MAX_WINDOW};
@@ -228,6 +229,26 @@ pub trait Transport: Send + Sync {
 
     /// The next event, waiting at most `timeout` (`Ok(None)` when it passes).
     fn recv(&self, timeout: Duration) -> Result<Option<Event>, TransportError>;
+
+    /// Like [`Transport::recv`], but also returns `Ok(None)` soon after `ready` becomes
+    /// readable (it is not read). One thread can so wait on the wire and on one other
+    /// event source, such as the NIC model's host doorbell. This default checks `ready`
+    /// every [`datagram::READY_SLICE`]; [`ReliableTransport`] over the UDP and DPDK
+    /// backends wakes on it at once.
+    fn recv_or_ready(
+        &self,
+        timeout: Duration,
+        ready: BorrowedFd<'_>,
+    ) -> Result<Option<Event>, TransportError> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let remaining = deadline.saturating_duration_since(std::time::Instant::now());
+            let event = self.recv(remaining.min(datagram::READY_SLICE))?;
+            if event.is_some() || remaining.is_zero() || datagram::is_readable(ready) {
+                return Ok(event);
+            }
+        }
+    }
 
     /// True when `peer` was declared dead (or is not a peer).
     fn peer_dead(&self, peer: NodeId) -> bool;

@@ -23,13 +23,14 @@
 //! processes in `CVMM_WIRE_FAULTS` (`drop=0.01,dup=0.05,reorder=0.05,jitter_us=500`).
 
 use std::collections::HashMap;
+use std::os::fd::BorrowedFd;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::datagram::{Datagram, DatagramError, InjectedFaults};
+use crate::datagram::{Datagram, DatagramError, InjectedFaults, READY_SLICE};
 
 /// SplitMix64: tiny, seedable, good enough to pick faults.
 #[derive(Debug, Clone)]
@@ -370,6 +371,18 @@ impl<D: Datagram> Datagram for LossyDatagram<D> {
                 }
             }
         }
+    }
+
+    fn recv_from_or_ready(
+        &self,
+        buf: &mut [u8],
+        wait: Duration,
+        ready: BorrowedFd<'_>,
+    ) -> Result<Option<(usize, D::Addr)>, DatagramError> {
+        if !self.active || !self.config.on_receive {
+            return self.inner.recv_from_or_ready(buf, wait, ready);
+        }
+        self.recv_from(buf, wait.min(READY_SLICE))
     }
 
     fn interrupt(&self) {

@@ -30,6 +30,7 @@
 //! buffer, table, peer, events.
 
 use std::collections::{HashMap, VecDeque};
+use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, TryLockError};
 use std::thread::JoinHandle;
@@ -38,7 +39,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{Authenticator, NoAuth};
-use crate::datagram::{Datagram, InjectedFaults};
+use crate::datagram::{is_readable, Datagram, InjectedFaults, READY_SLICE};
 use crate::lossy::SplitMix64;
 use crate::payload::{Payload, COPY_THRESHOLD};
 use crate::peer::{
@@ -227,6 +228,9 @@ struct Inner<D: Datagram> {
     peers: RwLock<PeerTable<D::Addr>>,
     events: Mutex<VecDeque<Event>>,
     events_ready: Condvar,
+    /// Threads waiting on `events_ready` (changed under the `events` lock), so that a
+    /// delivery with nobody waiting costs no futex syscall.
+    event_waiters: AtomicUsize,
     /// The receive buffer. Holding it is the right to read the backend (see `recv`).
     rx: Mutex<Vec<u8>>,
     /// Application threads in `recv` that read, or are about to read, the backend.
@@ -235,8 +239,8 @@ struct Inner<D: Datagram> {
     driver_reading: AtomicBool,
     /// When an application thread last stopped reading, in ns since `epoch`.
     app_read_end_ns: AtomicU64,
-    /// Wakes the driver from a wait that is not in the backend.
-    kick: Mutex<bool>,
+    /// Wakes the driver from a wait that is not in the backend: (kicked, driver parked).
+    kick: Mutex<(bool, bool)>,
     kicked: Condvar,
     shutdown: AtomicBool,
     /// When the driver's current wait ends, in ns since `epoch` (see `Inner::wake_for`).
@@ -358,11 +362,12 @@ impl<D: Datagram> ReliableTransport<D> {
             peers: RwLock::new(table),
             events: Mutex::new(VecDeque::new()),
             events_ready: Condvar::new(),
+            event_waiters: AtomicUsize::new(0),
             rx: Mutex::new(vec![0u8; MAX_DATAGRAM + 1]),
             app_readers: AtomicUsize::new(0),
             driver_reading: AtomicBool::new(false),
             app_read_end_ns: AtomicU64::new(0),
-            kick: Mutex::new(false),
+            kick: Mutex::new((false, false)),
             kicked: Condvar::new(),
             shutdown: AtomicBool::new(false),
             driver_wake_ns: AtomicU64::new(u64::MAX),
@@ -462,21 +467,35 @@ impl<D: Datagram> Inner<D> {
     /// Ends the driver's current wait, in the backend or not.
     fn wake_driver(&self) {
         self.datagram.interrupt();
-        *self.kick.lock().expect("driver kick lock poisoned") = true;
-        self.kicked.notify_one();
+        let mut kick = self.kick.lock().expect("driver kick lock poisoned");
+        kick.0 = true;
+        let parked = kick.1;
+        drop(kick);
+        if parked {
+            self.kicked.notify_one();
+        }
     }
 
     /// Waits up to `wait` or until [`Self::wake_driver`].
     fn driver_sleep(&self, wait: Duration) {
-        let mut kicked = self.kick.lock().expect("driver kick lock poisoned");
-        if !*kicked {
-            kicked = self
+        let mut kick = self.kick.lock().expect("driver kick lock poisoned");
+        if !kick.0 {
+            kick.1 = true;
+            kick = self
                 .kicked
-                .wait_timeout(kicked, wait)
+                .wait_timeout(kick, wait)
                 .expect("driver kick lock poisoned")
                 .0;
+            kick.1 = false;
         }
-        *kicked = false;
+        kick.0 = false;
+    }
+
+    /// Wakes the threads waiting for events, if any (call after queueing events).
+    fn notify_event_waiters(&self) {
+        if self.event_waiters.load(Ordering::SeqCst) > 0 {
+            self.events_ready.notify_all();
+        }
     }
 
     fn slot(&self, node: NodeId) -> Option<Arc<PeerSlot<D::Addr>>> {
@@ -494,7 +513,7 @@ impl<D: Datagram> Inner<D> {
         let mut events = self.events.lock().expect("event queue lock poisoned");
         events.push_back(event);
         drop(events);
-        self.events_ready.notify_all();
+        self.notify_event_waiters();
         // An application thread may be waiting in the backend rather than on the queue.
         if self.app_readers.load(Ordering::SeqCst) > 0 {
             self.datagram.interrupt();
@@ -552,8 +571,16 @@ impl<D: Datagram> Inner<D> {
     /// (one thread switch less per message; see the bench). The driver stays away from
     /// the backend while application threads read it, and for a short grace period after
     /// (they usually come back at once); it keeps running timers meanwhile, and takes the
-    /// backend back when the grace passes or a sender blocks on a full window.
-    fn recv(&self, timeout: Duration) -> Result<Option<Event>, TransportError> {
+    /// backend back when the grace passes or a sender blocks on a full window. A thread
+    /// that polls (`timeout` zero) counts as a reader too: a poll loop keeps the driver
+    /// off the backend as a waiting thread does.
+    ///
+    /// With `ready`, also returns `Ok(None)` once that descriptor is readable.
+    fn recv_until(
+        &self,
+        timeout: Duration,
+        ready: Option<BorrowedFd<'_>>,
+    ) -> Result<Option<Event>, TransportError> {
         let deadline = Instant::now() + timeout;
         let mut polled = false;
         loop {
@@ -565,19 +592,28 @@ impl<D: Datagram> Inner<D> {
             if self.shutdown.load(Ordering::SeqCst) {
                 return Err(TransportError::Shutdown);
             }
+            if polled && ready.is_some_and(is_readable) {
+                return Ok(None);
+            }
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
-                // One look at the backend if it is free (the driver may be leaving it to
-                // us), without disturbing a reader.
+                // One look at the backend if it is free, without disturbing a reader.
                 if polled {
                     return Ok(None);
                 }
                 polled = true;
+                self.app_read_end_ns
+                    .store(self.ns_since_epoch(Instant::now()), Ordering::SeqCst);
+                if self.driver_reading.load(Ordering::SeqCst) {
+                    // The driver sees the fresh grace when it wakes and leaves the backend.
+                    self.datagram.interrupt();
+                }
                 if let Ok(mut rx) = self.rx.try_lock() {
-                    self.read_one(&mut rx, Duration::ZERO);
+                    self.read_one(&mut rx, Duration::ZERO, None);
                 }
                 continue;
             }
+            polled = true;
             // Announce before looking at the driver; it announces before looking at us,
             // so at least one of the two sees the other.
             self.app_readers.fetch_add(1, Ordering::SeqCst);
@@ -601,32 +637,43 @@ impl<D: Datagram> Inner<D> {
                     .expect("event queue lock poisoned")
                     .is_empty();
                 if !queued {
-                    self.read_one(&mut rx, remaining);
+                    self.read_one(&mut rx, remaining, ready);
                 }
                 drop(rx);
                 self.app_read_end_ns
                     .store(self.ns_since_epoch(Instant::now()), Ordering::SeqCst);
                 self.app_readers.fetch_sub(1, Ordering::SeqCst);
                 // Other application threads waiting below may take the backend now.
-                self.events_ready.notify_all();
+                self.notify_event_waiters();
             } else {
                 // Another application thread reads; wait for what it delivers.
                 self.app_readers.fetch_sub(1, Ordering::SeqCst);
+                let slice = if ready.is_some() {
+                    remaining.min(READY_SLICE)
+                } else {
+                    remaining
+                };
                 let events = self.events.lock().expect("event queue lock poisoned");
                 if events.is_empty() {
+                    self.event_waiters.fetch_add(1, Ordering::SeqCst);
                     drop(
                         self.events_ready
-                            .wait_timeout(events, remaining)
+                            .wait_timeout(events, slice)
                             .expect("event queue lock poisoned"),
                     );
+                    self.event_waiters.fetch_sub(1, Ordering::SeqCst);
                 }
             }
         }
     }
 
     /// Reads and handles at most one datagram, waiting at most `wait`.
-    fn read_one(&self, buf: &mut Vec<u8>, wait: Duration) {
-        match self.datagram.recv_from(buf, wait) {
+    fn read_one(&self, buf: &mut Vec<u8>, wait: Duration, ready: Option<BorrowedFd<'_>>) {
+        let got = match ready {
+            Some(ready) => self.datagram.recv_from_or_ready(buf, wait, ready),
+            None => self.datagram.recv_from(buf, wait),
+        };
+        match got {
             Ok(Some((len, from))) => self.on_datagram(buf, len, from),
             Ok(None) => {}
             Err(err) => {
@@ -670,7 +717,7 @@ impl<D: Datagram> Inner<D> {
             let mut rx = self.rx.lock().expect("receive buffer lock poisoned");
             self.driver_reading.store(true, Ordering::SeqCst);
             if self.app_readers.load(Ordering::SeqCst) == 0 {
-                self.read_one(&mut rx, wait);
+                self.read_one(&mut rx, wait, None);
             }
             self.driver_reading.store(false, Ordering::SeqCst);
         }
@@ -767,7 +814,7 @@ impl<D: Datagram> Inner<D> {
                     .map(|payload| Event::Message { from: src, payload }),
             );
             drop(events);
-            self.events_ready.notify_one();
+            self.notify_event_waiters();
         }
     }
 
@@ -855,7 +902,15 @@ impl<D: Datagram> Transport for ReliableTransport<D> {
     }
 
     fn recv(&self, timeout: Duration) -> Result<Option<Event>, TransportError> {
-        self.inner.recv(timeout)
+        self.inner.recv_until(timeout, None)
+    }
+
+    fn recv_or_ready(
+        &self,
+        timeout: Duration,
+        ready: BorrowedFd<'_>,
+    ) -> Result<Option<Event>, TransportError> {
+        self.inner.recv_until(timeout, Some(ready))
     }
 
     fn peer_dead(&self, peer: NodeId) -> bool {

@@ -10,7 +10,7 @@
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use crate::datagram::{Datagram, DatagramError};
@@ -108,28 +108,31 @@ impl UdpDatagram {
         rc == 8
     }
 
-    /// Sleeps until the socket is readable, the eventfd is signalled or `wait` passes.
-    /// Returns true when woken by the eventfd.
-    fn wait_readable(&self, wait: Duration) -> Result<bool, DatagramError> {
+    /// Sleeps until the socket is readable, the eventfd is signalled, `ready` (if any) is
+    /// readable or `wait` passes. Returns true when woken by the eventfd or `ready`.
+    fn wait_readable(
+        &self,
+        wait: Duration,
+        ready: Option<BorrowedFd<'_>>,
+    ) -> Result<bool, DatagramError> {
+        let pollfd = |fd: i32| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
         let mut fds = [
-            libc::pollfd {
-                fd: self.socket.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: self.wake.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
+            pollfd(self.socket.as_raw_fd()),
+            pollfd(self.wake.as_raw_fd()),
+            pollfd(ready.map_or(-1, |fd| fd.as_raw_fd())),
         ];
         let timeout = libc::timespec {
             tv_sec: libc::time_t::try_from(wait.as_secs()).unwrap_or(libc::time_t::MAX),
             tv_nsec: libc::c_long::from(wait.subsec_nanos()),
         };
-        // SAFETY: `fds` is a valid array of 2 pollfd for the duration of the call, the
-        // timeout is a valid timespec and the signal mask pointer may be null.
-        let rc = unsafe { libc::ppoll(fds.as_mut_ptr(), 2, &timeout, std::ptr::null()) };
+        // SAFETY: `fds` is a valid array of 3 pollfd for the duration of the call (a
+        // negative fd is ignored by ppoll), the timeout is a valid timespec and the signal
+        // mask pointer may be null.
+        let rc = unsafe { libc::ppoll(fds.as_mut_ptr(), 3, &timeout, std::ptr::null()) };
         if rc < 0 {
             let err = io::Error::last_os_error();
             if err.kind() == io::ErrorKind::Interrupted {
@@ -137,7 +140,37 @@ impl UdpDatagram {
             }
             return Err(DatagramError::Recv(err));
         }
-        Ok(fds[1].revents & libc::POLLIN != 0 && self.drain_wake())
+        let woken = fds[1].revents & libc::POLLIN != 0 && self.drain_wake();
+        Ok(woken || fds[2].revents & libc::POLLIN != 0)
+    }
+
+    fn recv_until(
+        &self,
+        buf: &mut [u8],
+        wait: Duration,
+        ready: Option<BorrowedFd<'_>>,
+    ) -> Result<Option<(usize, SocketAddr)>, DatagramError> {
+        let mut deadline: Option<Instant> = None;
+        loop {
+            match self.socket.recv_from(buf) {
+                Ok((len, from)) => return Ok(Some((len, from))),
+                Err(err) => match err.kind() {
+                    io::ErrorKind::WouldBlock => {}
+                    // An ICMP error for an earlier send: not about this receive.
+                    io::ErrorKind::Interrupted | io::ErrorKind::ConnectionRefused => continue,
+                    _ => return Err(DatagramError::Recv(err)),
+                },
+            }
+            if wait.is_zero() {
+                return Ok(None);
+            }
+            let now = Instant::now();
+            let deadline = *deadline.get_or_insert(now + wait);
+            let remaining = deadline.saturating_duration_since(now);
+            if remaining.is_zero() || self.wait_readable(remaining, ready)? {
+                return Ok(None);
+            }
+        }
     }
 }
 
@@ -163,27 +196,16 @@ impl Datagram for UdpDatagram {
         buf: &mut [u8],
         wait: Duration,
     ) -> Result<Option<(usize, SocketAddr)>, DatagramError> {
-        let mut deadline: Option<Instant> = None;
-        loop {
-            match self.socket.recv_from(buf) {
-                Ok((len, from)) => return Ok(Some((len, from))),
-                Err(err) => match err.kind() {
-                    io::ErrorKind::WouldBlock => {}
-                    // An ICMP error for an earlier send: not about this receive.
-                    io::ErrorKind::Interrupted | io::ErrorKind::ConnectionRefused => continue,
-                    _ => return Err(DatagramError::Recv(err)),
-                },
-            }
-            if wait.is_zero() {
-                return Ok(None);
-            }
-            let now = Instant::now();
-            let deadline = *deadline.get_or_insert(now + wait);
-            let remaining = deadline.saturating_duration_since(now);
-            if remaining.is_zero() || self.wait_readable(remaining)? {
-                return Ok(None);
-            }
-        }
+        self.recv_until(buf, wait, None)
+    }
+
+    fn recv_from_or_ready(
+        &self,
+        buf: &mut [u8],
+        wait: Duration,
+        ready: BorrowedFd<'_>,
+    ) -> Result<Option<(usize, SocketAddr)>, DatagramError> {
+        self.recv_until(buf, wait, Some(ready))
     }
 
     fn interrupt(&self) {

@@ -552,3 +552,86 @@ fn flush_then_drop_delivers_everything() {
     drop(a);
     expect_in_order(&b, A, COUNT);
 }
+
+/// A non-blocking eventfd, as the NIC model's host doorbell is.
+fn eventfd() -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd;
+    // SAFETY: eventfd has no memory arguments; a valid result is a new fd we own.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    assert!(fd >= 0, "eventfd: {}", std::io::Error::last_os_error());
+    // SAFETY: `fd` is a fresh descriptor owned by nobody else.
+    unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }
+}
+
+fn signal(fd: &std::os::fd::OwnedFd) {
+    use std::os::fd::AsRawFd;
+    let one = 1u64;
+    // SAFETY: writes the 8 bytes of `one` to a valid eventfd.
+    let rc = unsafe { libc::write(fd.as_raw_fd(), std::ptr::from_ref(&one).cast(), 8) };
+    assert_eq!(rc, 8);
+}
+
+/// `recv_or_ready` on `b`: returns messages as `recv` does, returns `Ok(None)` long before
+/// its timeout once the descriptor is signalled (and leaves it signalled), and still
+/// returns later messages.
+fn recv_or_ready_wakes_on_the_descriptor<T: Transport + 'static>(a: T, b: T) {
+    use std::os::fd::AsFd;
+    let (a, b) = (Arc::new(a), Arc::new(b));
+    let ready = Arc::new(eventfd());
+    a.send(B, b"first").unwrap();
+    match b.recv_or_ready(PATIENCE, ready.as_fd()).unwrap() {
+        Some(Event::Message { from, payload }) => {
+            assert_eq!(from, A);
+            assert_eq!(&*payload, b"first");
+        }
+        other => panic!("expected the first message, got {other:?}"),
+    }
+    // Nothing on the wire: only the descriptor can end this wait before PATIENCE.
+    let signaller = Arc::clone(&ready);
+    let kick = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(50));
+        signal(&signaller);
+    });
+    let started = std::time::Instant::now();
+    assert!(b.recv_or_ready(PATIENCE, ready.as_fd()).unwrap().is_none());
+    assert!(
+        started.elapsed() < PATIENCE / 2,
+        "woke only at the timeout, not on the descriptor"
+    );
+    kick.join().unwrap();
+    // The descriptor is the caller's to consume: still readable, so a wait ends at once.
+    assert!(b.recv_or_ready(PATIENCE, ready.as_fd()).unwrap().is_none());
+    // Consume it; the wire still delivers.
+    let mut count = [0u8; 8];
+    // SAFETY: reads 8 bytes into an 8-byte buffer from a valid eventfd.
+    let rc = unsafe {
+        libc::read(
+            std::os::fd::AsRawFd::as_raw_fd(&*ready),
+            count.as_mut_ptr().cast(),
+            8,
+        )
+    };
+    assert_eq!((rc, u64::from_le_bytes(count)), (8, 1));
+    a.send(B, b"second").unwrap();
+    match b.recv_or_ready(PATIENCE, ready.as_fd()).unwrap() {
+        Some(Event::Message { payload, .. }) => assert_eq!(&*payload, b"second"),
+        other => panic!("expected the second message, got {other:?}"),
+    }
+}
+
+#[test]
+fn recv_or_ready_over_udp_wakes_on_the_descriptor() {
+    let (a, b) = (bind(), bind());
+    let (addr_a, addr_b) = (a.local_addr(), b.local_addr());
+    let config = TransportConfig::default();
+    let a = ReliableTransport::new(a, A, &[(B, addr_b)], config).unwrap();
+    let b = ReliableTransport::new(b, B, &[(A, addr_a)], config).unwrap();
+    recv_or_ready_wakes_on_the_descriptor(a, b);
+}
+
+#[test]
+fn recv_or_ready_over_a_lossy_wire_wakes_on_the_descriptor() {
+    // The lossy wrapper cannot watch the descriptor: the transport looks between slices.
+    let (a, b) = lossy_pair(0.05, 11, TransportConfig::default());
+    recv_or_ready_wakes_on_the_descriptor(a, b);
+}

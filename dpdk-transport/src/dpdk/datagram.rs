@@ -12,7 +12,7 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -25,7 +25,7 @@ use super::eal::Eal;
 use super::frame::{EthHeader, MacAddr, ETH_HEADER_LEN};
 use super::sys::{self, Mbuf, Pool, Port, PortCounters, PortInfo};
 use super::DpdkError;
-use crate::datagram::{Datagram, DatagramError};
+use crate::datagram::{is_readable, Datagram, DatagramError};
 
 /// First sleep after the spin phase; doubles up to `PollConfig::max_sleep`.
 const FIRST_SLEEP: Duration = Duration::from_micros(10);
@@ -271,6 +271,54 @@ impl DpdkDatagram {
         any
     }
 
+    /// `recv_from`, also ending when `ready` is readable.
+    fn recv_until(
+        &self,
+        buf: &mut [u8],
+        wait: Duration,
+        ready: Option<BorrowedFd<'_>>,
+    ) -> Result<Option<(usize, DpdkAddr)>, DatagramError> {
+        let mut rx = self.rx.lock().expect("receive state lock poisoned");
+        let start = Instant::now();
+        let mut sleep_step = FIRST_SLEEP;
+        loop {
+            while let Some((port, mbuf)) = rx.pending.pop_front() {
+                if let Some(got) = self.accept(port, &mbuf, buf) {
+                    self.note_traffic();
+                    return Ok(Some(got));
+                }
+            }
+            if self.poll_ports(&mut rx) {
+                continue;
+            }
+            if self.take_interrupt() || wait.is_zero() {
+                return Ok(None);
+            }
+            let elapsed = start.elapsed();
+            if elapsed >= wait {
+                return Ok(None);
+            }
+            if self.traffic_is_recent() {
+                // Poll again at once, but let a runnable thread have the core first: on a
+                // machine with fewer cores than busy threads (2 cores here, VP threads
+                // and fault handlers of several nodes), a pure spin starves the very
+                // threads whose work the poller waits for. Measured with the
+                // fault-latency probe on 2 nodes: pure spin made the service time
+                // 3-10x worse than kernel UDP, spin with yield made it slightly better.
+                std::thread::yield_now();
+                if ready.is_some_and(is_readable) {
+                    return Ok(None);
+                }
+                continue;
+            }
+            let nap = sleep_step.min(wait - elapsed);
+            if self.sleep(nap, ready) {
+                return Ok(None);
+            }
+            sleep_step = (sleep_step * 2).min(self.poll.max_sleep.max(FIRST_SLEEP));
+        }
+    }
+
     /// Consumes a pending interrupt; true if there was one.
     fn take_interrupt(&self) -> bool {
         if !self.interrupted.swap(false, Ordering::SeqCst) {
@@ -293,8 +341,8 @@ impl DpdkDatagram {
         };
     }
 
-    /// Sleeps up to `wait` unless interrupted; true when interrupted.
-    fn sleep(&self, wait: Duration) -> bool {
+    /// Sleeps up to `wait` unless interrupted or `ready` becomes readable; true then.
+    fn sleep(&self, wait: Duration, ready: Option<BorrowedFd<'_>>) -> bool {
         self.sleeping.store(true, Ordering::SeqCst);
         // An interrupt that came before `sleeping` was visible did not write the
         // eventfd: look at the flag after publishing `sleeping`.
@@ -302,25 +350,30 @@ impl DpdkDatagram {
             self.sleeping.store(false, Ordering::SeqCst);
             return true;
         }
-        let mut fd = libc::pollfd {
-            fd: self.wake.as_raw_fd(),
+        let pollfd = |fd: i32| libc::pollfd {
+            fd,
             events: libc::POLLIN,
             revents: 0,
         };
+        let mut fds = [
+            pollfd(self.wake.as_raw_fd()),
+            pollfd(ready.map_or(-1, |fd| fd.as_raw_fd())),
+        ];
         let timeout = libc::timespec {
             tv_sec: libc::time_t::try_from(wait.as_secs()).unwrap_or(libc::time_t::MAX),
             tv_nsec: libc::c_long::from(wait.subsec_nanos()),
         };
-        // SAFETY: one valid pollfd, a valid timespec, no signal mask; all live across
-        // the call.
-        let ready = unsafe { libc::ppoll(&mut fd, 1, &timeout, std::ptr::null()) };
+        // SAFETY: two valid pollfds (a negative fd is ignored), a valid timespec, no
+        // signal mask; all live across the call.
+        let count = unsafe { libc::ppoll(fds.as_mut_ptr(), 2, &timeout, std::ptr::null()) };
         self.sleeping.store(false, Ordering::SeqCst);
-        if ready > 0 {
+        if count > 0 && fds[0].revents & libc::POLLIN != 0 {
             // Also a wake-up meant for an earlier wait that ended by itself: consume it
             // so that it does not cut every later sleep short.
             self.drain_wake();
         }
-        self.take_interrupt()
+        let readied = count > 0 && fds[1].revents & libc::POLLIN != 0;
+        self.take_interrupt() || readied
     }
 }
 
@@ -420,42 +473,16 @@ impl Datagram for DpdkDatagram {
         buf: &mut [u8],
         wait: Duration,
     ) -> Result<Option<(usize, DpdkAddr)>, DatagramError> {
-        let mut rx = self.rx.lock().expect("receive state lock poisoned");
-        let start = Instant::now();
-        let mut sleep_step = FIRST_SLEEP;
-        loop {
-            while let Some((port, mbuf)) = rx.pending.pop_front() {
-                if let Some(got) = self.accept(port, &mbuf, buf) {
-                    self.note_traffic();
-                    return Ok(Some(got));
-                }
-            }
-            if self.poll_ports(&mut rx) {
-                continue;
-            }
-            if self.take_interrupt() || wait.is_zero() {
-                return Ok(None);
-            }
-            let elapsed = start.elapsed();
-            if elapsed >= wait {
-                return Ok(None);
-            }
-            if self.traffic_is_recent() {
-                // Poll again at once, but let a runnable thread have the core first: on a
-                // machine with fewer cores than busy threads (2 cores here, VP threads
-                // and fault handlers of several nodes), a pure spin starves the very
-                // threads whose work the poller waits for. Measured with the
-                // fault-latency probe on 2 nodes: pure spin made the service time
-                // 3-10x worse than kernel UDP, spin with yield made it slightly better.
-                std::thread::yield_now();
-                continue;
-            }
-            let nap = sleep_step.min(wait - elapsed);
-            if self.sleep(nap) {
-                return Ok(None);
-            }
-            sleep_step = (sleep_step * 2).min(self.poll.max_sleep.max(FIRST_SLEEP));
-        }
+        self.recv_until(buf, wait, None)
+    }
+
+    fn recv_from_or_ready(
+        &self,
+        buf: &mut [u8],
+        wait: Duration,
+        ready: BorrowedFd<'_>,
+    ) -> Result<Option<(usize, DpdkAddr)>, DatagramError> {
+        self.recv_until(buf, wait, Some(ready))
     }
 
     fn interrupt(&self) {
