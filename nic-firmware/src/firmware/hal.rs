@@ -154,7 +154,13 @@ pub trait Wire {
 
 /// The rest of the board: idling, liveness and counters.
 pub trait Board {
-    /// Waits up to `micros` µs (or until the wire has something, if the platform can).
+    /// A free-running clock in microseconds (a cycle counter on a card).
+    fn now_us(&self) -> u64;
+    /// Between hot idle rounds: lets other work on this core run (a dedicated core just
+    /// spins).
+    fn relax(&mut self);
+    /// Waits up to `micros` µs, or less when the wire or the host has something (if the
+    /// platform can tell).
     fn idle(&mut self, micros: u32);
 
     /// Publishes liveness and counters for the host (the heartbeat register).

@@ -7,7 +7,8 @@
 //! 3. takes host requests (fetches, control messages to send) and wire messages and feeds
 //!    them to the engine,
 //! 4. raises the interrupts the round's completions need, once per vector,
-//! 5. idles with a back-off when there was nothing to do.
+//! 5. when there was nothing to do, polls hot for a short window, then sleeps with a
+//!    growing back-off (see `queues::Backoff`).
 //!
 //! **What the host sees.** The engine's actions become: wire sends (no host involvement;
 //! a `SendPage` reads the page from host memory by DMA), DMA writes (`InstallPage` data,
@@ -41,7 +42,7 @@ use vima::wire::{self, Body, Message, MAX_MESSAGE_BYTES, PAGE_BYTES};
 
 use crate::engine::{Action, Actions, Engine, LocalFault, LogicalPage, PageState};
 use hal::{HostEvent, HostRequest, Platform, WireEvent};
-use queues::{Backoff, ChangeLog, OutItem, OutQueue};
+use queues::{Backoff, ChangeLog, OutItem, OutQueue, Wait};
 
 pub use hal::{Board, DmaMemory, HostRings, Interrupts, RejectedRequest, Wire};
 
@@ -183,12 +184,13 @@ impl<'s> Firmware<'s> {
                 self.core.publish(p);
                 return StopReason::Requested;
             }
+            let now = p.now_us();
             if worked {
-                self.core.backoff.reset();
+                self.core.backoff.reset(now);
             } else {
-                match self.core.backoff.next() {
-                    None => core::hint::spin_loop(),
-                    Some(micros) => p.idle(micros),
+                match self.core.backoff.next(now) {
+                    Wait::Relax => p.relax(),
+                    Wait::Sleep(micros) => p.idle(micros),
                 }
             }
         }

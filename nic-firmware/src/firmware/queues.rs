@@ -141,42 +141,64 @@ impl<const N: usize> ChangeLog<N> {
     }
 }
 
-/// How long to wait after an idle round: spin for a while (a request is likely to follow
-/// a reply within microseconds), then sleep with growing intervals up to a millisecond, so
+/// How long to wait after an idle round: poll hot for a while after the last work (a
+/// request follows a reply within microseconds, and a fault's whole remote round trip is
+/// a few hops of this loop), then sleep with growing intervals up to a millisecond, so
 /// that an idle cluster costs almost nothing. Any work resets it.
+///
+/// Why a window in time rather than a count of rounds: what a round costs depends on the
+/// board (a syscall per wire poll on kernel UDP, none on DPDK), and what must be covered
+/// is a time, the gap between the messages of one remote fault. Measured on the 2-core
+/// build machine (`cvmm bench fault-latency`, docs/bench.md): with 32 spinning rounds
+/// (~30 µs) the NIC slept between nearly every message, and each wake-up cost more than
+/// the whole wire.
 #[derive(Debug, Default)]
 pub(super) struct Backoff {
-    idle_rounds: u32,
+    /// When the last work was done (board clock, µs).
+    last_work_us: u64,
+    /// Idle rounds since the hot window ended.
+    sleeps: u32,
 }
 
-/// Idle rounds spent spinning before the first sleep.
-pub(super) const SPIN_ROUNDS: u32 = 32;
+/// How long the loop polls hot (relaxing between rounds) after its last work.
+pub(super) const HOT_WINDOW_US: u64 = 500;
 /// First sleep.
-const FIRST_SLEEP_US: u32 = 10;
+pub(super) const FIRST_SLEEP_US: u32 = 10;
 /// Longest sleep.
 pub(super) const MAX_SLEEP_US: u32 = 1000;
-/// Idle rounds per doubling of the sleep.
-const ROUNDS_PER_DOUBLING: u32 = 4;
+/// Sleeps per doubling of the sleep.
+const SLEEPS_PER_DOUBLING: u32 = 4;
+
+/// What the loop does after an idle round.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Wait {
+    /// Poll again at once, letting other work on this core run first.
+    Relax,
+    /// Sleep this many microseconds (or until the board sees new work).
+    Sleep(u32),
+}
 
 impl Backoff {
-    pub(super) fn reset(&mut self) {
-        self.idle_rounds = 0;
+    /// Work was done at `now_us`.
+    pub(super) fn reset(&mut self, now_us: u64) {
+        self.last_work_us = now_us;
+        self.sleeps = 0;
     }
 
-    /// The wait after one more idle round: `None` to spin, else microseconds to sleep.
-    pub(super) fn next(&mut self) -> Option<u32> {
-        self.idle_rounds = self.idle_rounds.saturating_add(1);
-        if self.idle_rounds <= SPIN_ROUNDS {
-            return None;
+    /// The wait after one more idle round at `now_us`.
+    pub(super) fn next(&mut self, now_us: u64) -> Wait {
+        if now_us.saturating_sub(self.last_work_us) < HOT_WINDOW_US {
+            return Wait::Relax;
         }
-        let doublings = (self.idle_rounds - SPIN_ROUNDS - 1) / ROUNDS_PER_DOUBLING;
+        let doublings = self.sleeps / SLEEPS_PER_DOUBLING;
+        self.sleeps = self.sleeps.saturating_add(1);
         // 10 << 7 already exceeds the cap; larger shifts would overflow.
         let sleep = if doublings >= 7 {
             MAX_SLEEP_US
         } else {
             FIRST_SLEEP_US << doublings
         };
-        Some(sleep.min(MAX_SLEEP_US))
+        Wait::Sleep(sleep.min(MAX_SLEEP_US))
     }
 }
 
@@ -244,15 +266,30 @@ mod tests {
     }
 
     #[test]
-    fn backoff_spins_then_sleeps_longer_up_to_the_cap() {
+    fn backoff_polls_hot_for_its_window_then_sleeps_longer_up_to_the_cap() {
         let mut b = Backoff::default();
-        let waits: Vec<_> = (0..200).map(|_| b.next()).collect();
-        assert!(waits[..SPIN_ROUNDS as usize].iter().all(Option::is_none));
-        let sleeps: Vec<u32> = waits.iter().flatten().copied().collect();
+        b.reset(1_000);
+        // Inside the window, however many rounds: relax.
+        for t in [1_000, 1_001, 1_000 + HOT_WINDOW_US - 1] {
+            assert_eq!(b.next(t), Wait::Relax);
+        }
+        let mut now = 1_000 + HOT_WINDOW_US;
+        let mut sleeps = Vec::new();
+        for _ in 0..200 {
+            match b.next(now) {
+                Wait::Sleep(us) => {
+                    sleeps.push(us);
+                    now += u64::from(us);
+                }
+                Wait::Relax => panic!("relaxed after the window at {now}"),
+            }
+        }
         assert_eq!(sleeps[0], FIRST_SLEEP_US);
         assert!(sleeps.windows(2).all(|w| w[0] <= w[1]), "never shrinks");
         assert_eq!(*sleeps.last().unwrap(), MAX_SLEEP_US);
-        b.reset();
-        assert_eq!(b.next(), None);
+        // Work opens a new window.
+        b.reset(now);
+        assert_eq!(b.next(now + 1), Wait::Relax);
+        assert_eq!(b.next(now + HOT_WINDOW_US), Wait::Sleep(FIRST_SLEEP_US));
     }
 }

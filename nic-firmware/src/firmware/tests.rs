@@ -41,6 +41,9 @@ struct FakeBoard {
     vectors: HashMap<u32, u16>,
     raised: Vec<u16>,
     idles: Vec<u32>,
+    relaxes: u32,
+    /// The board clock: a relaxed round takes 1 µs, a sleep its length.
+    clock_us: u64,
     heartbeat: u64,
     rounds_left: u32,
 }
@@ -151,8 +154,18 @@ impl Wire for FakeBoard {
 }
 
 impl Board for FakeBoard {
+    fn now_us(&self) -> u64 {
+        self.clock_us
+    }
+
+    fn relax(&mut self) {
+        self.relaxes += 1;
+        self.clock_us += 1;
+    }
+
     fn idle(&mut self, micros: u32) {
         self.idles.push(micros);
+        self.clock_us += u64::from(micros);
     }
 
     fn publish(&mut self, heartbeat: u64, _firmware: &FirmwareCounters, _engine: &Counters) {
@@ -502,20 +515,33 @@ fn a_stalled_receive_is_held_until_the_ack() {
 }
 
 #[test]
-fn an_idle_loop_backs_off_to_millisecond_sleeps_and_stops_when_asked() {
+fn an_idle_loop_polls_hot_then_backs_off_to_millisecond_sleeps_and_stops_when_asked() {
     let mut fw = firmware(0, 2);
     let mut board = FakeBoard::new();
-    board.rounds_left = 400;
+    let hot = u32::try_from(queues::HOT_WINDOW_US).unwrap();
+    board.rounds_left = hot + 400;
     assert_eq!(fw.run(&mut board), StopReason::Requested);
+    // One relaxed round per fake microsecond of the hot window, then sleeps.
+    assert_eq!(board.relaxes, hot);
     assert!(board.idles.len() > 200);
+    assert_eq!(board.idles[0], queues::FIRST_SLEEP_US);
     assert_eq!(*board.idles.last().unwrap(), queues::MAX_SLEEP_US);
-    assert!(board.heartbeat >= 399, "the heartbeat moves while idle");
-    // Work resets the back-off: the first idle after it spins again.
+    assert!(
+        board.heartbeat >= u64::from(hot) + 399,
+        "the heartbeat moves while idle"
+    );
+    // Work opens a new hot window: the rounds after it relax instead of sleeping.
     board.idles.clear();
-    board.rounds_left = queues::SPIN_ROUNDS + 3;
+    board.relaxes = 0;
+    board.rounds_left = 20;
     board.fetch(page_of(0), false, 0);
     fw.run(&mut board);
-    assert_eq!(board.idles, [10]);
+    assert!(
+        board.idles.is_empty(),
+        "slept inside the hot window: {:?}",
+        board.idles
+    );
+    assert!(board.relaxes >= 15);
 }
 
 #[test]
