@@ -7,8 +7,8 @@
 //! 3. takes host requests (fetches, control messages to send) and wire messages and feeds
 //!    them to the engine,
 //! 4. raises the interrupts the round's completions need, once per vector,
-//! 5. when there was nothing to do, polls hot for a short window, then sleeps with a
-//!    growing back-off (see `queues::Backoff`).
+//! 5. when there was nothing to do, polls hot for a short window if it awaits a reply or
+//!    an acknowledgement, else sleeps with a growing back-off (see `queues::Backoff`).
 //!
 //! **What the host sees.** The engine's actions become: wire sends (no host involvement;
 //! a `SendPage` reads the page from host memory by DMA), DMA writes (`InstallPage` data,
@@ -176,6 +176,13 @@ impl<'s> Firmware<'s> {
         self.core.out.len() == 0 && self.core.stalled.is_none()
     }
 
+    /// True when something this NIC waits for is due soon: a reply to its own request or
+    /// to a request it serves, the host's acknowledgement of a mapping change, or a held
+    /// message.
+    pub fn is_awaiting(&self) -> bool {
+        !self.is_quiescent() || self.core.changes.len() > 0 || !self.core.engine.is_idle()
+    }
+
     /// Runs rounds until the board asks to stop, idling between rounds without work.
     pub fn run<P: Platform>(&mut self, p: &mut P) -> StopReason {
         loop {
@@ -188,7 +195,8 @@ impl<'s> Firmware<'s> {
             if worked {
                 self.core.backoff.reset(now);
             } else {
-                match self.core.backoff.next(now) {
+                let awaiting = self.is_awaiting();
+                match self.core.backoff.next(now, awaiting) {
                     Wait::Relax => p.relax(),
                     Wait::Sleep(micros) => p.idle(micros),
                 }

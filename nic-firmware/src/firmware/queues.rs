@@ -141,17 +141,20 @@ impl<const N: usize> ChangeLog<N> {
     }
 }
 
-/// How long to wait after an idle round: poll hot for a while after the last work (a
-/// request follows a reply within microseconds, and a fault's whole remote round trip is
-/// a few hops of this loop), then sleep with growing intervals up to a millisecond, so
-/// that an idle cluster costs almost nothing. Any work resets it.
+/// How long to wait after an idle round. While the NIC awaits something that comes within
+/// microseconds (a reply to its own request, the host's acknowledgement of a mapping
+/// change), it polls hot for a short window after its last work; otherwise, and after the
+/// window, it sleeps with growing intervals up to a millisecond (woken early by the wire
+/// or the doorbell where the board can), so that an idle cluster costs almost nothing.
+/// Any work resets it.
 ///
-/// Why a window in time rather than a count of rounds: what a round costs depends on the
-/// board (a syscall per wire poll on kernel UDP, none on DPDK), and what must be covered
-/// is a time, the gap between the messages of one remote fault. Measured on the 2-core
-/// build machine (`cvmm bench fault-latency`, docs/bench.md): with 32 spinning rounds
-/// (~30 µs) the NIC slept between nearly every message, and each wake-up cost more than
-/// the whole wire.
+/// Why only while awaiting: on the 2-core build machine every hot NIC is a spinner
+/// competing with the VPs; a 4-node cluster whose four NICs all polled hot after any
+/// traffic starved its VPs (a 4-node offload test went from seconds to minutes). Why a
+/// window in time rather than a count of rounds: what a round costs depends on the board,
+/// and what must be covered is a time, a remote round trip. With 32 spinning rounds
+/// (~30 µs) the NIC slept before nearly every reply, and each wake-up cost more than the
+/// wire (`cvmm bench fault-latency`, docs/nic.md).
 #[derive(Debug, Default)]
 pub(super) struct Backoff {
     /// When the last work was done (board clock, µs).
@@ -185,9 +188,10 @@ impl Backoff {
         self.sleeps = 0;
     }
 
-    /// The wait after one more idle round at `now_us`.
-    pub(super) fn next(&mut self, now_us: u64) -> Wait {
-        if now_us.saturating_sub(self.last_work_us) < HOT_WINDOW_US {
+    /// The wait after one more idle round at `now_us`; `awaiting`: something the NIC
+    /// waits for is due soon.
+    pub(super) fn next(&mut self, now_us: u64, awaiting: bool) -> Wait {
+        if awaiting && now_us.saturating_sub(self.last_work_us) < HOT_WINDOW_US {
             return Wait::Relax;
         }
         let doublings = self.sleeps / SLEEPS_PER_DOUBLING;
@@ -269,14 +273,14 @@ mod tests {
     fn backoff_polls_hot_for_its_window_then_sleeps_longer_up_to_the_cap() {
         let mut b = Backoff::default();
         b.reset(1_000);
-        // Inside the window, however many rounds: relax.
+        // Inside the window, however many rounds: relax, if something is awaited.
         for t in [1_000, 1_001, 1_000 + HOT_WINDOW_US - 1] {
-            assert_eq!(b.next(t), Wait::Relax);
+            assert_eq!(b.next(t, true), Wait::Relax);
         }
         let mut now = 1_000 + HOT_WINDOW_US;
         let mut sleeps = Vec::new();
         for _ in 0..200 {
-            match b.next(now) {
+            match b.next(now, true) {
                 Wait::Sleep(us) => {
                     sleeps.push(us);
                     now += u64::from(us);
@@ -289,7 +293,19 @@ mod tests {
         assert_eq!(*sleeps.last().unwrap(), MAX_SLEEP_US);
         // Work opens a new window.
         b.reset(now);
-        assert_eq!(b.next(now + 1), Wait::Relax);
-        assert_eq!(b.next(now + HOT_WINDOW_US), Wait::Sleep(FIRST_SLEEP_US));
+        assert_eq!(b.next(now + 1, true), Wait::Relax);
+        assert_eq!(
+            b.next(now + HOT_WINDOW_US, true),
+            Wait::Sleep(FIRST_SLEEP_US)
+        );
+    }
+
+    #[test]
+    fn backoff_sleeps_at_once_when_nothing_is_awaited() {
+        let mut b = Backoff::default();
+        b.reset(1_000);
+        assert_eq!(b.next(1_001, false), Wait::Sleep(FIRST_SLEEP_US));
+        // Something awaited again inside the window: hot.
+        assert_eq!(b.next(1_002, true), Wait::Relax);
     }
 }

@@ -515,33 +515,36 @@ fn a_stalled_receive_is_held_until_the_ack() {
 }
 
 #[test]
-fn an_idle_loop_polls_hot_then_backs_off_to_millisecond_sleeps_and_stops_when_asked() {
+fn an_idle_loop_sleeps_with_back_off_to_milliseconds_and_stops_when_asked() {
     let mut fw = firmware(0, 2);
     let mut board = FakeBoard::new();
-    let hot = u32::try_from(queues::HOT_WINDOW_US).unwrap();
-    board.rounds_left = hot + 400;
+    board.rounds_left = 400;
     assert_eq!(fw.run(&mut board), StopReason::Requested);
-    // One relaxed round per fake microsecond of the hot window, then sleeps.
-    assert_eq!(board.relaxes, hot);
+    // Nothing awaited: no hot polling at all.
+    assert_eq!(board.relaxes, 0);
     assert!(board.idles.len() > 200);
     assert_eq!(board.idles[0], queues::FIRST_SLEEP_US);
     assert_eq!(*board.idles.last().unwrap(), queues::MAX_SLEEP_US);
-    assert!(
-        board.heartbeat >= u64::from(hot) + 399,
-        "the heartbeat moves while idle"
-    );
-    // Work opens a new hot window: the rounds after it relax instead of sleeping.
-    board.idles.clear();
-    board.relaxes = 0;
-    board.rounds_left = 20;
-    board.fetch(page_of(0), false, 0);
+    assert!(board.heartbeat >= 399, "the heartbeat moves while idle");
+}
+
+#[test]
+fn a_nic_awaiting_a_reply_polls_hot_for_the_window_then_sleeps() {
+    let mut fw = firmware(0, 2);
+    let mut board = FakeBoard::new();
+    let hot = u32::try_from(queues::HOT_WINDOW_US).unwrap();
+    // A fetch of a page homed on node 1: the request leaves, the reply is awaited.
+    board.fetch(page_of(1), false, 0);
+    board.rounds_left = hot + 50;
     fw.run(&mut board);
+    assert!(fw.is_awaiting());
+    // One relaxed round per fake microsecond of the window after the work, then sleeps.
     assert!(
-        board.idles.is_empty(),
-        "slept inside the hot window: {:?}",
-        board.idles
+        board.relaxes >= hot - 2 && board.relaxes <= hot,
+        "{}",
+        board.relaxes
     );
-    assert!(board.relaxes >= 15);
+    assert_eq!(board.idles[0], queues::FIRST_SLEEP_US);
 }
 
 #[test]
