@@ -3,23 +3,22 @@
 //! eventfds the host bound to the MSI-X vectors, the guest memfd mapped for DMA, and the
 //! node's transport as the wire.
 //!
-//! Idling: the firmware must wake for two things, a wire message and a host doorbell. The
-//! transport can only be waited on by `recv`, so a small receive thread moves its events
-//! into a queue and signals an eventfd when the firmware sleeps; the firmware sleeps in
-//! `ppoll` on that eventfd and on the host's doorbell eventfd, after announcing its sleep
-//! in `nic_idle` (the host signals the doorbell only then). Both announce-then-check
-//! pairs are ordered by SeqCst fences, so no wake-up is lost.
+//! One thread, as on a card: the firmware loop polls the wire itself (`recv` without
+//! waiting) and the host's rings in shared memory. When it sleeps, it sleeps in the
+//! transport (`recv_or_ready`) with the host's doorbell eventfd as the other wake-up, after
+//! announcing its sleep in `nic_idle` (the host signals the doorbell only then); the
+//! announce-then-check pair is ordered by SeqCst fences, so no wake-up is lost. A wire
+//! message that arrives during the sleep wakes this thread directly. Why not a receive
+//! thread feeding the loop: every message then cost two thread wake-ups, which on the
+//! 2-core build machine made a remote fault through the NIC model 2-3x slower than the
+//! software path (`cvmm bench fault-latency`, docs/bench.md).
 
-use std::collections::VecDeque;
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::AsRawFd;
-use std::sync::atomic::{fence, AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::os::fd::AsFd;
+use std::sync::atomic::{fence, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use dpdk_transport::{Event, NodeId, Transport};
 use nic_firmware::engine::{Counters, PageState};
@@ -48,10 +47,13 @@ pub struct NicBoard {
     dma: Arc<MappedRegion>,
     dma_pages: u64,
     transport: Arc<dyn Transport>,
-    inbox: Arc<Inbox>,
-    receiver: Option<JoinHandle<()>>,
+    /// An event the transport delivered while the firmware slept.
+    woke_with: Option<Event>,
     doorbell: Option<File>,
+    /// The transport failed; reported to the firmware once.
+    wire_error: bool,
     wire_failed: bool,
+    epoch: Instant,
     /// The completion head the firmware last looked at: a newer one is work (an
     /// acknowledgement a held message may wait for).
     seen_applied: std::cell::Cell<u64>,
@@ -66,88 +68,19 @@ impl std::fmt::Debug for NicBoard {
     }
 }
 
-/// Wire events on their way from the receive thread to the firmware.
-struct Inbox {
-    events: Mutex<VecDeque<Event>>,
-    failed: AtomicBool,
-    stop: AtomicBool,
-    sleeping: AtomicBool,
-    wake: EventFd,
-}
-
-impl Inbox {
-    fn receive(&self, transport: &dyn Transport) {
-        while !self.stop.load(Ordering::Acquire) {
-            let event = match transport.recv(Duration::from_millis(50)) {
-                Ok(Some(event)) => event,
-                Ok(None) => continue,
-                Err(_) => {
-                    self.failed.store(true, Ordering::SeqCst);
-                    let _ = self.wake.write(1);
-                    return;
-                }
-            };
-            self.events.lock().expect("inbox lock").push_back(event);
-            fence(Ordering::SeqCst);
-            if self.sleeping.load(Ordering::SeqCst) {
-                let _ = self.wake.write(1);
-            }
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.events.lock().expect("inbox lock").is_empty()
-    }
-}
-
-/// Waits up to `micros` µs for one of the fds to become readable.
-fn wait_readable(fds: &[i32], micros: u32) {
-    let mut pollfds: Vec<libc::pollfd> = fds
-        .iter()
-        .map(|fd| libc::pollfd {
-            fd: *fd,
-            events: libc::POLLIN,
-            revents: 0,
-        })
-        .collect();
-    let timeout = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: libc::c_long::from(micros.min(999_999)) * 1000,
-    };
-    let nfds = libc::nfds_t::try_from(pollfds.len()).unwrap_or(0);
-    // SAFETY: `pollfds` is a live array of `nfds` initialized pollfds and `timeout` a
-    // valid timespec; no signal mask is passed.
-    unsafe {
-        libc::ppoll(pollfds.as_mut_ptr(), nfds, &timeout, std::ptr::null());
-    }
-}
-
 impl NicBoard {
-    /// A board over the device state; `dma` is the host memory mapped at IOVA 0. Starts
-    /// the thread that receives from the transport.
+    /// A board over the device state; `dma` is the host memory mapped at IOVA 0.
     pub fn new(
         state: Arc<DeviceState>,
         dma: Arc<MappedRegion>,
         transport: Arc<dyn Transport>,
-    ) -> std::io::Result<Self> {
+    ) -> Self {
         let bar = state.bar0().clone();
         let sq = SubmissionConsumer::new(bar.as_ref());
         let cq = CompletionProducer::new(bar.as_ref());
         let dma_pages = dma.len() / PAGE_BYTES as u64;
-        let inbox = Arc::new(Inbox {
-            events: Mutex::new(VecDeque::new()),
-            failed: AtomicBool::new(false),
-            stop: AtomicBool::new(false),
-            sleeping: AtomicBool::new(false),
-            wake: EventFd::new(EFD_NONBLOCK)?,
-        });
-        let thread_inbox = inbox.clone();
-        let thread_transport = transport.clone();
-        let receiver = std::thread::Builder::new()
-            .name("nic-wire-rx".into())
-            .spawn(move || thread_inbox.receive(thread_transport.as_ref()))?;
         let doorbell = state.doorbell();
-        Ok(Self {
+        Self {
             state,
             bar,
             sq,
@@ -155,21 +88,14 @@ impl NicBoard {
             dma,
             dma_pages,
             transport,
-            inbox,
-            receiver: Some(receiver),
+            woke_with: None,
             doorbell,
+            wire_error: false,
             wire_failed: false,
+            epoch: Instant::now(),
             seen_applied: std::cell::Cell::new(0),
             shutdown_seen: None,
             bad_doorbells: 0,
-        })
-    }
-
-    /// Stops the receive thread (after the firmware stopped).
-    pub fn stop(&mut self) {
-        self.inbox.stop.store(true, Ordering::Release);
-        if let Some(thread) = self.receiver.take() {
-            let _ = thread.join();
         }
     }
 
@@ -306,10 +232,20 @@ impl Wire for NicBoard {
     }
 
     fn poll(&mut self, buf: &mut [u8]) -> Option<WireEvent> {
-        let event = self.inbox.events.lock().expect("inbox lock").pop_front();
+        let event = match self.woke_with.take() {
+            Some(event) => Some(event),
+            None if self.wire_error => None,
+            None => match self.transport.recv(Duration::ZERO) {
+                Ok(event) => event,
+                Err(_) => {
+                    self.wire_error = true;
+                    None
+                }
+            },
+        };
         match event {
             Some(event) => self.wire_event(event, buf),
-            None if self.inbox.failed.load(Ordering::SeqCst) && !self.wire_failed => {
+            None if self.wire_error && !self.wire_failed => {
                 self.wire_failed = true;
                 Some(WireEvent::Failed)
             }
@@ -319,25 +255,36 @@ impl Wire for NicBoard {
 }
 
 impl Board for NicBoard {
+    fn now_us(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    fn relax(&mut self) {
+        // Two cores shared by every node's VPs, host threads and NIC: let them run.
+        std::thread::yield_now();
+    }
+
     fn idle(&mut self, micros: u32) {
         let bar = self.bar.as_ref();
-        self.inbox.sleeping.store(true, Ordering::SeqCst);
         bar.store_u32(reg::NIC_IDLE, 1);
-        // Announce, then look: pairs with the host's fence after its doorbell store and
-        // with the receive thread's fence after its push.
+        // Announce, then look: pairs with the host's fence after its doorbell store.
         fence(Ordering::SeqCst);
-        let work = !self.inbox.is_empty()
+        let work = self.woke_with.is_some()
+            || self.wire_error
             || !self.sq.is_empty(bar)
-            || self.cq.applied(bar) != self.seen_applied.get()
-            || self.inbox.failed.load(Ordering::SeqCst);
+            || self.cq.applied(bar) != self.seen_applied.get();
         if !work {
-            let mut fds = vec![self.inbox.wake.as_raw_fd()];
-            fds.extend(self.doorbell.as_ref().map(AsRawFd::as_raw_fd));
-            wait_readable(&fds, micros);
+            let wait = Duration::from_micros(u64::from(micros));
+            let got = match self.doorbell.as_ref() {
+                Some(doorbell) => self.transport.recv_or_ready(wait, doorbell.as_fd()),
+                None => self.transport.recv(wait),
+            };
+            match got {
+                Ok(event) => self.woke_with = event,
+                Err(_) => self.wire_error = true,
+            }
         }
         bar.store_u32(reg::NIC_IDLE, 0);
-        self.inbox.sleeping.store(false, Ordering::SeqCst);
-        let _ = self.inbox.wake.read();
         if let Some(doorbell) = self.doorbell.as_mut() {
             let mut count = [0u8; 8];
             let _ = doorbell.read(&mut count);

@@ -8,8 +8,8 @@
 //! (BAR, rings, interrupts, DMA mappings), and a crashed "card" is observable as such.
 //!
 //! Threads: the vfio-user server (answers the driver's setup and trapped accesses; ends
-//! when the host disconnects) and the firmware loop (this thread). The transport has its
-//! own driver thread.
+//! when the host disconnects) and the firmware loop (this thread), which also reads the
+//! wire. The transport has its own driver thread for timers.
 //!
 //! Lifetime: the NIC waits for the host to connect, map memory and set `control.ENABLE`;
 //! runs until the host sets `control.SHUTDOWN` (after the last messages) or goes away;
@@ -106,14 +106,12 @@ pub fn run_nic(
         .collect();
     let engine = engine::build(&table, id, &local_vps)?;
     let mut firmware = Box::new(Firmware::new(engine));
-    let mut board =
-        NicBoard::new(state.clone(), dma, transport.clone()).map_err(NicError::Thread)?;
+    let mut board = NicBoard::new(state.clone(), dma, transport.clone());
     bar.store_u32(reg::STATUS, status::READY | status::RUNNING);
     firmware.run(&mut board);
     bar.store_u32(reg::STATUS, status::READY | status::STOPPED);
     // Let the last messages (the exit broadcast) reach the peers.
     transport.flush(Duration::from_millis(500));
-    board.stop();
     transport.shutdown();
     // The server thread ends with the connection; the process exits either way.
     drop(serve);
