@@ -9,3 +9,4 @@
 pub mod cpu;
 pub mod elf;
 pub mod private;
+pub mod program;

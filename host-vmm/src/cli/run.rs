@@ -66,6 +66,9 @@ struct StatsFile<'a> {
 
 /// Runs the virtual server; returns the exit status.
 pub fn run(args: &RunArgs) -> i32 {
+    if let Some(path) = args.workload.first().filter(|name| name.contains('/')) {
+        return run_program(path);
+    }
     let offload = args.fabric.contains(&FabricKind::Offload);
     if args.nodes != 1 || args.netns || offload || args.servers != 1 {
         let opts = LaunchOptions {
@@ -116,6 +119,35 @@ pub fn run(args: &RunArgs) -> i32 {
         }
     }
     report.outcome.exit_code()
+}
+
+/// `cvmm run -- PATH ARGS...`: a Linux program from the host. The file is checked here, so
+/// that a dynamic executable or a file that is not an x86-64 ELF gets one sentence and
+/// exit 1 before any node starts. Loading and running it is the Linux personality's work
+/// (docs/linux-abi.md), which is not in this build yet: a static executable is refused
+/// with a sentence that says so.
+fn run_program(path: &str) -> i32 {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            eprintln!("cvmm: {path}: cannot read the program: {e}");
+            return 1;
+        }
+    };
+    match crate::boot::program::classify(&bytes) {
+        Ok(info) => {
+            eprintln!(
+                "cvmm: {path}: a static x86-64 executable ({:?}), but running Linux programs \
+                 in the virtual server is not implemented yet (docs/linux-abi.md)",
+                info.kind
+            );
+            1
+        }
+        Err(e) => {
+            eprintln!("cvmm: {path}: {e}");
+            1
+        }
+    }
 }
 
 /// An error and its sources, joined with ": ".
