@@ -10,6 +10,11 @@ declare -A need=(
   [verilator]=/usr/bin/verilator
   [dpdk]=/usr/bin/dpdk-devbind.py
   [libdpdk-dev]=/usr/include/dpdk/rte_eal.h
+  # The Linux personality's test programs: built with Debian's own compilers, static.
+  [libc6-dev]=/usr/lib/x86_64-linux-gnu/libc.a
+  [musl-tools]=/usr/bin/musl-gcc
+  [g++]=/usr/bin/g++
+  [busybox-static]=/bin/busybox
 )
 
 missing=()

@@ -2,7 +2,9 @@
 //!
 //! Grammar (words separated by ASCII white space, numbers in decimal):
 //! `hello` | `counter ITERS` | `matmul N` | `sort N` | `litmus (mp|sb|lb|iriw) ITERS` |
-//! `probe (local|read_miss|write_miss|upgrade) PAGES` | `probe invalidate PAGES SHARERS`.
+//! `probe (local|read_miss|write_miss|upgrade) PAGES` | `probe invalidate PAGES SHARERS` |
+//! `linux [strace]` (run the Linux program the VMM loaded, its argv comes with it;
+//! `strace` prints every system call on stderr).
 //! An unknown first word is [`CmdlineError::UnknownWorkload`] (exit status
 //! 2); every other mistake exits with status 1 (see [`CmdlineError::exit_status`]).
 
@@ -58,6 +60,11 @@ pub enum Workload {
         /// Nodes holding a copy before the timed write (`invalidate` only, else 0).
         sharers: u32,
     },
+    /// The Linux program the VMM loaded (`cvmm run -- PATH`), described by `ProgramRead`.
+    Linux {
+        /// Print each system call on stderr (`cvmm run --strace`).
+        strace: bool,
+    },
 }
 
 impl Workload {
@@ -70,6 +77,7 @@ impl Workload {
             Workload::Sort { .. } => "sort",
             Workload::Litmus { .. } => "litmus",
             Workload::Probe { .. } => "probe",
+            Workload::Linux { .. } => "linux",
         }
     }
 }
@@ -217,6 +225,11 @@ pub fn parse(cmdline: &[u8]) -> Result<Workload, CmdlineError<'_>> {
             arity("hello", "no arguments", 0)?;
             Ok(Workload::Hello)
         }
+        b"linux" if got == 1 && args[0] == b"strace" => Ok(Workload::Linux { strace: true }),
+        b"linux" => {
+            arity("linux", "no arguments or strace", 0)?;
+            Ok(Workload::Linux { strace: false })
+        }
         b"counter" => {
             arity("counter", "ITERS", 1)?;
             let iterations = number("ITERS", args[0], 0, u64::MAX)?;
@@ -268,6 +281,9 @@ mod tests {
     #[test]
     fn parses_every_workload() {
         assert_eq!(parse(b"hello"), Ok(Workload::Hello));
+        assert_eq!(parse(b"linux"), Ok(Workload::Linux { strace: false }));
+        assert_eq!(parse(b"linux strace"), Ok(Workload::Linux { strace: true }));
+        assert!(parse(b"linux x").is_err());
         assert_eq!(parse(b"  hello \n"), Ok(Workload::Hello));
         assert_eq!(
             parse(b"counter 1000"),

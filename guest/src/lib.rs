@@ -20,6 +20,7 @@
 
 pub mod cmdline;
 pub mod line;
+pub mod linux_abi;
 pub mod litmus;
 pub mod matmul;
 pub mod page_alloc;

@@ -68,8 +68,11 @@ pub struct Allocation {
 struct Arena {
     node: u32,
     start: u64,
-    /// Pages below `next` have been handed out at least once.
+    /// The bump pointer: pages from here up are free.
     next: u64,
+    /// Pages below this have been handed out at least once (the highest `next` so far);
+    /// a block freed back into the bump space is no longer zero.
+    touched: u64,
     end: u64,
 }
 
@@ -109,6 +112,7 @@ impl PageAllocator {
                 node: 0,
                 start: 0,
                 next: 0,
+                touched: 0,
                 end: 0,
             }; MAX_ARENAS],
             arena_count: 0,
@@ -148,6 +152,7 @@ impl PageAllocator {
             node,
             start,
             next: start,
+            touched: start,
             end,
         };
         self.arena_count += 1;
@@ -182,10 +187,12 @@ impl PageAllocator {
                 if wanted(arena.node) && arena.end - arena.next >= bytes {
                     let addr = arena.next;
                     arena.next += bytes;
+                    let fresh = addr >= arena.touched;
+                    arena.touched = arena.touched.max(arena.next);
                     return Ok(Allocation {
                         addr,
                         node: arena.node,
-                        fresh: true,
+                        fresh,
                     });
                 }
             }
@@ -385,6 +392,24 @@ mod tests {
         assert_eq!(alloc.free_pages_on(0), before);
         assert_eq!(alloc.alloc(6, 0).unwrap().addr, a.addr);
         assert_eq!(alloc.leaked_pages(), 0);
+    }
+
+    #[test]
+    fn memory_given_back_to_the_bump_pointer_is_not_fresh() {
+        let mut alloc = two_nodes();
+        let a = alloc.alloc(4, 0).unwrap();
+        assert!(a.fresh);
+        alloc.free(a.addr, 4).unwrap();
+        // The same pages come back from the bump pointer: they were written, so the
+        // kernel must clear them.
+        let b = alloc.alloc(2, 0).unwrap();
+        assert_eq!(b.addr, a.addr);
+        assert!(!b.fresh);
+        // A block reaching above the high-water mark is not fresh either.
+        let c = alloc.alloc(4, 0).unwrap();
+        assert!(!c.fresh);
+        let d = alloc.alloc(1, 0).unwrap();
+        assert!(d.fresh);
     }
 
     #[test]

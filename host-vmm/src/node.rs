@@ -11,6 +11,7 @@ use vima::call::UncheckedRange;
 use vima::config::{self, ConfigInput, DeviceDesc, DeviceKind, MemRange, NodeDesc, VpDesc};
 use vima::layout::{BOOT_STACK_TOP, MAX_LOGICAL_BYTES, MAX_VPS, MIN_LOGICAL_BYTES};
 
+use crate::boot::program_layout::ProgramImage;
 use crate::boot::{elf, private};
 use crate::devices::console::{Console, ConsoleSink};
 use crate::memory::{LocalResolver, LogicalMemory, MemoryError, PageResolver};
@@ -240,19 +241,27 @@ pub fn build_config_table(cfg: &NodeConfig, tsc_khz: u64) -> Result<Vec<u8>, Nod
 
 fn load_image(memory: &LogicalMemory, image: &elf::GuestImage<'_>) -> Result<(), NodeError> {
     for segment in &image.segments {
-        let range = UncheckedRange::new(segment.vaddr, segment.data.len() as u64)
-            .check(memory.size(), 1)
-            .map_err(|_| elf::ElfError::SegmentOutside {
-                vaddr: segment.vaddr,
-                memsz: segment.memsz,
-            })?;
-        memory
-            .write(range, segment.data)
-            .map_err(|e| elf::ElfError::Write {
-                vaddr: segment.vaddr,
-                reason: e.to_string(),
-            })?;
+        write_segment(memory, segment.vaddr, segment.data, segment.memsz)?;
     }
+    Ok(())
+}
+
+/// Copies one loadable segment into (zeroed) logical memory.
+fn write_segment(
+    memory: &LogicalMemory,
+    vaddr: u64,
+    data: &[u8],
+    memsz: u64,
+) -> Result<(), NodeError> {
+    let range = UncheckedRange::new(vaddr, data.len() as u64)
+        .check(memory.size(), 1)
+        .map_err(|_| elf::ElfError::SegmentOutside { vaddr, memsz })?;
+    memory
+        .write(range, data)
+        .map_err(|e| elf::ElfError::Write {
+            vaddr,
+            reason: e.to_string(),
+        })?;
     Ok(())
 }
 
@@ -282,6 +291,26 @@ pub struct Node {
 }
 
 impl Node {
+    /// Loads a Linux program (`cvmm run -- PATH`) before the VPs start: node 0, the home
+    /// of the low memory it is placed in, writes its segments; every node can answer
+    /// `ProgramRead`.
+    pub fn load_program(&self, program: &ProgramImage) -> Result<(), NodeError> {
+        if self.server.node_id == 0 {
+            for segment in &program.segments {
+                write_segment(
+                    &self.server.memory,
+                    segment.vaddr,
+                    &segment.data,
+                    segment.data.len() as u64,
+                )?;
+            }
+        }
+        self.server
+            .program
+            .set(program.descriptor.clone())
+            .map_err(|_| NodeError::Shape("a program was loaded twice".into()))
+    }
+
     /// Creates the VM, memory and page tables and loads `image`.
     pub fn create(
         cfg: &NodeConfig,

@@ -149,6 +149,8 @@ pub struct VirtualServer {
     pub fabric: OnceLock<Arc<dyn ClusterLink>>,
     /// Nodes in the virtual computer.
     pub nodes: u32,
+    /// The Linux program's descriptor (`ProgramRead`), on the node that loaded it.
+    pub program: OnceLock<Vec<u8>>,
     outcome: Mutex<Option<Outcome>>,
     finished: Condvar,
 }
@@ -179,6 +181,7 @@ impl VirtualServer {
             cr3,
             fabric: OnceLock::new(),
             nodes,
+            program: OnceLock::new(),
             outcome: Mutex::new(None),
             finished: Condvar::new(),
         }
@@ -355,6 +358,25 @@ impl VirtualServer {
                 _ => self.console.print_line(vp, self.node_id, &line),
             }
         }
+    }
+
+    /// `StreamWrite`: the program's bytes to this process's standard output or error,
+    /// unchanged. Every node process writes its own VPs' output: `cvmm run` hands its
+    /// stdout and stderr down to the node processes it starts.
+    pub fn stream_write(&self, stream: u64, bytes: &[u8]) -> Result<(), Status> {
+        use std::io::Write;
+        let written = match stream {
+            vima::call::STREAM_STDOUT => {
+                let mut out = std::io::stdout().lock();
+                out.write_all(bytes).and_then(|()| out.flush())
+            }
+            vima::call::STREAM_STDERR => std::io::stderr().lock().write_all(bytes),
+            _ => return Err(Status::BadArgument),
+        };
+        // A closed pipe is the reader's choice (as EPIPE would be on Linux); the guest
+        // learns the count it asked for either way.
+        let _ = written;
+        Ok(())
     }
 
     /// `VsExit`: ends the server here and on every other node.

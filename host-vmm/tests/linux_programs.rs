@@ -1,6 +1,11 @@
 //! `cvmm run -- PATH`: Linux programs from the host, through the real `cvmm` binary.
+//!
+//! Test programs are built here with Debian's own compilers (scripts/ensure-deps.sh
+//! installs them) and every run inside the virtual server is compared with the same
+//! binary run natively: stdout and stderr byte for byte, and the exit status.
 
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 fn cvmm_run(program: &str) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_cvmm"))
@@ -51,4 +56,121 @@ fn a_missing_program_is_one_sentence() {
         "{stderr}"
     );
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+/// A scratch directory for built programs, removed at drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("cvmm-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Builds `source` (in tests/linux/) with `compiler` and `flags` into `dir`.
+fn build(dir: &Path, source: &str, compiler: &str, flags: &[&str]) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/linux")
+        .join(source);
+    let out = dir.join(format!(
+        "{}-{compiler}{}",
+        source.trim_end_matches(".c"),
+        flags.join("")
+    ));
+    let status = Command::new(compiler)
+        .args(["-O2", "-Wall", "-o"])
+        .arg(&out)
+        .args(flags)
+        .arg(&src)
+        .status()
+        .unwrap_or_else(|e| {
+            panic!("{compiler} is missing ({e}); scripts/ensure-deps.sh installs it")
+        });
+    assert!(status.success(), "{compiler} {flags:?} {source} failed");
+    out
+}
+
+const ENV: [(&str, &str); 2] = [("A", "1"), ("LONG", "a value with spaces = and more")];
+
+fn native(program: &Path, args: &[&str]) -> Output {
+    Command::new(program)
+        .args(args)
+        .env_clear()
+        .envs(ENV)
+        .output()
+        .expect("the program runs natively")
+}
+
+fn in_cvmm(program: &Path, args: &[&str], vps: u32) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cvmm"));
+    cmd.args(["run", "--mem-mib", "64", "--vps-per-node", &vps.to_string()]);
+    for (k, v) in ENV {
+        cmd.arg("--env").arg(format!("{k}={v}"));
+    }
+    cmd.arg("--").arg(program).args(args);
+    cmd.output().expect("cvmm runs")
+}
+
+fn assert_same(program: &Path, args: &[&str], vps: u32) {
+    let want = native(program, args);
+    let got = in_cvmm(program, args, vps);
+    let show = |o: &Output| {
+        format!(
+            "status {:?}\nstdout:\n{}\nstderr:\n{}",
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+    assert!(
+        want.stdout == got.stdout
+            && want.stderr == got.stderr
+            && want.status.code() == got.status.code(),
+        "{} {args:?} on {vps} VPs differs from native\n--- native: {}\n--- cvmm: {}",
+        program.display(),
+        show(&want),
+        show(&got)
+    );
+}
+
+#[test]
+fn static_c_programs_match_native_with_glibc_and_musl() {
+    let dir = Scratch::new("abi");
+    let builds = [
+        ("gcc", &["-static"][..]),
+        ("gcc", &["-static-pie"][..]),
+        ("musl-gcc", &["-static"][..]),
+    ];
+    for (compiler, flags) in builds {
+        let program = build(&dir.0, "abi.c", compiler, flags);
+        assert_same(&program, &["one", "two words", ""], 1);
+    }
+    // The other VPs idle while the program runs on VP 0.
+    let program = build(&dir.0, "abi.c", "gcc", &["-static"]);
+    assert_same(&program, &[], 2);
+}
+
+#[test]
+fn busybox_runs_unmodified() {
+    let busybox = Path::new("/bin/busybox");
+    assert!(
+        busybox.exists(),
+        "busybox-static is missing; scripts/ensure-deps.sh installs it"
+    );
+    for args in [
+        &["echo", "hello", "from", "busybox"][..],
+        &["seq", "1", "2000"][..],
+        &["printf", "%s\\0%d\\n", "binary", "7"][..],
+        &["false"][..],
+    ] {
+        assert_same(busybox, args, 1);
+    }
 }

@@ -27,6 +27,12 @@ pub const VIMA_PORT: u16 = 0xCA;
 
 /// Most bytes one `ConsoleWrite` takes.
 pub const CONSOLE_WRITE_MAX: u64 = 4096;
+/// Most bytes one `StreamWrite` takes.
+pub const STREAM_WRITE_MAX: u64 = 64 * 1024;
+/// `StreamWrite` stream number of the program's standard output.
+pub const STREAM_STDOUT: u64 = 1;
+/// `StreamWrite` stream number of the program's standard error.
+pub const STREAM_STDERR: u64 = 2;
 
 /// A ViMA call number (in `rax`).
 #[repr(u32)]
@@ -73,10 +79,22 @@ pub enum Call {
     /// `VsExit(status)`: ends the virtual server on every node; `cvmm` exits with
     /// `status & 0xff`.
     VsExit = 13,
+    /// `StreamWrite(stream, ptr, len) -> len`: writes `len <= 64 KiB` bytes, unchanged and
+    /// untagged, to `cvmm`'s standard output (`stream = 1`) or standard error (`2`),
+    /// whichever node the VP runs on. The Linux personality's stdout and stderr.
+    StreamWrite = 14,
+    /// `ProgramRead(ptr, len) -> size`: copies `min(len, size)` bytes of the program
+    /// descriptor ([`crate::program`]) into the buffer and returns its full size; size 0
+    /// when the virtual server runs no Linux program. Like `ConfigRead`.
+    ProgramRead = 15,
+    /// `SyscallEntrySet(entry)`: points this VP's `syscall` instruction at `entry` (MSR
+    /// LSTAR; FMASK clears TF, DF and AC). On a CPL3 guest `syscall` stays at CPL3 with
+    /// `rsp` unchanged, `rcx` = return address, `r11` = flags.
+    SyscallEntrySet = 16,
 }
 
 /// Number of call numbers defined; numbers at or above this are `UnknownCall`.
-pub const CALL_COUNT: usize = 14;
+pub const CALL_COUNT: usize = 17;
 
 /// The registers of one call as the VMM read them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -104,6 +122,9 @@ impl Call {
         Call::IntrPoll,
         Call::TimeRead,
         Call::VsExit,
+        Call::StreamWrite,
+        Call::ProgramRead,
+        Call::SyscallEntrySet,
     ];
 
     /// Decodes the call number in `rax`.
@@ -131,6 +152,9 @@ impl Call {
             Call::IntrPoll => "intr_poll",
             Call::TimeRead => "time_read",
             Call::VsExit => "vs_exit",
+            Call::StreamWrite => "stream_write",
+            Call::ProgramRead => "program_read",
+            Call::SyscallEntrySet => "syscall_entry_set",
         }
     }
 }

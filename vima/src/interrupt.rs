@@ -76,8 +76,10 @@ pub struct VpShared {
     pub pending: u64,
     /// Interrupts delivered to this VP so far (written by the VMM, for the guest's stats).
     pub delivered: u64,
-    /// Reserved, 0.
-    pub reserved: [u64; 5],
+    /// The guest kernel's own per-VP words (its syscall entry keeps the user stack pointer
+    /// and its kernel stack here, reached through `gs` with no exit). The VMM zeroes them
+    /// when the VP starts and never reads them.
+    pub guest: [u64; 5],
 }
 
 const _: () = assert!(core::mem::size_of::<VpShared>() as u64 == crate::layout::VP_SHARED_BYTES);

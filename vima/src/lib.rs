@@ -28,6 +28,7 @@ pub mod call;
 pub mod config;
 pub mod interrupt;
 pub mod layout;
+pub mod program;
 mod status;
 pub mod wire;
 

@@ -27,12 +27,31 @@ pub fn image_end() -> u64 {
     core::ptr::addr_of!(__image_end) as u64
 }
 
-/// Hands the configuration's memory ranges to the allocator.
-pub fn init(config: &Config<'_>) -> Result<(), PageAllocError> {
+/// Hands the configuration's memory ranges to the allocator, minus `program` (a Linux
+/// program's image and break, `[start, end)`), if any.
+pub fn init(config: &Config<'_>, program: Option<(u64, u64)>) -> Result<(), PageAllocError> {
     let reserved_end = image_end();
     let mut pages = PAGES.lock();
     for range in config.mem_ranges() {
-        pages.add_range(range.base, range.size, range.node_id, reserved_end)?;
+        let Some((start, end)) = program else {
+            pages.add_range(range.base, range.size, range.node_id, reserved_end)?;
+            continue;
+        };
+        let range_end = range.base + range.size;
+        // The part below the program, then the part above it.
+        let below_end = range_end.min(start);
+        if below_end > range.base {
+            pages.add_range(
+                range.base,
+                below_end - range.base,
+                range.node_id,
+                reserved_end,
+            )?;
+        }
+        let above = range.base.max(end.next_multiple_of(PAGE_SIZE));
+        if range_end > above {
+            pages.add_range(above, range_end - above, range.node_id, reserved_end)?;
+        }
     }
     Ok(())
 }
@@ -53,7 +72,6 @@ fn words(bytes: u64) -> usize {
 }
 
 /// Gives back pages from [`alloc_pages`].
-#[allow(dead_code)] // The workloads keep their memory until the virtual server ends.
 pub fn free_pages(addr: u64, count: u64) -> Result<(), PageAllocError> {
     PAGES.lock().free(addr, count)
 }

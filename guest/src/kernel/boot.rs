@@ -113,6 +113,9 @@ pub enum BootError {
     /// The workload could not be prepared or run.
     #[error("{0}")]
     Workload(#[from] workloads::WorkloadError),
+    /// The Linux program could not be started.
+    #[error("{0}")]
+    Linux(crate::linux::LinuxError),
 }
 
 fn read_config() -> Result<Config<'static>, BootError> {
@@ -176,7 +179,13 @@ fn boot(config: Config<'static>, workload: Workload) -> Result<(), BootError> {
     KERNEL
         .set(Kernel { config, workload })
         .map_err(|_| BootError::Twice)?;
-    alloc::init(&config)?;
+    // A Linux program's image and break are the program's: read where they lie before
+    // the allocator takes the rest of memory.
+    let program_range = match workload {
+        Workload::Linux { strace } => Some(crate::linux::load(strace)?),
+        _ => None,
+    };
+    alloc::init(&config, program_range)?;
     smp::init_this_vp(0)?;
     workloads::prepare(kernel())?;
     smp::start_others(kernel())?;

@@ -29,6 +29,7 @@ mod alloc;
 mod barrier;
 mod boot;
 mod interrupts;
+mod linux;
 mod mem;
 mod smp;
 mod spinlock;

@@ -177,3 +177,23 @@ pub fn vs_exit(status: u64) -> ! {
         let _ = raw_call(Call::Yield, [0; 5]);
     }
 }
+
+/// `ProgramRead`: copies as much of the program descriptor as fits into `buf`; returns
+/// its full size (0: no program).
+pub fn program_read(buf: &mut [u8]) -> Result<u64, CallError> {
+    checked(
+        Call::ProgramRead,
+        [buf.as_mut_ptr() as u64, buf.len() as u64, 0, 0, 0],
+    )
+}
+
+/// `SyscallEntrySet`: this VP's `syscall` instruction jumps to `entry` from now on.
+pub fn syscall_entry_set(entry: u64) -> Result<(), CallError> {
+    checked(Call::SyscallEntrySet, [entry, 0, 0, 0, 0]).map(|_| ())
+}
+
+/// `StreamWrite` of `len` bytes at logical address `addr` (the program's own buffer,
+/// which the kernel does not borrow).
+pub fn stream_write_at(stream: u64, addr: u64, len: u64) -> Result<u64, CallError> {
+    checked(Call::StreamWrite, [stream, addr, len, 0, 0])
+}

@@ -99,3 +99,35 @@ pub fn entry_regs(entry: u64, stack_top: u64, arg: u64, vp: u32) -> kvm_regs {
         ..Default::default()
     }
 }
+
+const MSR_STAR: u32 = 0xc000_0081;
+const MSR_LSTAR: u32 = 0xc000_0082;
+const MSR_SYSCALL_MASK: u32 = 0xc000_0084;
+/// RFLAGS bits `syscall` clears: TF, DF, AC (IF is left alone: interrupts to this guest
+/// are masked in its VpShared block, not by IF).
+const SYSCALL_FLAGS_CLEARED: u64 = 0x100 | 0x400 | 0x4_0000;
+
+/// Points the VP's `syscall` instruction at `entry` (`SyscallEntrySet`). On PVM the
+/// instruction stays at CPL3 and ignores STAR's selectors; they are set to the GDT's
+/// anyway, as a VMX host would use them.
+pub fn set_syscall_entry(vcpu: &kvm_ioctls::VcpuFd, entry: u64) -> Result<(), kvm_ioctls::Error> {
+    let star =
+        (u64::from(selector::KERNEL_CODE) << 32) | (u64::from(selector::USER_DATA - 8) << 48);
+    let entries = [
+        (MSR_STAR, star),
+        (MSR_LSTAR, entry),
+        (MSR_SYSCALL_MASK, SYSCALL_FLAGS_CLEARED),
+    ]
+    .map(|(index, data)| kvm_bindings::kvm_msr_entry {
+        index,
+        data,
+        ..Default::default()
+    });
+    let msrs =
+        kvm_bindings::Msrs::from_entries(&entries).expect("three entries fit a KVM MSR list");
+    let written = vcpu.set_msrs(&msrs)?;
+    if written != entries.len() {
+        return Err(kvm_ioctls::Error::new(libc::EINVAL));
+    }
+    Ok(())
+}

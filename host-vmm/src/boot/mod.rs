@@ -10,3 +10,4 @@ pub mod cpu;
 pub mod elf;
 pub mod private;
 pub mod program;
+pub mod program_layout;

@@ -21,6 +21,7 @@ const EM_X86_64: u16 = 62;
 const PT_LOAD: u32 = 1;
 const PT_DYNAMIC: u32 = 2;
 const PT_INTERP: u32 = 3;
+const PT_PHDR: u32 = 6;
 const DT_NULL: u64 = 0;
 const DT_NEEDED: u64 = 1;
 const EHDR_BYTES: usize = 64;
@@ -37,8 +38,21 @@ pub enum ProgramKind {
     StaticPie,
 }
 
-/// What the program headers say about a static executable.
+/// One `PT_LOAD` segment, as the file describes it (link-time addresses).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadSegment {
+    /// `p_vaddr`.
+    pub vaddr: u64,
+    /// `p_offset`: where its bytes start in the file.
+    pub offset: u64,
+    /// `p_filesz` (checked to lie in the file).
+    pub filesz: u64,
+    /// `p_memsz` (at least `filesz`).
+    pub memsz: u64,
+}
+
+/// What the program headers say about a static executable.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProgramInfo {
     /// Static or static-pie.
     pub kind: ProgramKind,
@@ -50,8 +64,11 @@ pub struct ProgramInfo {
     pub phnum: u16,
     /// Size of one program header.
     pub phentsize: u16,
-    /// Loadable segments.
-    pub load_segments: usize,
+    /// Loadable segments, in file order.
+    pub load_segments: Vec<LoadSegment>,
+    /// Link-time address of the program headers in memory (`PT_PHDR`, or the loaded byte
+    /// at `phoff`), if they are loaded at all.
+    pub phdr_vaddr: Option<u64>,
 }
 
 /// Why a file cannot run in the virtual server. The messages are the one sentence `cvmm`
@@ -122,28 +139,46 @@ pub fn classify(bytes: &[u8]) -> Result<ProgramInfo, ProgramError> {
         .checked_add(usize::from(phnum) * PHDR_BYTES)
         .filter(|&end| end <= bytes.len())
         .ok_or(ProgramError::Corrupt("program headers outside the file"))?;
-    let mut load_segments = 0;
+    let mut load_segments = Vec::new();
+    let mut phdr_vaddr = None;
     let mut dynamic = None;
     for header in bytes[table..table_end].chunks_exact(PHDR_BYTES) {
         let p_type = u32_at(header, 0).ok_or(ProgramError::Corrupt("program header"))?;
         let p_offset = u64_at(header, 8).ok_or(ProgramError::Corrupt("program header"))?;
+        let p_vaddr = u64_at(header, 16).ok_or(ProgramError::Corrupt("program header"))?;
         let p_filesz = u64_at(header, 32).ok_or(ProgramError::Corrupt("program header"))?;
+        let p_memsz = u64_at(header, 40).ok_or(ProgramError::Corrupt("program header"))?;
         match p_type {
             PT_INTERP => return Err(ProgramError::Dynamic),
+            PT_PHDR => phdr_vaddr = Some(p_vaddr),
             PT_LOAD => {
                 p_offset
                     .checked_add(p_filesz)
                     .filter(|&end| end <= bytes.len() as u64)
                     .ok_or(ProgramError::Corrupt("segment outside the file"))?;
-                load_segments += 1;
+                if p_memsz < p_filesz || p_vaddr.checked_add(p_memsz).is_none() {
+                    return Err(ProgramError::Corrupt("segment size"));
+                }
+                load_segments.push(LoadSegment {
+                    vaddr: p_vaddr,
+                    offset: p_offset,
+                    filesz: p_filesz,
+                    memsz: p_memsz,
+                });
             }
             PT_DYNAMIC => dynamic = Some((p_offset, p_filesz)),
             _ => {}
         }
     }
-    if load_segments == 0 {
+    if load_segments.is_empty() {
         return Err(ProgramError::NoLoadSegment);
     }
+    let phdr_vaddr = phdr_vaddr.or_else(|| {
+        load_segments
+            .iter()
+            .find(|s| phoff >= s.offset && phoff - s.offset < s.filesz)
+            .map(|s| s.vaddr + (phoff - s.offset))
+    });
     if let Some((start, size)) = dynamic {
         if needs_libraries(bytes, start, size)? {
             return Err(ProgramError::Dynamic);
@@ -161,6 +196,7 @@ pub fn classify(bytes: &[u8]) -> Result<ProgramInfo, ProgramError> {
         phnum,
         phentsize,
         load_segments,
+        phdr_vaddr,
     })
 }
 
@@ -188,7 +224,7 @@ mod tests {
     use super::*;
 
     /// Builds an ELF64 file: header, program headers of the given types (each PT_LOAD
-    /// covering the header), and a dynamic section with `dyn_tags` if there is a
+    /// covering the headers), and a dynamic section with `dyn_tags` if there is a
     /// PT_DYNAMIC.
     fn elf(e_type: u16, machine: u16, phdrs: &[u32], dyn_tags: &[u64]) -> Vec<u8> {
         let dyn_off = EHDR_BYTES + phdrs.len() * PHDR_BYTES;
@@ -209,10 +245,11 @@ mod tests {
             let (off, size) = if p_type == PT_DYNAMIC {
                 (dyn_off as u64, ((dyn_tags.len() + 1) * DYN_BYTES) as u64)
             } else {
-                (0, EHDR_BYTES as u64)
+                (0, dyn_off as u64)
             };
             file[at + 8..at + 16].copy_from_slice(&off.to_le_bytes());
             file[at + 32..at + 40].copy_from_slice(&size.to_le_bytes());
+            file[at + 40..at + 48].copy_from_slice(&size.to_le_bytes());
         }
         for (i, &tag) in dyn_tags.iter().enumerate() {
             let at = dyn_off + i * DYN_BYTES;
@@ -226,9 +263,11 @@ mod tests {
         let exec = classify(&elf(ET_EXEC, EM_X86_64, &[PT_LOAD, PT_LOAD], &[])).unwrap();
         assert_eq!(exec.kind, ProgramKind::StaticExec);
         assert_eq!(
-            (exec.entry, exec.phnum, exec.load_segments),
+            (exec.entry, exec.phnum, exec.load_segments.len()),
             (0x401000, 2, 2)
         );
+        // Both segments cover the headers at offset 0, linked at address 0 here.
+        assert_eq!(exec.phdr_vaddr, Some(EHDR_BYTES as u64));
         // A static-pie has a dynamic section (its own relocations) but needs nothing.
         let pie = elf(
             ET_DYN,

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 use serde::Serialize;
 
+use crate::boot::program_layout::{lay_out, Invocation, ProgramImage};
 use crate::cluster::config::{FabricKind, TransportKind};
 use crate::cluster::launch::{launch, LaunchOptions};
 use crate::cluster::servers::launch_servers;
@@ -54,7 +55,16 @@ pub struct RunArgs {
     /// This virtual server's id on the wire (`--servers` sets it for each server).
     #[arg(long, default_value_t = 1, hide = true)]
     pub vs_id: u16,
-    /// The guest workload and its arguments, e.g. `matmul 64`.
+    /// An environment variable for a Linux program (`K=V`, repeat). The program gets these
+    /// and nothing else.
+    #[arg(long = "env", value_name = "K=V")]
+    pub env: Vec<String>,
+    /// Print every system call of a Linux program on stderr, with its arguments and
+    /// result.
+    #[arg(long)]
+    pub strace: bool,
+    /// The guest workload and its arguments, e.g. `matmul 64`; or the path of a static
+    /// x86-64 Linux executable (any name containing `/`) and its arguments.
     #[arg(last = true, required = true, num_args = 1..)]
     pub workload: Vec<String>,
 }
@@ -67,7 +77,7 @@ struct StatsFile<'a> {
 /// Runs the virtual server; returns the exit status.
 pub fn run(args: &RunArgs) -> i32 {
     if let Some(path) = args.workload.first().filter(|name| name.contains('/')) {
-        return run_program(path);
+        return run_program(args, path);
     }
     let offload = args.fabric.contains(&FabricKind::Offload);
     if args.nodes != 1 || args.netns || offload || args.servers != 1 {
@@ -121,33 +131,114 @@ pub fn run(args: &RunArgs) -> i32 {
     report.outcome.exit_code()
 }
 
-/// `cvmm run -- PATH ARGS...`: a Linux program from the host. The file is checked here, so
-/// that a dynamic executable or a file that is not an x86-64 ELF gets one sentence and
-/// exit 1 before any node starts. Loading and running it is the Linux personality's work
-/// (docs/linux-abi.md), which is not in this build yet: a static executable is refused
-/// with a sentence that says so.
-fn run_program(path: &str) -> i32 {
-    let bytes = match std::fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(e) => {
-            eprintln!("cvmm: {path}: cannot read the program: {e}");
+/// `cvmm run -- PATH ARGS...`: a Linux program from the host (docs/linux-abi.md). The
+/// file is checked and placed here, so that a dynamic executable, a file that is not an
+/// x86-64 ELF or one that does not fit gets one sentence and exit 1 before any node
+/// starts. cvmm's exit status is the program's.
+fn run_program(args: &RunArgs, path: &str) -> i32 {
+    let program = match prepare_program(args, path) {
+        Ok(program) => program,
+        Err(sentence) => {
+            eprintln!("cvmm: {path}: {sentence}");
             return 1;
         }
     };
-    match crate::boot::program::classify(&bytes) {
-        Ok(info) => {
-            eprintln!(
-                "cvmm: {path}: a static x86-64 executable ({:?}), but running Linux programs \
-                 in the virtual server is not implemented yet (docs/linux-abi.md)",
-                info.kind
-            );
-            1
-        }
+    if args.nodes != 1
+        || args.netns
+        || args.servers != 1
+        || args.fabric.contains(&FabricKind::Offload)
+    {
+        eprintln!("cvmm: {path}: Linux programs run on one node in this build (docs/linux-abi.md)");
+        return 1;
+    }
+    let cfg = NodeConfig {
+        node_id: 0,
+        nodes: args.nodes,
+        vps_per_node: args.vps_per_node,
+        mem_mib_per_node: args.mem_mib,
+        cmdline: if args.strace {
+            format!("{LINUX_CMDLINE} strace")
+        } else {
+            LINUX_CMDLINE.into()
+        },
+    };
+    let report = crate::node::Node::create(
+        &cfg,
+        &kernel_image(&cfg),
+        Box::new(StdoutSink { tag_node: false }),
+    )
+    .and_then(|node| {
+        node.load_program(&program)?;
+        node.run()
+    });
+    let report = match report {
+        Ok(report) => report,
         Err(e) => {
-            eprintln!("cvmm: {path}: {e}");
-            1
+            eprintln!("cvmm: {}", error_chain(&e));
+            return 1;
+        }
+    };
+    match &report.outcome {
+        Outcome::GuestFault(fault) => eprintln!("cvmm: {fault}"),
+        Outcome::VmmError(msg) => eprintln!("cvmm: {msg}"),
+        Outcome::Exited(_) | Outcome::AllStopped => {}
+    }
+    report.outcome.exit_code()
+}
+
+/// The guest command line that makes the guest kernel run the loaded program.
+pub const LINUX_CMDLINE: &str = "linux";
+
+fn kernel_image(cfg: &NodeConfig) -> crate::boot::elf::GuestImage<'static> {
+    crate::boot::elf::parse(GUEST_ELF, cfg.logical_bytes())
+        .expect("the built-in guest image is valid")
+}
+
+/// The host's CLOCK_REALTIME and the TSC at (nearly) the same instant, so that the guest
+/// reads the real time from `rdtsc` without an exit.
+fn realtime_now() -> (u64, u64) {
+    // SAFETY: rdtsc only reads the time stamp counter.
+    let tsc = unsafe { core::arch::x86_64::_rdtsc() };
+    let ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    (ns, tsc)
+}
+
+/// Reads, classifies and places the program; the error is the sentence to print.
+fn prepare_program(args: &RunArgs, path: &str) -> Result<ProgramImage, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read the program: {e}"))?;
+    let info = crate::boot::program::classify(&bytes).map_err(|e| e.to_string())?;
+    for pair in &args.env {
+        if !pair.contains('=') {
+            return Err(format!("--env {pair:?} is not of the form K=V"));
         }
     }
+    let mut random = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut random))
+        .map_err(|e| format!("cannot read /dev/urandom for AT_RANDOM: {e}"))?;
+    let argv: Vec<&[u8]> = args.workload.iter().map(|a| a.as_bytes()).collect();
+    let envs: Vec<&[u8]> = args.env.iter().map(|e| e.as_bytes()).collect();
+    let exe = std::fs::canonicalize(path)
+        .map_err(|e| format!("cannot resolve the program's path: {e}"))?;
+    let invocation = Invocation {
+        execfn: path.as_bytes(),
+        exe: exe.as_os_str().as_encoded_bytes(),
+        args: &argv,
+        envs: &envs,
+        random,
+        realtime: realtime_now(),
+    };
+    let probe = NodeConfig {
+        node_id: 0,
+        nodes: args.nodes,
+        vps_per_node: args.vps_per_node,
+        mem_mib_per_node: args.mem_mib,
+        cmdline: LINUX_CMDLINE.into(),
+    };
+    let kernel_end = kernel_image(&probe).end;
+    lay_out(&bytes, &info, kernel_end, args.mem_mib << 20, &invocation).map_err(|e| e.to_string())
 }
 
 /// An error and its sources, joined with ": ".

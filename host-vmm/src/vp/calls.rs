@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use kvm_bindings::kvm_regs;
-use vima::call::{Call, CallArgs, UncheckedRange, CONSOLE_WRITE_MAX};
+use vima::call::{Call, CallArgs, UncheckedRange, CONSOLE_WRITE_MAX, STREAM_WRITE_MAX};
 use vima::interrupt::{is_external_vector, VECTOR_COUNT};
 use vima::Status;
 
@@ -35,6 +35,8 @@ pub struct VpLocal {
     pub idt: [u64; VECTOR_COUNT],
     /// True once `IdtRegister` was called.
     pub idt_registered: bool,
+    /// A `SyscallEntrySet` the VP thread has still to write to the vCPU's MSRs.
+    pub syscall_entry: Option<u64>,
 }
 
 impl Default for VpLocal {
@@ -42,6 +44,7 @@ impl Default for VpLocal {
         VpLocal {
             idt: [0; VECTOR_COUNT],
             idt_registered: false,
+            syscall_entry: None,
         }
     }
 }
@@ -168,6 +171,32 @@ fn handle(
         Call::VsExit => {
             server.exit_everywhere(a[0]);
             Ok(Reply::Exit)
+        }
+        Call::StreamWrite => {
+            if a[2] > STREAM_WRITE_MAX {
+                return Err(Status::BadArgument);
+            }
+            let range = UncheckedRange::new(a[1], a[2]).check(logical, 1)?;
+            let bytes = server.read_guest(range)?;
+            server.stream_write(a[0], &bytes)?;
+            Ok(Reply::Value(a[2]))
+        }
+        Call::ProgramRead => {
+            let Some(desc) = server.program.get() else {
+                return Ok(Reply::Value(0));
+            };
+            let len = a[1].min(desc.len() as u64);
+            if len > 0 {
+                let range = UncheckedRange::new(a[0], len).check(logical, 1)?;
+                let n = usize::try_from(len).expect("bounded by the descriptor length");
+                server.write_guest(range, &desc[..n])?;
+            }
+            Ok(Reply::Value(desc.len() as u64))
+        }
+        Call::SyscallEntrySet => {
+            UncheckedRange::new(a[0], 1).check(logical, 1)?;
+            local.syscall_entry = Some(a[0]);
+            Ok(Reply::Value(0))
         }
     }
 }

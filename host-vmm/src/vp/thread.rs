@@ -166,6 +166,9 @@ fn serve_call(
 ) -> Result<CallOutcome, kvm_ioctls::Error> {
     let mut regs = vcpu.get_regs()?;
     let outcome = calls::dispatch(server, vp, local, &mut regs);
+    if let Some(entry) = local.syscall_entry.take() {
+        cpu::set_syscall_entry(vcpu, entry)?;
+    }
     if outcome == CallOutcome::Resume {
         vcpu.set_regs(&regs)?;
     }

@@ -33,6 +33,9 @@ pub enum WorkloadError {
     /// The probe cannot run here or read wrong data.
     #[error("{0}")]
     Probe(#[from] ProbeError),
+    /// The Linux program could not be started.
+    #[error("{0}")]
+    Linux(crate::linux::LinuxError),
     /// A step ran before `prepare`.
     #[error("{0} ran before it was prepared")]
     NotPrepared(&'static str),
@@ -63,7 +66,7 @@ impl WorkloadError {
 /// VP 0, before the other VPs start.
 pub fn prepare(kernel: &Kernel) -> Result<(), WorkloadError> {
     match kernel.workload {
-        Workload::Hello | Workload::Counter { .. } => Ok(()),
+        Workload::Hello | Workload::Counter { .. } | Workload::Linux { .. } => Ok(()),
         Workload::Matmul { n } => matmul::prepare(kernel, n),
         Workload::Sort { n } => sort::prepare(kernel, n),
         Workload::Litmus { test, iterations } => litmus::prepare(kernel, test, iterations),
@@ -87,6 +90,12 @@ pub fn run(kernel: &Kernel, vp: usize) -> Result<(), WorkloadError> {
         Workload::Sort { .. } => sort::run(kernel, vp),
         Workload::Litmus { .. } => litmus::run(vp),
         Workload::Probe { .. } => probe::run(kernel, vp),
+        // VP 0 becomes the program's; the others have nothing to run until threads do.
+        Workload::Linux { .. } if vp == 0 => match crate::linux::run() {
+            Ok(never) => match never {},
+            Err(err) => Err(WorkloadError::Linux(err)),
+        },
+        Workload::Linux { .. } => Ok(()),
     }
 }
 
@@ -104,5 +113,6 @@ pub fn finish(kernel: &Kernel) -> Result<(), WorkloadError> {
         // VP 0 printed the line at the end of its run: the phase lines around its timed
         // loop and the result belong together.
         Workload::Probe { .. } => Ok(()),
+        Workload::Linux { .. } => Ok(()),
     }
 }

@@ -1,0 +1,161 @@
+//! The way into the kernel from the program (`syscall`) and out to it.
+//!
+//! On a PVM host the guest runs at CPL3 and so does the program: `syscall` jumps to MSR
+//! LSTAR (set per VP with `SyscallEntrySet`) without a privilege change, with `rsp`
+//! untouched, `rcx` = the return address and `r11` = the flags, and the hypervisor's
+//! delivery of that jump costs one trap (docs/linux-abi.md has the measurements).
+//!
+//! [`syscall_entry`] keeps the program's `rsp` in this VP's `VpShared.guest[0]` (reached
+//! through `gs`, which always points at the block), switches to the VP's kernel stack in
+//! `VpShared.guest[1]`, saves every general register in a [`SyscallFrame`] and the SSE
+//! state with `fxsave64` (Linux preserves all of them but `rax`, `rcx` and `r11`), calls
+//! [`super::syscalls::dispatch`], and returns the way Linux's `sysret` would: `rcx` =
+//! return address, `r11` = flags. The flags are restored with `popfq` on the kernel
+//! stack and the jump back is `jmp rcx`, so nothing is ever written below the program's
+//! `rsp` (its red zone stays intact).
+
+use core::arch::global_asm;
+
+use vima::interrupt::VP_SHARED_PENDING_OFFSET;
+
+/// `VpShared` byte offset of the saved program `rsp` (`guest[0]`).
+pub const USER_RSP_OFFSET: u64 = 24;
+/// `VpShared` byte offset of this VP's kernel stack top (`guest[1]`).
+pub const KERNEL_RSP_OFFSET: u64 = 32;
+const _: () = assert!(VP_SHARED_PENDING_OFFSET + 16 == USER_RSP_OFFSET);
+
+/// The program's registers at a system call, as [`syscall_entry`] pushed them.
+#[repr(C)]
+#[derive(Debug)]
+pub struct SyscallFrame {
+    /// System call number in, result out.
+    pub rax: u64,
+    /// Argument 0.
+    pub rdi: u64,
+    /// Argument 1.
+    pub rsi: u64,
+    /// Argument 2.
+    pub rdx: u64,
+    /// Argument 3.
+    pub r10: u64,
+    /// Argument 4.
+    pub r8: u64,
+    /// Argument 5.
+    pub r9: u64,
+    /// Callee-saved registers (a new thread or a signal frame needs them).
+    pub rbx: u64,
+    /// See `rbx`.
+    pub rbp: u64,
+    /// See `rbx`.
+    pub r12: u64,
+    /// See `rbx`.
+    pub r13: u64,
+    /// See `rbx`.
+    pub r14: u64,
+    /// See `rbx`.
+    pub r15: u64,
+    /// Return address.
+    pub rcx: u64,
+    /// Flags.
+    pub r11: u64,
+    /// The program's stack pointer.
+    pub rsp: u64,
+}
+
+impl SyscallFrame {
+    /// The six arguments.
+    pub fn args(&self) -> [u64; 6] {
+        [self.rdi, self.rsi, self.rdx, self.r10, self.r8, self.r9]
+    }
+}
+
+global_asm!(
+    ".pushsection .text.syscall_entry,\"ax\",@progbits",
+    ".global syscall_entry",
+    "syscall_entry:",
+    "mov gs:[{user_rsp}], rsp",
+    "mov rsp, gs:[{kernel_rsp}]",
+    "push qword ptr gs:[{user_rsp}]",
+    "push r11",
+    "push rcx",
+    "push r15",
+    "push r14",
+    "push r13",
+    "push r12",
+    "push rbp",
+    "push rbx",
+    "push r9",
+    "push r8",
+    "push r10",
+    "push rdx",
+    "push rsi",
+    "push rdi",
+    "push rax",
+    // rbx (callee-saved) keeps the frame across the call.
+    "mov rbx, rsp",
+    "and rsp, -64",
+    "sub rsp, 512",
+    "fxsave64 [rsp]",
+    "mov rdi, rbx",
+    "cld",
+    "call {dispatch}",
+    "fxrstor64 [rsp]",
+    "mov rsp, rbx",
+    "pop rax",
+    "pop rdi",
+    "pop rsi",
+    "pop rdx",
+    "pop r10",
+    "pop r8",
+    "pop r9",
+    "pop rbx",
+    "pop rbp",
+    "pop r12",
+    "pop r13",
+    "pop r14",
+    "pop r15",
+    "pop rcx",
+    "pop r11",
+    // The flags through the kernel stack, then the program's own stack and address.
+    "push r11",
+    "popfq",
+    "pop rsp",
+    "jmp rcx",
+    ".popsection",
+    user_rsp = const USER_RSP_OFFSET,
+    kernel_rsp = const KERNEL_RSP_OFFSET,
+    dispatch = sym super::syscalls::dispatch,
+);
+
+global_asm!(
+    ".pushsection .text.enter_program,\"ax\",@progbits",
+    ".global enter_program",
+    "enter_program:",
+    // rdi = entry, rsi = initial rsp. The ABI wants rdx = 0 (no exit handler to
+    // register) and says nothing of the others: clear them so nothing leaks.
+    "mov rsp, rsi",
+    "mov rcx, rdi",
+    "xor eax, eax",
+    "xor ebx, ebx",
+    "xor edx, edx",
+    "xor esi, esi",
+    "xor edi, edi",
+    "xor ebp, ebp",
+    "xor r8d, r8d",
+    "xor r9d, r9d",
+    "xor r10d, r10d",
+    "xor r11d, r11d",
+    "xor r12d, r12d",
+    "xor r13d, r13d",
+    "xor r14d, r14d",
+    "xor r15d, r15d",
+    "jmp rcx",
+    ".popsection",
+);
+
+extern "C" {
+    /// The `syscall` target (above); only its address is used.
+    pub fn syscall_entry();
+    /// Jumps to the program's `entry` with `rsp = stack`; never returns.
+    pub fn enter_program(entry: u64, stack: u64) -> !;
+}

@@ -1,0 +1,194 @@
+//! Memory: the program break, anonymous mappings from the page allocator, and what may be
+//! given back.
+//!
+//! The break grows up from the end of the loaded image into the range the VMM kept for
+//! it (`ProgramHeader::brk_limit`, outside the allocator). `mmap` takes zeroed blocks
+//! from the allocator, on the calling VP's node, and records them in a [`VmaTable`], so
+//! `munmap` gives back only what `mmap` handed out. Not yet: file-backed mappings,
+//! `MAP_FIXED` outside the program's own mappings, and protection (`mprotect` and
+//! PROT_NONE guard pages are accepted but not enforced; docs/linux-abi.md).
+
+use guest::linux_abi::errno::{EEXIST, EFAULT, EINVAL, ENODEV, ENOMEM};
+use guest::linux_abi::vma::VmaTable;
+use vima::layout::PAGE_SIZE;
+
+use super::{user, SysResult};
+use crate::alloc;
+use crate::boot::kernel;
+use crate::interrupts::current_vp;
+use crate::spinlock::SpinLock;
+
+const MAP_SHARED: u64 = 0x01;
+const MAP_PRIVATE: u64 = 0x02;
+const MAP_FIXED: u64 = 0x10;
+const MAP_ANONYMOUS: u64 = 0x20;
+const MAP_FIXED_NOREPLACE: u64 = 0x10_0000;
+const MREMAP_MAYMOVE: u64 = 1;
+const MADV_DONTNEED: u64 = 4;
+
+struct Memory {
+    brk_start: u64,
+    brk: u64,
+    brk_limit: u64,
+    stack: (u64, u64),
+    vmas: VmaTable,
+}
+
+static MEMORY: SpinLock<Memory> = SpinLock::new(Memory {
+    brk_start: 0,
+    brk: 0,
+    brk_limit: 0,
+    stack: (0, 0),
+    vmas: VmaTable::new(),
+});
+
+/// Sets the break range (at load).
+pub fn init(brk_start: u64, brk_limit: u64) {
+    let mut mem = MEMORY.lock();
+    mem.brk_start = brk_start;
+    mem.brk = brk_start;
+    mem.brk_limit = brk_limit;
+}
+
+/// Records the main stack (it is the program's, but not `munmap`-able).
+pub fn set_stack(start: u64, end: u64) {
+    MEMORY.lock().stack = (start, end);
+}
+
+fn pages_of(len: u64) -> Result<u64, i64> {
+    if len == 0 {
+        return Err(EINVAL);
+    }
+    len.checked_next_multiple_of(PAGE_SIZE)
+        .map(|bytes| bytes / PAGE_SIZE)
+        .ok_or(ENOMEM)
+}
+
+/// `brk(addr)`: moves the break within its range; returns the (possibly unchanged)
+/// break, as Linux does.
+pub fn brk(addr: u64) -> SysResult {
+    let mut mem = MEMORY.lock();
+    if addr >= mem.brk_start && addr <= mem.brk_limit {
+        if addr < mem.brk {
+            // Memory given back reads as zero when the break grows again.
+            let from = addr.next_multiple_of(PAGE_SIZE);
+            let to = mem.brk.next_multiple_of(PAGE_SIZE);
+            if to > from {
+                user::zero(from, to - from)?;
+            }
+        }
+        mem.brk = addr;
+    }
+    Ok(mem.brk)
+}
+
+/// `mmap(addr, len, prot, flags, fd, offset)`.
+pub fn mmap(addr: u64, len: u64, _prot: u64, flags: u64, _fd: u64, offset: u64) -> SysResult {
+    let pages = pages_of(len)?;
+    let bytes = pages * PAGE_SIZE;
+    if flags & (MAP_SHARED | MAP_PRIVATE) == 0 || offset % PAGE_SIZE != 0 {
+        return Err(EINVAL);
+    }
+    if flags & MAP_ANONYMOUS == 0 {
+        return Err(ENODEV);
+    }
+    let mut mem = MEMORY.lock();
+    if flags & (MAP_FIXED | MAP_FIXED_NOREPLACE) != 0 {
+        if addr % PAGE_SIZE != 0 {
+            return Err(EINVAL);
+        }
+        let end = addr.checked_add(bytes).ok_or(ENOMEM)?;
+        if flags & MAP_FIXED_NOREPLACE != 0 && mem.vmas.overlaps(addr, end) {
+            return Err(EEXIST);
+        }
+        // Only the program's own mappings can be mapped over: the rest of the address
+        // space is the kernel's or the allocator's.
+        if !mem.vmas.covers(addr, end) {
+            return Err(ENOMEM);
+        }
+        user::zero(addr, bytes)?;
+        return Ok(addr);
+    }
+    let node = kernel().node_of(current_vp() as usize);
+    let block = alloc::alloc_pages(pages, node).map_err(|_| ENOMEM)?;
+    if mem.vmas.insert(block, block + bytes).is_err() {
+        let _ = alloc::free_pages(block, pages);
+        return Err(ENOMEM);
+    }
+    Ok(block)
+}
+
+/// `munmap(addr, len)`: gives back the parts of the range `mmap` handed out.
+pub fn munmap(addr: u64, len: u64) -> SysResult {
+    let pages = pages_of(len)?;
+    if addr % PAGE_SIZE != 0 {
+        return Err(EINVAL);
+    }
+    let end = addr.checked_add(pages * PAGE_SIZE).ok_or(EINVAL)?;
+    let mut mem = MEMORY.lock();
+    mem.vmas
+        .remove(addr, end, |start, end| {
+            let _ = alloc::free_pages(start, (end - start) / PAGE_SIZE);
+        })
+        .map_err(|_| ENOMEM)?;
+    Ok(0)
+}
+
+/// `mprotect(addr, len, prot)`: accepted, not enforced (see the module docs).
+pub fn mprotect(addr: u64, len: u64) -> SysResult {
+    if addr % PAGE_SIZE != 0 {
+        return Err(EINVAL);
+    }
+    user::check(addr, len).map_err(|_| ENOMEM)?;
+    Ok(0)
+}
+
+/// `madvise(addr, len, advice)`: MADV_DONTNEED zeroes the program's anonymous pages.
+pub fn madvise(addr: u64, len: u64, advice: u64) -> SysResult {
+    if addr % PAGE_SIZE != 0 {
+        return Err(EINVAL);
+    }
+    if advice == MADV_DONTNEED && len != 0 {
+        let end = addr
+            .checked_add(len.next_multiple_of(PAGE_SIZE))
+            .ok_or(EINVAL)?;
+        let mem = MEMORY.lock();
+        if !mem.vmas.covers(addr, end) {
+            return Err(EINVAL);
+        }
+        user::zero(addr, end - addr)?;
+    }
+    Ok(0)
+}
+
+/// `mremap(old, old_len, new_len, flags)`: shrinks in place, or moves to a new block.
+pub fn mremap(old: u64, old_len: u64, new_len: u64, flags: u64) -> SysResult {
+    let old_bytes = pages_of(old_len)? * PAGE_SIZE;
+    let new_bytes = pages_of(new_len)? * PAGE_SIZE;
+    if old % PAGE_SIZE != 0 {
+        return Err(EINVAL);
+    }
+    {
+        let mem = MEMORY.lock();
+        if !mem.vmas.covers(old, old + old_bytes) {
+            return Err(EFAULT);
+        }
+    }
+    if new_bytes <= old_bytes {
+        if new_bytes < old_bytes {
+            munmap(old + new_bytes, old_bytes - new_bytes)?;
+        }
+        return Ok(old);
+    }
+    if flags & MREMAP_MAYMOVE == 0 {
+        return Err(ENOMEM);
+    }
+    let new = mmap(0, new_bytes, 0, MAP_PRIVATE | MAP_ANONYMOUS, u64::MAX, 0)?;
+    // SAFETY: both ranges are the program's mappings (checked above and just made),
+    // distinct blocks of logical memory; nothing in the kernel refers into them.
+    unsafe {
+        core::ptr::copy_nonoverlapping(old as *const u8, new as *mut u8, super::usize_of(old_bytes))
+    };
+    munmap(old, old_bytes)?;
+    Ok(new)
+}

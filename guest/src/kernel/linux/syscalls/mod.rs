@@ -1,0 +1,231 @@
+//! System call dispatch: the number in `rax` picks a handler from one of the families
+//! below; a handler returns the value or `-errno`. Calls this kernel does not implement
+//! return ENOSYS and are counted by number ([`unimplemented_count`]).
+//!
+//! Program pointers are checked against logical memory ([`user`]) and copied with
+//! volatile-free plain copies through raw pointers: the kernel never makes a Rust
+//! reference into memory the program may be writing.
+
+pub mod files;
+pub mod identity;
+pub mod memory;
+pub mod process;
+pub mod signals;
+pub mod time;
+
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use guest::linux_abi::errno::{EFAULT, ENOSYS};
+use guest::linux_abi::sysno as nr;
+use vima::layout::PAGE_SIZE;
+
+use super::entry::SyscallFrame;
+use crate::boot::kernel;
+
+/// `x` as a length (lossless: the kernel is x86-64 only).
+pub fn usize_of(x: u64) -> usize {
+    usize::try_from(x).unwrap_or(usize::MAX)
+}
+
+/// A handler's result: the value, or the errno to negate.
+pub type SysResult = Result<u64, i64>;
+
+/// Calls above this number are counted together in the last slot.
+const COUNTED: usize = 512;
+
+static UNIMPLEMENTED: [AtomicU64; COUNTED] = [const { AtomicU64::new(0) }; COUNTED];
+
+/// How many times the program made unimplemented call `number`.
+#[allow(dead_code)] // read by the exit report (docs/linux-abi.md: next step)
+pub fn unimplemented_count(number: u64) -> u64 {
+    let slot = usize::try_from(number)
+        .unwrap_or(COUNTED - 1)
+        .min(COUNTED - 1);
+    UNIMPLEMENTED[slot].load(Ordering::Relaxed)
+}
+
+static STRACE: AtomicBool = AtomicBool::new(false);
+
+/// Turns `--strace` on or off.
+pub fn set_strace(on: bool) {
+    STRACE.store(on, Ordering::Relaxed);
+}
+
+/// The entry stub's target: serves the call in `frame` and puts the result in `rax`.
+pub extern "sysv64" fn dispatch(frame: &mut SyscallFrame) {
+    let number = frame.rax;
+    let a = frame.args();
+    let strace = STRACE.load(Ordering::Relaxed);
+    if strace && (number == nr::EXIT_GROUP || number == nr::EXIT) {
+        trace(number, &a, None);
+    }
+    let result = serve(number, &a);
+    if strace {
+        trace(number, &a, Some(result));
+    }
+    frame.rax = match result {
+        Ok(value) => value,
+        Err(errno) => (-errno) as u64,
+    };
+}
+
+/// A line of `--strace` in a stack buffer, written to stderr in one piece.
+struct TraceLine {
+    buf: [u8; 200],
+    len: usize,
+}
+
+impl core::fmt::Write for TraceLine {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let n = s.len().min(self.buf.len() - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
+        Ok(())
+    }
+}
+
+/// Prints `name(args) = result` on stderr as strace does (arguments in hex, not yet
+/// decoded); `None` for a call that does not return.
+fn trace(number: u64, a: &[u64; 6], result: Option<SysResult>) {
+    use core::fmt::Write;
+    let mut line = TraceLine {
+        buf: [0; 200],
+        len: 0,
+    };
+    let _ = match guest::linux_abi::sysno::name(number) {
+        Some(name) => write!(line, "{name}("),
+        None => write!(line, "syscall_{number}("),
+    };
+    for (i, arg) in a.iter().enumerate() {
+        let sep = if i == 0 { "" } else { ", " };
+        let _ = write!(line, "{sep}{arg:#x}");
+    }
+    let _ = match result {
+        None => writeln!(line, ") = ?"),
+        Some(Ok(value)) => writeln!(line, ") = {value:#x}"),
+        Some(Err(errno)) => match guest::linux_abi::errno::name(errno) {
+            Some(name) => writeln!(line, ") = -1 {name}"),
+            None => writeln!(line, ") = -1 errno {errno}"),
+        },
+    };
+    let _ = crate::vima_calls::stream_write_at(
+        vima::call::STREAM_STDERR,
+        line.buf.as_ptr() as u64,
+        line.len as u64,
+    );
+}
+
+fn serve(number: u64, a: &[u64; 6]) -> SysResult {
+    match number {
+        nr::READ => files::read(a[0], a[1], a[2]),
+        nr::WRITE => files::write(a[0], a[1], a[2]),
+        nr::WRITEV => files::writev(a[0], a[1], a[2]),
+        nr::CLOSE => files::close(a[0]),
+        nr::FSTAT => files::fstat(a[0], a[1]),
+        nr::NEWFSTATAT => files::newfstatat(a[0], a[1], a[2], a[3]),
+        nr::IOCTL => files::ioctl(a[0], a[1], a[2]),
+        nr::LSEEK => files::lseek(a[0]),
+        nr::READLINK => files::readlink(a[0], a[1], a[2]),
+        nr::READLINKAT => files::readlinkat(a[0], a[1], a[2], a[3]),
+        nr::OPEN | nr::OPENAT => files::open(),
+        nr::FCNTL => files::fcntl(a[0], a[1], a[2]),
+        nr::PRCTL => identity::prctl(a[0], a[1]),
+        nr::BRK => memory::brk(a[0]),
+        nr::MMAP => memory::mmap(a[0], a[1], a[2], a[3], a[4], a[5]),
+        nr::MUNMAP => memory::munmap(a[0], a[1]),
+        nr::MPROTECT => memory::mprotect(a[0], a[1]),
+        nr::MADVISE => memory::madvise(a[0], a[1], a[2]),
+        nr::MREMAP => memory::mremap(a[0], a[1], a[2], a[3]),
+        nr::EXIT | nr::EXIT_GROUP => process::exit_group(a[0]),
+        nr::ARCH_PRCTL => process::arch_prctl(a[0], a[1]),
+        nr::SET_TID_ADDRESS => process::set_tid_address(a[0]),
+        nr::SET_ROBUST_LIST => process::set_robust_list(a[0], a[1]),
+        nr::FUTEX => process::futex(a[0], a[1], a[2]),
+        nr::PRLIMIT64 => process::prlimit64(a[1], a[3]),
+        nr::GETRLIMIT => process::prlimit64(a[0], a[1]),
+        nr::SETRLIMIT => Ok(0),
+        nr::SCHED_YIELD => Ok(0),
+        nr::GETPID | nr::GETTID => Ok(identity::PID),
+        nr::GETPPID => Ok(0),
+        nr::GETUID | nr::GETEUID | nr::GETGID | nr::GETEGID => Ok(0),
+        nr::UNAME => identity::uname(a[0]),
+        nr::SCHED_GETAFFINITY => identity::sched_getaffinity(a[1], a[2]),
+        nr::GETRANDOM => identity::getrandom(a[0], a[1]),
+        nr::CLOCK_GETTIME => time::clock_gettime(a[0], a[1]),
+        nr::CLOCK_GETRES => time::clock_getres(a[0], a[1]),
+        nr::GETTIMEOFDAY => time::gettimeofday(a[0]),
+        nr::TIME => time::time(a[0]),
+        nr::NANOSLEEP => time::nanosleep(a[0]),
+        nr::CLOCK_NANOSLEEP => time::clock_nanosleep(a[0], a[1], a[2]),
+        nr::RT_SIGACTION => signals::rt_sigaction(a[0], a[2]),
+        nr::RT_SIGPROCMASK => signals::rt_sigprocmask(a[2], a[3]),
+        number => {
+            let slot = usize::try_from(number)
+                .unwrap_or(COUNTED - 1)
+                .min(COUNTED - 1);
+            UNIMPLEMENTED[slot].fetch_add(1, Ordering::Relaxed);
+            Err(ENOSYS)
+        }
+    }
+}
+
+/// Program memory: checks and copies.
+pub mod user {
+    use super::*;
+
+    /// Checks that `[addr, addr + len)` lies in logical memory (above the null page).
+    pub fn check(addr: u64, len: u64) -> Result<(), i64> {
+        let end = addr.checked_add(len).ok_or(EFAULT)?;
+        if len != 0 && (addr < PAGE_SIZE || end > kernel().config.header().logical_bytes) {
+            return Err(EFAULT);
+        }
+        Ok(())
+    }
+
+    /// Copies `bytes` to the program's `addr`.
+    pub fn write(addr: u64, bytes: &[u8]) -> Result<(), i64> {
+        check(addr, bytes.len() as u64)?;
+        // SAFETY: the range lies in logical memory, mapped read/write for the whole life
+        // of the virtual server; the program owns it and no kernel reference points
+        // into it, so a plain copy is a copy into memory nobody else borrows.
+        unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), addr as *mut u8, bytes.len()) };
+        Ok(())
+    }
+
+    /// Copies the program's `[addr, addr + buf.len())` into `buf`.
+    pub fn read(addr: u64, buf: &mut [u8]) -> Result<(), i64> {
+        check(addr, buf.len() as u64)?;
+        // SAFETY: as in `write`, the other way round.
+        unsafe { core::ptr::copy_nonoverlapping(addr as *const u8, buf.as_mut_ptr(), buf.len()) };
+        Ok(())
+    }
+
+    /// Reads a u64 of the program.
+    pub fn read_u64(addr: u64) -> Result<u64, i64> {
+        let mut b = [0u8; 8];
+        read(addr, &mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+
+    /// Zeroes `[addr, addr + len)` of the program.
+    pub fn zero(addr: u64, len: u64) -> Result<(), i64> {
+        check(addr, len)?;
+        // SAFETY: as in `write`.
+        unsafe { core::ptr::write_bytes(addr as *mut u8, 0, usize_of(len)) };
+        Ok(())
+    }
+
+    /// Reads a NUL-terminated path of at most `buf.len() - 1` bytes into `buf`; returns
+    /// its length.
+    pub fn read_path(addr: u64, buf: &mut [u8]) -> Result<usize, i64> {
+        for (i, slot) in buf.iter_mut().enumerate() {
+            let mut byte = [0u8];
+            read(addr + i as u64, &mut byte)?;
+            if byte[0] == 0 {
+                return Ok(i);
+            }
+            *slot = byte[0];
+        }
+        Err(guest::linux_abi::errno::ENAMETOOLONG)
+    }
+}

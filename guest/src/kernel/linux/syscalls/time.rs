@@ -1,0 +1,113 @@
+//! Time without exits: every clock is the time stamp counter (guest TSC = host TSC),
+//! scaled with the configuration's `tsc_khz`. CLOCK_REALTIME is the host's real time of
+//! node 0, read by the VMM together with a TSC value (`ProgramHeader::realtime_*`).
+
+use guest::linux_abi::errno::EINVAL;
+use guest::linux_abi::layout::{timespec, timespec_ns, two_words};
+
+use super::{user, SysResult};
+use crate::boot::kernel;
+use crate::linux::program;
+use crate::vima_calls;
+
+const CLOCK_REALTIME: u64 = 0;
+const CLOCK_MONOTONIC: u64 = 1;
+const CLOCK_PROCESS_CPUTIME_ID: u64 = 2;
+const CLOCK_THREAD_CPUTIME_ID: u64 = 3;
+const CLOCK_MONOTONIC_RAW: u64 = 4;
+const CLOCK_REALTIME_COARSE: u64 = 5;
+const CLOCK_MONOTONIC_COARSE: u64 = 6;
+const CLOCK_BOOTTIME: u64 = 7;
+
+/// The time stamp counter.
+pub fn tsc() -> u64 {
+    // SAFETY: rdtsc only reads the counter; it runs natively at CPL3.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// Nanoseconds since the VMM read the real time.
+fn since_start_ns() -> u64 {
+    let khz = kernel().config.header().tsc_khz.max(1);
+    let ticks = tsc().wrapping_sub(program().header().realtime_tsc);
+    u64::try_from(u128::from(ticks) * 1_000_000 / u128::from(khz)).unwrap_or(u64::MAX)
+}
+
+fn clock_ns(clock: u64) -> Result<u64, i64> {
+    let mono = since_start_ns();
+    match clock {
+        CLOCK_REALTIME | CLOCK_REALTIME_COARSE => {
+            Ok(program().header().realtime_ns.saturating_add(mono))
+        }
+        CLOCK_MONOTONIC | CLOCK_MONOTONIC_RAW | CLOCK_MONOTONIC_COARSE | CLOCK_BOOTTIME => Ok(mono),
+        // One thread that never waits: its CPU time is the time since it started.
+        CLOCK_PROCESS_CPUTIME_ID | CLOCK_THREAD_CPUTIME_ID => Ok(mono),
+        _ => Err(EINVAL),
+    }
+}
+
+/// `clock_gettime(clock, ts)`.
+pub fn clock_gettime(clock: u64, ts: u64) -> SysResult {
+    let ns = clock_ns(clock)?;
+    user::write(ts, &timespec(ns))?;
+    Ok(0)
+}
+
+/// `clock_getres(clock, res)`: nanosecond resolution.
+pub fn clock_getres(clock: u64, res: u64) -> SysResult {
+    clock_ns(clock)?;
+    if res != 0 {
+        user::write(res, &timespec(1))?;
+    }
+    Ok(0)
+}
+
+/// `gettimeofday(tv, tz)`.
+pub fn gettimeofday(tv: u64) -> SysResult {
+    if tv != 0 {
+        let ns = clock_ns(CLOCK_REALTIME)?;
+        user::write(
+            tv,
+            &two_words(ns / 1_000_000_000, ns % 1_000_000_000 / 1000),
+        )?;
+    }
+    Ok(0)
+}
+
+/// `time(t)`.
+pub fn time(t: u64) -> SysResult {
+    let secs = clock_ns(CLOCK_REALTIME)? / 1_000_000_000;
+    if t != 0 {
+        user::write(t, &secs.to_le_bytes())?;
+    }
+    Ok(secs)
+}
+
+/// `nanosleep(req, rem)`.
+pub fn nanosleep(req: u64) -> SysResult {
+    clock_nanosleep(CLOCK_MONOTONIC, 0, req)
+}
+
+/// `clock_nanosleep(clock, flags, req, rem)`: waits in the VMM (`SpinWait` on a word
+/// nobody writes, with a timeout), so a sleeping VP uses no CPU. Nothing interrupts a
+/// sleep yet, so `rem` is never written.
+pub fn clock_nanosleep(clock: u64, flags: u64, req: u64) -> SysResult {
+    const TIMER_ABSTIME: u64 = 1;
+    let mut b = [0u8; 16];
+    user::read(req, &mut b)?;
+    let ns = timespec_ns(b).ok_or(EINVAL)?;
+    let now = clock_ns(clock)?;
+    let wait = if flags & TIMER_ABSTIME != 0 {
+        ns.saturating_sub(now)
+    } else {
+        ns
+    };
+    let deadline = since_start_ns().saturating_add(wait);
+    let word = core::sync::atomic::AtomicU64::new(0);
+    loop {
+        let now = since_start_ns();
+        if now >= deadline {
+            return Ok(0);
+        }
+        let _ = vima_calls::spin_wait(&word, 0, deadline - now);
+    }
+}

@@ -1,0 +1,64 @@
+//! Linux error numbers (asm-generic/errno-base.h and errno.h); a system call returns
+//! `-errno` in `rax`.
+
+/// Operation not permitted.
+pub const EPERM: i64 = 1;
+/// No such file or directory.
+pub const ENOENT: i64 = 2;
+/// No such process.
+pub const ESRCH: i64 = 3;
+/// Interrupted system call.
+pub const EINTR: i64 = 4;
+/// Bad file descriptor.
+pub const EBADF: i64 = 9;
+/// Try again.
+pub const EAGAIN: i64 = 11;
+/// Out of memory.
+pub const ENOMEM: i64 = 12;
+/// Bad address.
+pub const EFAULT: i64 = 14;
+/// File exists (MAP_FIXED_NOREPLACE over a mapping).
+pub const EEXIST: i64 = 17;
+/// No such device (mmap of a file that cannot be mapped).
+pub const ENODEV: i64 = 19;
+/// Invalid argument.
+pub const EINVAL: i64 = 22;
+/// Not a typewriter.
+pub const ENOTTY: i64 = 25;
+/// Illegal seek.
+pub const ESPIPE: i64 = 29;
+/// Broken pipe.
+pub const EPIPE: i64 = 32;
+/// Result too large.
+pub const ERANGE: i64 = 34;
+/// File name too long.
+pub const ENAMETOOLONG: i64 = 36;
+/// Function not implemented.
+pub const ENOSYS: i64 = 38;
+/// Timer expired.
+pub const ETIMEDOUT: i64 = 110;
+
+/// The symbolic name of `errno`, for `--strace`.
+pub fn name(errno: i64) -> Option<&'static str> {
+    Some(match errno {
+        EPERM => "EPERM",
+        ENOENT => "ENOENT",
+        ESRCH => "ESRCH",
+        EINTR => "EINTR",
+        EBADF => "EBADF",
+        EAGAIN => "EAGAIN",
+        ENOMEM => "ENOMEM",
+        EFAULT => "EFAULT",
+        EEXIST => "EEXIST",
+        ENODEV => "ENODEV",
+        EINVAL => "EINVAL",
+        ENOTTY => "ENOTTY",
+        ESPIPE => "ESPIPE",
+        EPIPE => "EPIPE",
+        ERANGE => "ERANGE",
+        ENAMETOOLONG => "ENAMETOOLONG",
+        ENOSYS => "ENOSYS",
+        ETIMEDOUT => "ETIMEDOUT",
+        _ => return None,
+    })
+}

@@ -1,0 +1,150 @@
+//! Byte layouts of the Linux x86-64 structures the system calls fill in, written field by
+//! field at the offsets of the kernel's own headers (asm/stat.h, linux/utsname.h,
+//! linux/time.h, asm-generic/resource.h), so nothing depends on Rust struct layout.
+
+/// Bytes of `struct stat`.
+pub const STAT_BYTES: usize = 144;
+/// Bytes of `struct utsname` (six fields of 65).
+pub const UTSNAME_BYTES: usize = 6 * UTS_FIELD;
+const UTS_FIELD: usize = 65;
+
+/// `st_mode` file type bits.
+pub const S_IFIFO: u32 = 0o010_000;
+/// Character device.
+pub const S_IFCHR: u32 = 0o020_000;
+/// Directory.
+pub const S_IFDIR: u32 = 0o040_000;
+/// Regular file.
+pub const S_IFREG: u32 = 0o100_000;
+
+/// The fields of `struct stat` the personality reports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stat {
+    /// Device.
+    pub dev: u64,
+    /// Inode.
+    pub ino: u64,
+    /// Links.
+    pub nlink: u64,
+    /// Type and permissions.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Device of a device file.
+    pub rdev: u64,
+    /// Bytes.
+    pub size: i64,
+    /// Preferred I/O size.
+    pub blksize: i64,
+    /// 512-byte blocks.
+    pub blocks: i64,
+    /// Modification time, seconds (also used for access and change).
+    pub mtime_sec: i64,
+    /// Nanoseconds of `mtime_sec`.
+    pub mtime_nsec: i64,
+}
+
+fn put(buf: &mut [u8], off: usize, bytes: &[u8]) {
+    buf[off..off + bytes.len()].copy_from_slice(bytes);
+}
+
+impl Stat {
+    /// The `struct stat` bytes.
+    pub fn to_bytes(&self) -> [u8; STAT_BYTES] {
+        let mut b = [0u8; STAT_BYTES];
+        put(&mut b, 0, &self.dev.to_le_bytes());
+        put(&mut b, 8, &self.ino.to_le_bytes());
+        put(&mut b, 16, &self.nlink.to_le_bytes());
+        put(&mut b, 24, &self.mode.to_le_bytes());
+        put(&mut b, 28, &self.uid.to_le_bytes());
+        put(&mut b, 32, &self.gid.to_le_bytes());
+        put(&mut b, 40, &self.rdev.to_le_bytes());
+        put(&mut b, 48, &self.size.to_le_bytes());
+        put(&mut b, 56, &self.blksize.to_le_bytes());
+        put(&mut b, 64, &self.blocks.to_le_bytes());
+        for at in [72, 88, 104] {
+            put(&mut b, at, &self.mtime_sec.to_le_bytes());
+            put(&mut b, at + 8, &self.mtime_nsec.to_le_bytes());
+        }
+        b
+    }
+}
+
+/// `struct utsname` from its six fields (each cut to 64 bytes and NUL terminated).
+pub fn utsname(fields: [&[u8]; 6]) -> [u8; UTSNAME_BYTES] {
+    let mut b = [0u8; UTSNAME_BYTES];
+    for (i, field) in fields.iter().enumerate() {
+        let len = field.len().min(UTS_FIELD - 1);
+        put(&mut b, i * UTS_FIELD, &field[..len]);
+    }
+    b
+}
+
+/// `struct timespec` (or `struct rlimit`, `struct timeval`: two 64-bit words).
+pub fn two_words(a: u64, b: u64) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    put(&mut out, 0, &a.to_le_bytes());
+    put(&mut out, 8, &b.to_le_bytes());
+    out
+}
+
+/// Nanoseconds as a `struct timespec`.
+pub fn timespec(ns: u64) -> [u8; 16] {
+    two_words(ns / 1_000_000_000, ns % 1_000_000_000)
+}
+
+/// A `struct timespec` as nanoseconds; `None` if `tv_nsec` is out of range or the value
+/// is negative (EINVAL).
+pub fn timespec_ns(bytes: [u8; 16]) -> Option<u64> {
+    let sec = i64::from_le_bytes(bytes[..8].try_into().ok()?);
+    let nsec = i64::from_le_bytes(bytes[8..].try_into().ok()?);
+    if sec < 0 || !(0..1_000_000_000).contains(&nsec) {
+        return None;
+    }
+    Some(
+        (sec as u64)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(nsec as u64),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_fields_sit_at_the_kernel_offsets() {
+        let st = Stat {
+            mode: S_IFIFO | 0o600,
+            size: -2,
+            blksize: 4096,
+            mtime_sec: 7,
+            ..Stat::default()
+        };
+        let b = st.to_bytes();
+        assert_eq!(u32::from_le_bytes(b[24..28].try_into().unwrap()), 0o010_600);
+        assert_eq!(i64::from_le_bytes(b[48..56].try_into().unwrap()), -2);
+        assert_eq!(i64::from_le_bytes(b[56..64].try_into().unwrap()), 4096);
+        assert_eq!(i64::from_le_bytes(b[88..96].try_into().unwrap()), 7);
+    }
+
+    #[test]
+    fn utsname_fields_are_65_bytes_nul_terminated() {
+        let long = [b'x'; 100];
+        let u = utsname([b"Linux", b"cvmm", &long, b"", b"x86_64", b""]);
+        assert_eq!(&u[..6], b"Linux\0");
+        assert_eq!(&u[65..70], b"cvmm\0");
+        assert_eq!(u[130 + 63], b'x');
+        assert_eq!(u[130 + 64], 0);
+        assert_eq!(&u[260..267], b"x86_64\0");
+    }
+
+    #[test]
+    fn timespecs_round_trip_and_bad_ones_are_refused() {
+        assert_eq!(timespec_ns(timespec(3_000_000_007)), Some(3_000_000_007));
+        assert_eq!(timespec_ns(two_words(1, 1_000_000_000)), None);
+        assert_eq!(timespec_ns(two_words(u64::MAX, 0)), None);
+    }
+}
