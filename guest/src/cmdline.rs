@@ -3,8 +3,9 @@
 //! Grammar (words separated by ASCII white space, numbers in decimal):
 //! `hello` | `counter ITERS` | `matmul N` | `sort N` | `litmus (mp|sb|lb|iriw) ITERS` |
 //! `probe (local|read_miss|write_miss|upgrade) PAGES` | `probe invalidate PAGES SHARERS` |
-//! `linux [strace]` (run the Linux program the VMM loaded, its argv comes with it;
-//! `strace` prints every system call on stderr).
+//! `linux [strace] [trap-syscalls]` (run the Linux program the VMM loaded, its argv comes
+//! with it; `strace` prints every system call on stderr, `trap-syscalls` keeps every
+//! `syscall` trapping instead of rewriting it).
 //! An unknown first word is [`CmdlineError::UnknownWorkload`] (exit status
 //! 2); every other mistake exits with status 1 (see [`CmdlineError::exit_status`]).
 
@@ -64,6 +65,8 @@ pub enum Workload {
     Linux {
         /// Print each system call on stderr (`cvmm run --strace`).
         strace: bool,
+        /// Never rewrite `syscall` sites (`cvmm run --trap-syscalls`).
+        trap_syscalls: bool,
     },
 }
 
@@ -225,10 +228,32 @@ pub fn parse(cmdline: &[u8]) -> Result<Workload, CmdlineError<'_>> {
             arity("hello", "no arguments", 0)?;
             Ok(Workload::Hello)
         }
-        b"linux" if got == 1 && args[0] == b"strace" => Ok(Workload::Linux { strace: true }),
         b"linux" => {
-            arity("linux", "no arguments or strace", 0)?;
-            Ok(Workload::Linux { strace: false })
+            let (mut strace, mut trap_syscalls) = (false, false);
+            for &word in args.iter().take(got) {
+                match word {
+                    b"strace" => strace = true,
+                    b"trap-syscalls" => trap_syscalls = true,
+                    _ => {
+                        return Err(CmdlineError::ArgumentCount {
+                            workload: "linux",
+                            expected: "[strace] [trap-syscalls]",
+                            got,
+                        })
+                    }
+                }
+            }
+            if got > 2 {
+                return Err(CmdlineError::ArgumentCount {
+                    workload: "linux",
+                    expected: "[strace] [trap-syscalls]",
+                    got,
+                });
+            }
+            Ok(Workload::Linux {
+                strace,
+                trap_syscalls,
+            })
         }
         b"counter" => {
             arity("counter", "ITERS", 1)?;
@@ -281,8 +306,15 @@ mod tests {
     #[test]
     fn parses_every_workload() {
         assert_eq!(parse(b"hello"), Ok(Workload::Hello));
-        assert_eq!(parse(b"linux"), Ok(Workload::Linux { strace: false }));
-        assert_eq!(parse(b"linux strace"), Ok(Workload::Linux { strace: true }));
+        let linux = |strace, trap_syscalls| {
+            Ok(Workload::Linux {
+                strace,
+                trap_syscalls,
+            })
+        };
+        assert_eq!(parse(b"linux"), linux(false, false));
+        assert_eq!(parse(b"linux strace"), linux(true, false));
+        assert_eq!(parse(b"linux trap-syscalls strace"), linux(true, true));
         assert!(parse(b"linux x").is_err());
         assert_eq!(parse(b"  hello \n"), Ok(Workload::Hello));
         assert_eq!(

@@ -287,14 +287,15 @@ pub struct Node {
     // Drop order: the VM before the memory it maps.
     _vm: VmFd,
     _kvm: Kvm,
-    _private: PrivateRegion,
+    private_region: PrivateRegion,
 }
 
 impl Node {
     /// Loads a Linux program (`cvmm run -- PATH`) before the VPs start: node 0, the home
     /// of the low memory it is placed in, writes its segments; every node can answer
     /// `ProgramRead`.
-    pub fn load_program(&self, program: &ProgramImage) -> Result<(), NodeError> {
+    pub fn load_program(&mut self, program: &ProgramImage) -> Result<(), NodeError> {
+        private::map_syscall_trampoline(self.private_region.bytes());
         if self.server.node_id == 0 {
             for segment in &program.segments {
                 write_segment(
@@ -381,7 +382,7 @@ impl Node {
             entry: image.entry,
             _vm: vm,
             _kvm: kvm,
-            _private: private_region,
+            private_region,
         })
     }
 

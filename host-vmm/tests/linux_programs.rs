@@ -109,9 +109,10 @@ fn native(program: &Path, args: &[&str]) -> Output {
         .expect("the program runs natively")
 }
 
-fn in_cvmm(program: &Path, args: &[&str], vps: u32) -> Output {
+fn in_cvmm(program: &Path, args: &[&str], vps: u32, flags: &[&str]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_cvmm"));
     cmd.args(["run", "--mem-mib", "64", "--vps-per-node", &vps.to_string()]);
+    cmd.args(flags);
     for (k, v) in ENV {
         cmd.arg("--env").arg(format!("{k}={v}"));
     }
@@ -120,8 +121,12 @@ fn in_cvmm(program: &Path, args: &[&str], vps: u32) -> Output {
 }
 
 fn assert_same(program: &Path, args: &[&str], vps: u32) {
+    assert_same_with(program, args, vps, &[]);
+}
+
+fn assert_same_with(program: &Path, args: &[&str], vps: u32, flags: &[&str]) {
     let want = native(program, args);
-    let got = in_cvmm(program, args, vps);
+    let got = in_cvmm(program, args, vps, flags);
     let show = |o: &Output| {
         format!(
             "status {:?}\nstdout:\n{}\nstderr:\n{}",
@@ -134,7 +139,7 @@ fn assert_same(program: &Path, args: &[&str], vps: u32) {
         want.stdout == got.stdout
             && want.stderr == got.stderr
             && want.status.code() == got.status.code(),
-        "{} {args:?} on {vps} VPs differs from native\n--- native: {}\n--- cvmm: {}",
+        "{} {args:?} on {vps} VPs {flags:?} differs from native\n--- native: {}\n--- cvmm: {}",
         program.display(),
         show(&want),
         show(&got)
@@ -156,6 +161,20 @@ fn static_c_programs_match_native_with_glibc_and_musl() {
     // The other VPs idle while the program runs on VP 0.
     let program = build(&dir.0, "abi.c", "gcc", &["-static"]);
     assert_same(&program, &[], 2);
+    // Every system call through the trap, none rewritten: the same result.
+    assert_same_with(&program, &["trapped"], 1, &["--trap-syscalls"]);
+}
+
+#[test]
+fn a_null_write_faults_even_with_the_trampoline_at_page_zero() {
+    let dir = Scratch::new("null");
+    let program = build(&dir.0, "null_write.c", "gcc", &["-static"]);
+    let out = in_cvmm(&program, &[], 1, &[]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("survived"),
+        "the null write went through"
+    );
 }
 
 #[test]

@@ -5,7 +5,9 @@
 //! the guest cannot see or change them.
 //!
 //! ```text
-//! 0x0000_0000  null page: never mapped, a guest null dereference faults
+//! 0x0000_0000  null page: not mapped, a guest null dereference faults; when a Linux program
+//!              runs, the read/execute-only system call trampoline
+//!              ([`syscall_trampoline_page`]), so null reads then read it
 //! 0x0000_1000  per-node region (PER_NODE_BYTES): a different physical copy on every node,
 //!              never coherent. Starts with one VpShared block per VP, then guest data
 //!              (the per-node tick, as the paper's jiffies page).
@@ -47,6 +49,47 @@ const _: () = assert!(PER_NODE_BASE + PER_NODE_BYTES <= BOOT_STACK_BASE);
 const _: () = assert!(BOOT_STACK_TOP <= GUEST_IMAGE_BASE);
 const _: () = assert!(GUEST_IMAGE_BASE < MIN_LOGICAL_BYTES);
 
+/// Byte offset in a VP's [`crate::interrupt::VpShared`] block (`guest[2]`) of the address
+/// the system call trampoline page jumps to.
+pub const VP_SHARED_SYSCALL_TARGET_OFFSET: u64 = 40;
+
+/// The first byte of the trampoline page's second jump; system call numbers below it
+/// reach a jump (the first one at 0x200 covers numbers below 0x200 with a short sled).
+pub const SYSCALL_TRAMPOLINE_LIMIT: u64 = 0xff0;
+
+/// The system call trampoline page of a Linux program (docs/linux-abi.md): mapped read
+/// and execute only at virtual page 0 (so a null write still faults), from memory private
+/// to each node. The guest kernel rewrites a program's `syscall` (0f 05) into
+/// `call *%rax` (ff d0): the call lands at the address equal to the system call number,
+/// slides down `nop`s to a `jmp qword ptr gs:[40]`, the kernel's entry. Numbers below
+/// 0x200 take the short sled to the jump at 0x200; 0x208..0xff0 the long one to the jump
+/// at 0xff0; the rest (`int3`) or the middle of a jump faults.
+#[allow(clippy::cast_possible_truncation)] // constants: 4096, 40, 0xff0 fit
+pub const fn syscall_trampoline_page() -> [u8; PAGE_SIZE as usize] {
+    const NOP: u8 = 0x90;
+    const INT3: u8 = 0xcc;
+    // jmp qword ptr gs:[VP_SHARED_SYSCALL_TARGET_OFFSET]
+    const JUMP: [u8; 8] = [
+        0x65,
+        0xff,
+        0x24,
+        0x25,
+        VP_SHARED_SYSCALL_TARGET_OFFSET as u8,
+        0,
+        0,
+        0,
+    ];
+    let mut page = [NOP; PAGE_SIZE as usize];
+    let mut i = 0;
+    while i < 8 {
+        page[0x200 + i] = JUMP[i];
+        page[SYSCALL_TRAMPOLINE_LIMIT as usize + i] = JUMP[i];
+        page[SYSCALL_TRAMPOLINE_LIMIT as usize + 8 + i] = INT3;
+        i += 1;
+    }
+    page
+}
+
 /// Address of VP `vp`'s [`crate::interrupt::VpShared`] block.
 pub const fn vp_shared_addr(vp: u32) -> u64 {
     PER_NODE_BASE + vp as u64 * VP_SHARED_BYTES
@@ -60,6 +103,16 @@ pub const fn is_per_node(addr: u64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trampoline_jumps_sit_where_the_sleds_end() {
+        let page = syscall_trampoline_page();
+        assert!(page[..0x200].iter().all(|&b| b == 0x90));
+        assert_eq!(page[0x200..0x208], [0x65, 0xff, 0x24, 0x25, 40, 0, 0, 0]);
+        assert!(page[0x208..0xff0].iter().all(|&b| b == 0x90));
+        assert_eq!(page[0xff0..0xff8], page[0x200..0x208]);
+        assert!(page[0xff8..].iter().all(|&b| b == 0xcc));
+    }
 
     #[test]
     fn regions_do_not_overlap() {

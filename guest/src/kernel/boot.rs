@@ -182,7 +182,10 @@ fn boot(config: Config<'static>, workload: Workload) -> Result<(), BootError> {
     // A Linux program's image and break are the program's: read where they lie before
     // the allocator takes the rest of memory.
     let program_range = match workload {
-        Workload::Linux { strace } => Some(crate::linux::load(strace)?),
+        Workload::Linux {
+            strace,
+            trap_syscalls,
+        } => Some(crate::linux::load(strace, trap_syscalls)?),
         _ => None,
     };
     alloc::init(&config, program_range)?;

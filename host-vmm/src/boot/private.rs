@@ -24,7 +24,11 @@ const PT_FIRST_2M: usize = 0x4000;
 pub const GDT_OFFSET: usize = 0x5000;
 /// Offset of the TSS in the private region.
 pub const TSS_OFFSET: usize = 0x6000;
+/// Offset of the system call trampoline page (mapped at virtual 0 for Linux programs).
+const TRAMPOLINE: usize = 0x9000;
 const PD_LOW: usize = 0x10000;
+const _: () = assert!(TSS_OFFSET + TSS_HEADER_BYTES + IO_BITMAP_BYTES <= TRAMPOLINE);
+const _: () = assert!(TRAMPOLINE + 0x1000 <= PD_LOW);
 const _: () = assert!(TSS_OFFSET + TSS_HEADER_BYTES + IO_BITMAP_BYTES <= PD_LOW);
 
 const PRESENT: u64 = 1;
@@ -146,6 +150,20 @@ pub fn build(buf: &mut [u8], logical_bytes: u64) -> u64 {
     PRIVATE_GPA + PML4 as u64
 }
 
+/// Maps the system call trampoline (`vima::layout::syscall_trampoline_page`) at virtual
+/// page 0, user read/execute and not writable, from this node's private region (so it
+/// needs no coherence and the guest cannot change it). For Linux programs only: the null
+/// page then reads as the trampoline, and null writes still fault.
+pub fn map_syscall_trampoline(buf: &mut [u8]) {
+    let page = vima::layout::syscall_trampoline_page();
+    buf[TRAMPOLINE..TRAMPOLINE + page.len()].copy_from_slice(&page);
+    put(
+        buf,
+        PT_FIRST_2M,
+        (PRIVATE_GPA + TRAMPOLINE as u64) | PRESENT | USER,
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,5 +246,19 @@ mod tests {
         let cr3 = build(&mut buf, 8 << 20);
         assert!(walk(&buf, cr3, (8 << 20) - 1).is_some());
         assert_eq!(walk(&buf, cr3, 8 << 20), None);
+    }
+
+    #[test]
+    fn trampoline_page_is_mapped_at_zero_read_only() {
+        let mut buf = vec![0u8; PRIVATE_BYTES];
+        build(&mut buf, 16 << 20);
+        let entry =
+            |buf: &[u8]| u64::from_le_bytes(buf[PT_FIRST_2M..PT_FIRST_2M + 8].try_into().unwrap());
+        assert_eq!(entry(&buf), 0, "the null page is unmapped by default");
+        map_syscall_trampoline(&mut buf);
+        let e = entry(&buf);
+        assert_eq!(e & (PRESENT | WRITABLE | USER), PRESENT | USER);
+        assert_eq!(e & !0xfff, PRIVATE_GPA + TRAMPOLINE as u64);
+        assert_eq!(buf[TRAMPOLINE + 0x200], 0x65);
     }
 }

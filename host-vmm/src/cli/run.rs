@@ -63,6 +63,10 @@ pub struct RunArgs {
     /// result.
     #[arg(long)]
     pub strace: bool,
+    /// Keep every `syscall` of a Linux program trapping into the guest kernel instead of
+    /// rewriting it into a call (to measure the trap path; docs/linux-abi.md).
+    #[arg(long)]
+    pub trap_syscalls: bool,
     /// The guest workload and its arguments, e.g. `matmul 64`; or the path of a static
     /// x86-64 Linux executable (any name containing `/`) and its arguments.
     #[arg(last = true, required = true, num_args = 1..)]
@@ -156,18 +160,14 @@ fn run_program(args: &RunArgs, path: &str) -> i32 {
         nodes: args.nodes,
         vps_per_node: args.vps_per_node,
         mem_mib_per_node: args.mem_mib,
-        cmdline: if args.strace {
-            format!("{LINUX_CMDLINE} strace")
-        } else {
-            LINUX_CMDLINE.into()
-        },
+        cmdline: linux_cmdline(args),
     };
     let report = crate::node::Node::create(
         &cfg,
         &kernel_image(&cfg),
         Box::new(StdoutSink { tag_node: false }),
     )
-    .and_then(|node| {
+    .and_then(|mut node| {
         node.load_program(&program)?;
         node.run()
     });
@@ -188,6 +188,17 @@ fn run_program(args: &RunArgs, path: &str) -> i32 {
 
 /// The guest command line that makes the guest kernel run the loaded program.
 pub const LINUX_CMDLINE: &str = "linux";
+
+fn linux_cmdline(args: &RunArgs) -> String {
+    let mut cmdline = String::from(LINUX_CMDLINE);
+    if args.strace {
+        cmdline.push_str(" strace");
+    }
+    if args.trap_syscalls {
+        cmdline.push_str(" trap-syscalls");
+    }
+    cmdline
+}
 
 fn kernel_image(cfg: &NodeConfig) -> crate::boot::elf::GuestImage<'static> {
     crate::boot::elf::parse(GUEST_ELF, cfg.logical_bytes())

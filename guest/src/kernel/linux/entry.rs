@@ -5,7 +5,19 @@
 //! untouched, `rcx` = the return address and `r11` = the flags, and the hypervisor's
 //! delivery of that jump costs one trap (docs/linux-abi.md has the measurements).
 //!
-//! [`syscall_entry`] keeps the program's `rsp` in this VP's `VpShared.guest[0]` (reached
+//! Two ways in, one path through:
+//! - [`syscall_entry`], the trap: the first time a `syscall` instruction runs, the
+//!   hypervisor delivers it to MSR LSTAR. The kernel then rewrites that instruction into
+//!   `call *%rax` (same two bytes' room: `ff d0`), as lazypoline does.
+//! - [`syscall_call_entry`], the call: a rewritten site calls the address equal to the
+//!   system call number, in the trampoline page the VMM maps read/execute at virtual 0
+//!   (`vima::layout::syscall_trampoline_page`); its `nop` sled ends in
+//!   `jmp qword ptr gs:[40]`, which lands here with the return address on the program's
+//!   stack and no trap at all. The call's push writes the 8 bytes below the program's
+//!   `rsp`: the one thing this path costs a leaf function that keeps data in its red
+//!   zone across an inline `syscall` (zpoline has the same limit; docs/linux-abi.md).
+//!
+//! Both keep the program's `rsp` in this VP's `VpShared.guest[0]` (reached
 //! through `gs`, which always points at the block), switches to the VP's kernel stack in
 //! `VpShared.guest[1]`, saves every general register in a [`SyscallFrame`] and the SSE
 //! state with `fxsave64` (Linux preserves all of them but `rax`, `rcx` and `r11`), calls
@@ -22,6 +34,9 @@ use vima::interrupt::VP_SHARED_PENDING_OFFSET;
 pub const USER_RSP_OFFSET: u64 = 24;
 /// `VpShared` byte offset of this VP's kernel stack top (`guest[1]`).
 pub const KERNEL_RSP_OFFSET: u64 = 32;
+/// `VpShared` byte offset of where the trampoline jumps (`guest[2]`).
+pub const CALL_TARGET_OFFSET: u64 = vima::layout::VP_SHARED_SYSCALL_TARGET_OFFSET;
+const _: () = assert!(KERNEL_RSP_OFFSET + 8 == CALL_TARGET_OFFSET);
 const _: () = assert!(VP_SHARED_PENDING_OFFSET + 16 == USER_RSP_OFFSET);
 
 /// The program's registers at a system call, as [`syscall_entry`] pushed them.
@@ -54,6 +69,9 @@ pub struct SyscallFrame {
     pub r14: u64,
     /// See `rbx`.
     pub r15: u64,
+    /// 1 when the call came through the trap ([`syscall_entry`]), 0 through the
+    /// trampoline.
+    pub trapped: u64,
     /// Return address.
     pub rcx: u64,
     /// Flags.
@@ -78,6 +96,27 @@ global_asm!(
     "push qword ptr gs:[{user_rsp}]",
     "push r11",
     "push rcx",
+    "push 1",
+    "jmp syscall_common",
+    "",
+    ".global syscall_call_entry",
+    "syscall_call_entry:",
+    // Nothing here may change the flags before pushfq: mov and lea do not.
+    "mov gs:[{user_rsp}], rsp",
+    "mov rsp, gs:[{kernel_rsp}]",
+    "lea rsp, [rsp - 8]",
+    "pushfq",
+    // rcx is the program's to lose (Linux returns its address there): fetch the return
+    // address the call pushed, and the program's rsp from before the call.
+    "mov rcx, gs:[{user_rsp}]",
+    "mov rcx, [rcx]",
+    "push rcx",
+    "mov rcx, gs:[{user_rsp}]",
+    "lea rcx, [rcx + 8]",
+    "mov [rsp + 16], rcx",
+    "push 0",
+    "",
+    "syscall_common:",
     "push r15",
     "push r14",
     "push r13",
@@ -114,6 +153,7 @@ global_asm!(
     "pop r13",
     "pop r14",
     "pop r15",
+    "lea rsp, [rsp + 8]",
     "pop rcx",
     "pop r11",
     // The flags through the kernel stack, then the program's own stack and address.
@@ -156,6 +196,8 @@ global_asm!(
 extern "C" {
     /// The `syscall` target (above); only its address is used.
     pub fn syscall_entry();
+    /// The trampoline's target (above); only its address is used.
+    pub fn syscall_call_entry();
     /// Jumps to the program's `entry` with `rsp = stack`; never returns.
     pub fn enter_program(entry: u64, stack: u64) -> !;
 }

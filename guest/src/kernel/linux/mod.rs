@@ -14,6 +14,7 @@
 //! them against logical memory before touching them.
 
 pub mod entry;
+mod rewrite;
 mod syscalls;
 
 use core::cell::UnsafeCell;
@@ -77,8 +78,9 @@ pub enum LinuxError {
 
 /// VP 0 at boot, before the allocator starts: reads the descriptor. Returns the range
 /// `[image_start, brk_limit)` the allocator must leave to the program.
-pub fn load(strace: bool) -> Result<(u64, u64), LinuxError> {
+pub fn load(strace: bool, trap_syscalls: bool) -> Result<(u64, u64), LinuxError> {
     syscalls::set_strace(strace);
+    rewrite::set_enabled(!trap_syscalls);
     // SAFETY: only VP 0 calls this, once (PROGRAM is set below, a second call fails
     // before touching the buffer), before any other VP runs; nothing else refers to the
     // buffer until PROGRAM hands out the shared view.
@@ -106,15 +108,20 @@ impl From<LinuxError> for BootError {
     }
 }
 
-/// Stores this VP's kernel stack top where the syscall entry finds it.
-fn set_kernel_stack(top: u64) {
-    // SAFETY: gs points at this VP's VpShared block; `guest[1]` is the kernel's own word
-    // (the VMM never touches it while the VP runs).
+/// Stores this VP's kernel stack top and the trampoline's target where the entry code
+/// finds them.
+fn set_entry_words(kernel_stack_top: u64) {
+    let target = entry::syscall_call_entry as *const () as u64;
+    // SAFETY: gs points at this VP's VpShared block; `guest[1]` and `guest[2]` are the
+    // kernel's own words (the VMM never touches them while the VP runs).
     unsafe {
         core::arch::asm!(
-            "mov gs:[{off}], {top}",
-            off = const entry::KERNEL_RSP_OFFSET,
-            top = in(reg) top,
+            "mov gs:[{stack_off}], {top}",
+            "mov gs:[{target_off}], {target}",
+            stack_off = const entry::KERNEL_RSP_OFFSET,
+            target_off = const entry::CALL_TARGET_OFFSET,
+            top = in(reg) kernel_stack_top,
+            target = in(reg) target,
             options(nostack, preserves_flags)
         );
     }
@@ -126,7 +133,7 @@ pub fn run() -> Result<core::convert::Infallible, LinuxError> {
     let h = *desc.header();
     // The boot stack is VP 0's kernel stack from now on: nothing below this frame is
     // used again, since the program never returns here.
-    set_kernel_stack(BOOT_STACK_TOP);
+    set_entry_words(BOOT_STACK_TOP);
     vima_calls::syscall_entry_set(entry::syscall_entry as *const () as u64)?;
 
     let node = kernel().node_of(current_vp() as usize);

@@ -55,6 +55,9 @@ pub fn set_strace(on: bool) {
 pub extern "sysv64" fn dispatch(frame: &mut SyscallFrame) {
     let number = frame.rax;
     let a = frame.args();
+    if frame.trapped != 0 {
+        super::rewrite::trapped_at(frame.rcx.wrapping_sub(2));
+    }
     let strace = STRACE.load(Ordering::Relaxed);
     if strace && (number == nr::EXIT_GROUP || number == nr::EXIT) {
         trace(number, &a, None);
