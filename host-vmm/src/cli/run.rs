@@ -116,11 +116,7 @@ pub fn run(args: &RunArgs) -> i32 {
             return 1;
         }
     };
-    match &report.outcome {
-        Outcome::GuestFault(fault) => eprintln!("cvmm: {fault}"),
-        Outcome::VmmError(msg) => eprintln!("cvmm: {msg}"),
-        Outcome::Exited(_) | Outcome::AllStopped => {}
-    }
+    print_outcome(&report.outcome);
     if let Some(path) = &args.stats_json {
         let reports = [report.clone()];
         let file = StatsFile { nodes: &reports };
@@ -140,7 +136,14 @@ pub fn run(args: &RunArgs) -> i32 {
 /// x86-64 ELF or one that does not fit gets one sentence and exit 1 before any node
 /// starts. cvmm's exit status is the program's.
 fn run_program(args: &RunArgs, path: &str) -> i32 {
-    let program = match prepare_program(args, path) {
+    let cfg = NodeConfig {
+        node_id: 0,
+        nodes: args.nodes,
+        vps_per_node: args.vps_per_node,
+        mem_mib_per_node: args.mem_mib,
+        cmdline: linux_cmdline(args),
+    };
+    let program = match prepare_program(args, path, &cfg) {
         Ok(program) => program,
         Err(sentence) => {
             eprintln!("cvmm: {path}: {sentence}");
@@ -155,13 +158,6 @@ fn run_program(args: &RunArgs, path: &str) -> i32 {
         eprintln!("cvmm: {path}: Linux programs run on one node in this build (docs/linux-abi.md)");
         return 1;
     }
-    let cfg = NodeConfig {
-        node_id: 0,
-        nodes: args.nodes,
-        vps_per_node: args.vps_per_node,
-        mem_mib_per_node: args.mem_mib,
-        cmdline: linux_cmdline(args),
-    };
     let report = crate::node::Node::create(
         &cfg,
         &kernel_image(&cfg),
@@ -178,12 +174,17 @@ fn run_program(args: &RunArgs, path: &str) -> i32 {
             return 1;
         }
     };
-    match &report.outcome {
+    print_outcome(&report.outcome);
+    report.outcome.exit_code()
+}
+
+/// Says on stderr why the virtual server ended, if it did not end normally.
+fn print_outcome(outcome: &Outcome) {
+    match outcome {
         Outcome::GuestFault(fault) => eprintln!("cvmm: {fault}"),
         Outcome::VmmError(msg) => eprintln!("cvmm: {msg}"),
         Outcome::Exited(_) | Outcome::AllStopped => {}
     }
-    report.outcome.exit_code()
 }
 
 /// The guest command line that makes the guest kernel run the loaded program.
@@ -217,7 +218,7 @@ fn realtime_now() -> (u64, u64) {
 }
 
 /// Reads, classifies and places the program; the error is the sentence to print.
-fn prepare_program(args: &RunArgs, path: &str) -> Result<ProgramImage, String> {
+fn prepare_program(args: &RunArgs, path: &str, cfg: &NodeConfig) -> Result<ProgramImage, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read the program: {e}"))?;
     let info = crate::boot::program::classify(&bytes).map_err(|e| e.to_string())?;
     for pair in &args.env {
@@ -241,15 +242,9 @@ fn prepare_program(args: &RunArgs, path: &str) -> Result<ProgramImage, String> {
         random,
         realtime: realtime_now(),
     };
-    let probe = NodeConfig {
-        node_id: 0,
-        nodes: args.nodes,
-        vps_per_node: args.vps_per_node,
-        mem_mib_per_node: args.mem_mib,
-        cmdline: LINUX_CMDLINE.into(),
-    };
-    let kernel_end = kernel_image(&probe).end;
-    lay_out(&bytes, &info, kernel_end, args.mem_mib << 20, &invocation).map_err(|e| e.to_string())
+    let kernel_end = kernel_image(cfg).end;
+    let home_end = cfg.mem_mib_per_node << 20;
+    lay_out(&bytes, &info, kernel_end, home_end, &invocation).map_err(|e| e.to_string())
 }
 
 /// An error and its sources, joined with ": ".
