@@ -291,20 +291,29 @@ pub struct Node {
 }
 
 impl Node {
-    /// Loads a Linux program (`cvmm run -- PATH`) before the VPs start: node 0, the home
-    /// of the low memory it is placed in, writes its segments; every node can answer
-    /// `ProgramRead`.
-    pub fn load_program(&mut self, program: &ProgramImage) -> Result<(), NodeError> {
+    /// Readies this node for a Linux program's threads (every node of a server that runs
+    /// one): maps the system call trampoline at virtual page 0 of its VPs.
+    pub fn enable_linux(&mut self) {
         private::map_syscall_trampoline(self.private_region.bytes());
-        if self.server.node_id == 0 {
-            for segment in &program.segments {
-                write_segment(
-                    &self.server.memory,
-                    segment.vaddr,
-                    &segment.data,
-                    segment.data.len() as u64,
-                )?;
-            }
+    }
+
+    /// Loads a Linux program (`cvmm run -- PATH`) before the VPs start, on node 0, the
+    /// home of the low memory it is placed in: writes its segments and keeps the
+    /// descriptor for `ProgramRead`. The other nodes call [`Node::enable_linux`] only.
+    pub fn load_program(&mut self, program: &ProgramImage) -> Result<(), NodeError> {
+        if self.server.node_id != 0 {
+            return Err(NodeError::Shape(
+                "only node 0 loads the program (it is home for the memory it lies in)".into(),
+            ));
+        }
+        self.enable_linux();
+        for segment in &program.segments {
+            write_segment(
+                &self.server.memory,
+                segment.vaddr,
+                &segment.data,
+                segment.data.len() as u64,
+            )?;
         }
         self.server
             .program

@@ -166,6 +166,24 @@ fn static_c_programs_match_native_with_glibc_and_musl() {
 }
 
 #[test]
+fn a_program_runs_the_same_on_several_nodes_and_both_fabrics() {
+    let dir = Scratch::new("nodes");
+    let program = build(&dir.0, "abi.c", "musl-gcc", &["-static"]);
+    assert_same_with(&program, &["two", "nodes"], 1, &["--nodes", "2"]);
+    // Node 1 runs the offload fabric over a lossy wire; the program's pages are homed
+    // on node 0 either way.
+    let flags = [
+        "--nodes",
+        "2",
+        "--fabric",
+        "software,offload",
+        "--wire-loss",
+        "0.05",
+    ];
+    assert_same_with(&program, &["mixed"], 1, &flags);
+}
+
+#[test]
 fn a_null_write_faults_even_with_the_trampoline_at_page_zero() {
     let dir = Scratch::new("null");
     let program = build(&dir.0, "null_write.c", "gcc", &["-static"]);

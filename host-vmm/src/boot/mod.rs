@@ -8,6 +8,7 @@
 
 pub mod cpu;
 pub mod elf;
+pub mod invocation;
 pub mod private;
 pub mod program;
 pub mod program_layout;

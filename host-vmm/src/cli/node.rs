@@ -26,7 +26,8 @@ use vfio::client::UserClient;
 /// Arguments of `cvmm node`.
 #[derive(Debug, Args)]
 pub struct NodeArgs {
-    /// The cluster description (see docs/cluster.md).
+    /// The cluster description (`cluster.toml`; its keys are in host-vmm/src/cluster/config.rs
+    /// and examples/cluster.toml).
     #[arg(long)]
     pub config: PathBuf,
     /// This node's id in the description.
@@ -108,6 +109,11 @@ pub(crate) fn transport_for(config: &ClusterConfig, id: u32) -> Result<Arc<dyn T
 fn run_node(args: &NodeArgs) -> Result<i32, String> {
     let config = ClusterConfig::load(&args.config).map_err(|e| error_chain(&e))?;
     crate::fabric::set_vs_id(config.server.vs_id);
+    if config.program.is_some() && std::env::var_os("RUST_LOG").is_none() {
+        // A Linux program's stderr is the program's: the VMM's warnings (a frame
+        // dropped at shutdown) stay out of it; its errors still show.
+        log::set_max_level(log::LevelFilter::Error);
+    }
     let cfg = config.node_config(args.id);
     if args.id >= cfg.nodes {
         return Err(format!(
@@ -125,7 +131,10 @@ fn run_node(args: &NodeArgs) -> Result<i32, String> {
         Outcome::VmmError(msg) => eprintln!("cvmm node {}: {msg}", args.id),
         Outcome::Exited(_) | Outcome::AllStopped => {}
     }
-    eprintln!("{}", summary(&stats));
+    // A Linux program's stderr is the program's alone.
+    if config.program.is_none() {
+        eprintln!("{}", summary(&stats));
+    }
     if let Some(path) = &args.stats_json {
         let json = serde_json::json!({ "nodes": [stats] });
         let text = serde_json::to_string_pretty(&json).expect("JSON values serialize");
@@ -133,6 +142,27 @@ fn run_node(args: &NodeArgs) -> Result<i32, String> {
             .map_err(|e| format!("failed to write {}: {e}", path.display()))?;
     }
     Ok(report.outcome.exit_code())
+}
+
+/// A Linux program's part of this node: node 0 prepares and loads it, the others map the
+/// system call trampoline for the threads they will run.
+fn ready_program(
+    node: &mut Node,
+    config: &ClusterConfig,
+    image: &elf::GuestImage<'_>,
+) -> Result<(), String> {
+    let Some(spec) = &config.program else {
+        return Ok(());
+    };
+    if node.server.node_id != 0 {
+        node.enable_linux();
+        return Ok(());
+    }
+    let home_end = config.server.mem_mib_per_node << 20;
+    let program = spec
+        .prepare(image.end, home_end)
+        .map_err(|sentence| format!("{}: {sentence}", spec.path.display()))?;
+    node.load_program(&program).map_err(|e| error_chain(&e))
 }
 
 /// The software path: this process owns the wire and runs the engine.
@@ -143,8 +173,9 @@ fn run_software(
     image: &elf::GuestImage<'_>,
 ) -> Result<(NodeReport, serde_json::Value), String> {
     let transport = transport_for(config, id)?;
-    let node = Node::create(cfg, image, Box::new(StdoutSink { tag_node: true }))
+    let mut node = Node::create(cfg, image, Box::new(StdoutSink { tag_node: true }))
         .map_err(|e| error_chain(&e))?;
+    ready_program(&mut node, config, image)?;
     let server = node.server.clone();
     let local: Vec<u32> = node.vcpus.iter().map(|(vp, _)| *vp).collect();
     let fabric = Fabric::new(
@@ -217,8 +248,9 @@ fn run_offload(
             }
         }
     };
-    let node = Node::create(cfg, image, Box::new(StdoutSink { tag_node: true }))
+    let mut node = Node::create(cfg, image, Box::new(StdoutSink { tag_node: true }))
         .map_err(|e| error_chain(&e))?;
+    ready_program(&mut node, config, image)?;
     let server = node.server.clone();
     let local: Vec<u32> = node.vcpus.iter().map(|(vp, _)| *vp).collect();
     let fabric = OffloadFabric::connect(

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 use serde::Serialize;
 
-use crate::boot::program_layout::{lay_out, Invocation, ProgramImage};
+use crate::boot::invocation::ProgramSpec;
 use crate::cluster::config::{FabricKind, TransportKind};
 use crate::cluster::launch::{launch, LaunchOptions};
 use crate::cluster::servers::launch_servers;
@@ -85,18 +85,7 @@ pub fn run(args: &RunArgs) -> i32 {
     }
     let offload = args.fabric.contains(&FabricKind::Offload);
     if args.nodes != 1 || args.netns || offload || args.servers != 1 {
-        let opts = LaunchOptions {
-            nodes: args.nodes,
-            vps_per_node: args.vps_per_node,
-            mem_mib: args.mem_mib,
-            cmdline: args.workload.join(" "),
-            wire_loss: args.wire_loss,
-            netns: args.netns,
-            stats_json: args.stats_json.clone(),
-            fabrics: args.fabric.clone(),
-            transport: args.transport,
-            vs_id: args.vs_id,
-        };
+        let opts = launch_options(args);
         if args.servers != 1 {
             return launch_servers(&opts, args.servers, &args.server_workload);
         }
@@ -134,7 +123,8 @@ pub fn run(args: &RunArgs) -> i32 {
 /// `cvmm run -- PATH ARGS...`: a Linux program from the host (docs/linux-abi.md). The
 /// file is checked and placed here, so that a dynamic executable, a file that is not an
 /// x86-64 ELF or one that does not fit gets one sentence and exit 1 before any node
-/// starts. cvmm's exit status is the program's.
+/// starts. One node runs in this process; several are node processes that inherit
+/// cvmm's stdin, stdout and stderr. cvmm's exit status is the program's.
 fn run_program(args: &RunArgs, path: &str) -> i32 {
     let cfg = NodeConfig {
         node_id: 0,
@@ -143,20 +133,30 @@ fn run_program(args: &RunArgs, path: &str) -> i32 {
         mem_mib_per_node: args.mem_mib,
         cmdline: linux_cmdline(args),
     };
-    let program = match prepare_program(args, path, &cfg) {
-        Ok(program) => program,
+    let prepared = ProgramSpec::new(path, &args.workload, &args.env).and_then(|spec| {
+        let program = spec.prepare(kernel_image(&cfg).end, cfg.mem_mib_per_node << 20)?;
+        Ok((spec, program))
+    });
+    let (spec, program) = match prepared {
+        Ok(prepared) => prepared,
         Err(sentence) => {
             eprintln!("cvmm: {path}: {sentence}");
             return 1;
         }
     };
-    if args.nodes != 1
-        || args.netns
-        || args.servers != 1
-        || args.fabric.contains(&FabricKind::Offload)
-    {
-        eprintln!("cvmm: {path}: Linux programs run on one node in this build (docs/linux-abi.md)");
+    if args.servers != 1 {
+        eprintln!("cvmm: {path}: a Linux program runs on one virtual server (no --servers)");
         return 1;
+    }
+    if std::env::var_os("RUST_LOG").is_none() {
+        // The program's stderr is the program's: VMM warnings stay out of it.
+        log::set_max_level(log::LevelFilter::Error);
+    }
+    if args.nodes != 1 || args.netns || args.fabric.contains(&FabricKind::Offload) {
+        let mut opts = launch_options(args);
+        opts.cmdline = cfg.cmdline;
+        opts.program = Some(spec);
+        return launch(&opts);
     }
     let report = crate::node::Node::create(
         &cfg,
@@ -176,6 +176,23 @@ fn run_program(args: &RunArgs, path: &str) -> i32 {
     };
     print_outcome(&report.outcome);
     report.outcome.exit_code()
+}
+
+/// The launcher's options for a workload run on node processes.
+fn launch_options(args: &RunArgs) -> LaunchOptions {
+    LaunchOptions {
+        nodes: args.nodes,
+        vps_per_node: args.vps_per_node,
+        mem_mib: args.mem_mib,
+        cmdline: args.workload.join(" "),
+        wire_loss: args.wire_loss,
+        netns: args.netns,
+        stats_json: args.stats_json.clone(),
+        fabrics: args.fabric.clone(),
+        transport: args.transport,
+        vs_id: args.vs_id,
+        program: None,
+    }
 }
 
 /// Says on stderr why the virtual server ended, if it did not end normally.
@@ -204,47 +221,6 @@ fn linux_cmdline(args: &RunArgs) -> String {
 fn kernel_image(cfg: &NodeConfig) -> crate::boot::elf::GuestImage<'static> {
     crate::boot::elf::parse(GUEST_ELF, cfg.logical_bytes())
         .expect("the built-in guest image is valid")
-}
-
-/// The host's CLOCK_REALTIME and the TSC at (nearly) the same instant, so that the guest
-/// reads the real time from `rdtsc` without an exit.
-fn realtime_now() -> (u64, u64) {
-    // SAFETY: rdtsc only reads the time stamp counter.
-    let tsc = unsafe { core::arch::x86_64::_rdtsc() };
-    let ns = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-    (ns, tsc)
-}
-
-/// Reads, classifies and places the program; the error is the sentence to print.
-fn prepare_program(args: &RunArgs, path: &str, cfg: &NodeConfig) -> Result<ProgramImage, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read the program: {e}"))?;
-    let info = crate::boot::program::classify(&bytes).map_err(|e| e.to_string())?;
-    for pair in &args.env {
-        if !pair.contains('=') {
-            return Err(format!("--env {pair:?} is not of the form K=V"));
-        }
-    }
-    let mut random = [0u8; 16];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut random))
-        .map_err(|e| format!("cannot read /dev/urandom for AT_RANDOM: {e}"))?;
-    let argv: Vec<&[u8]> = args.workload.iter().map(|a| a.as_bytes()).collect();
-    let envs: Vec<&[u8]> = args.env.iter().map(|e| e.as_bytes()).collect();
-    let exe = std::fs::canonicalize(path)
-        .map_err(|e| format!("cannot resolve the program's path: {e}"))?;
-    let invocation = Invocation {
-        execfn: path.as_bytes(),
-        exe: exe.as_os_str().as_encoded_bytes(),
-        args: &argv,
-        envs: &envs,
-        random,
-        realtime: realtime_now(),
-    };
-    let kernel_end = kernel_image(cfg).end;
-    let home_end = cfg.mem_mib_per_node << 20;
-    lay_out(&bytes, &info, kernel_end, home_end, &invocation).map_err(|e| e.to_string())
 }
 
 /// An error and its sources, joined with ": ".

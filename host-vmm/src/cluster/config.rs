@@ -43,6 +43,18 @@
 //! dpdk = { port = "0000:3b:00.0" }   # af_packet: an interface; device: a PCI address
 //! ```
 //!
+//! A Linux program (`cvmm run --nodes M -- PATH ARGS...` writes this for its nodes) is a
+//! `[program]` section, with `cmdline = "linux"` (plus `strace`, `trap-syscalls`) in
+//! `[server]`; only node 0 reads the file (docs/linux-abi.md):
+//!
+//! ```toml
+//! [program]
+//! path = "/opt/app/server"
+//! argv = ["/opt/app/server", "--port", "80"]
+//! env = ["HOME=/"]
+//! random_hex = "00112233445566778899aabbccddeeff"   # AT_RANDOM
+//! ```
+//!
 //! A cluster may mix fabrics: both run the same engine and speak the same wire format.
 //! An offload node starts its NIC model (`cvmm nic`) itself, unless `nic_socket` names
 //! the vfio-user socket of one already running.
@@ -254,6 +266,10 @@ pub struct ClusterConfig {
     pub dpdk: Option<DpdkSection>,
     /// `[[nodes]]`.
     pub nodes: Vec<NodeEntry>,
+    /// `[program]`: the Linux program the server runs (`cvmm run -- PATH`; with it the
+    /// command line is `linux ...`). Node 0 reads the file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub program: Option<crate::boot::invocation::ProgramSpec>,
 }
 
 impl ClusterConfig {
@@ -319,6 +335,13 @@ impl ClusterConfig {
         }
         if self.cluster.peer_timeout_ms < 100 {
             return invalid("peer_timeout_ms must be at least 100".into());
+        }
+        let linux = self.server.cmdline.split_whitespace().next() == Some("linux");
+        if linux != self.program.is_some() {
+            return invalid(
+                "a [program] section goes with the command line `linux ...`, and only with it"
+                    .into(),
+            );
         }
         super::wire::check_key_settings(&self.cluster)
             .map_err(|e| ClusterConfigError::Invalid(crate::cli::run::error_chain(&e)))?;
@@ -518,6 +541,24 @@ mod tests {
         assert!(ClusterConfig::parse(&vps, "t").is_err());
         let transport = GOOD.replace("wire_loss = 0.05", "transport = \"carrier-pigeon\"");
         assert!(ClusterConfig::parse(&transport, "t").is_err());
+    }
+
+    #[test]
+    fn a_program_section_goes_with_the_linux_command_line() {
+        let program = "\n[program]\npath = \"./a.out\"\nargv = [\"./a.out\", \"x\"]\n\
+                       env = [\"A=1\"]\nrandom_hex = \"00112233445566778899aabbccddeeff\"\n";
+        let linux = GOOD.replace("cmdline = \"matmul 64\"", "cmdline = \"linux strace\"");
+        let config = ClusterConfig::parse(&format!("{linux}{program}"), "t").unwrap();
+        let spec = config.program.as_ref().unwrap();
+        assert_eq!(spec.argv, ["./a.out", "x"]);
+        assert_eq!(
+            ClusterConfig::parse(&config.to_toml(), "again").unwrap(),
+            config
+        );
+        for text in [format!("{GOOD}{program}"), linux] {
+            let err = ClusterConfig::parse(&text, "t").unwrap_err().to_string();
+            assert!(err.contains("[program]"), "{err}");
+        }
     }
 
     /// The second TOML block of the module docs (the DPDK one), with a second node.

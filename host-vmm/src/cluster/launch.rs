@@ -18,6 +18,7 @@ use super::config::{
 };
 use super::netns::NetnsCluster;
 use super::wire::write_key_file;
+use crate::boot::invocation::ProgramSpec;
 use crate::cli::run::error_chain;
 use dpdk_transport::ClusterKey;
 
@@ -45,6 +46,8 @@ pub struct LaunchOptions {
     pub transport: TransportKind,
     /// The virtual server's id on the wire (`cvmm run --servers` gives each its own).
     pub vs_id: u16,
+    /// The Linux program to run, if any (`cmdline` is then `linux ...`).
+    pub program: Option<ProgramSpec>,
 }
 
 impl LaunchOptions {
@@ -171,6 +174,7 @@ fn try_launch(opts: &LaunchOptions) -> Result<i32, String> {
                 })
             })
             .collect::<Result<_, String>>()?,
+        program: opts.program.clone(),
     };
     config.validate().map_err(|e| e.to_string())?;
     let config_path = dir.0.join("cluster.toml");

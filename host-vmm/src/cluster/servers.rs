@@ -228,6 +228,7 @@ mod tests {
             fabrics: vec![FabricKind::Software, FabricKind::Offload],
             transport: TransportKind::Udp,
             vs_id: 1,
+            program: None,
         };
         let args = server_args(&opts, 2, "sort 1000", Path::new("/tmp/s2.json"));
         let joined = args.join(" ");
