@@ -18,8 +18,15 @@ static PAGES: PageAligned<SpinLock<PageAllocator>> =
     PageAligned(SpinLock::new(PageAllocator::new()));
 
 extern "C" {
+    /// Start of the image, from the linker script.
+    static __image_start: u8;
     /// End of the image (page aligned), from the linker script.
     static __image_end: u8;
+}
+
+/// First byte of the loaded image (the kernel's code starts here).
+pub fn image_start() -> u64 {
+    core::ptr::addr_of!(__image_start) as u64
 }
 
 /// First byte after the loaded image.

@@ -9,13 +9,15 @@
 //! call itself.
 //!
 //! Handlers only count: the per-node tick (the paper's jiffies page, 4.8) and IPIs. They
-//! never lock or print, so they cannot deadlock with the code they interrupt.
+//! never lock or print, so they cannot deadlock with the code they interrupt. Once a
+//! Linux program's threads are scheduled ([`set_preemptive`]), an interrupt that hits
+//! program code may also switch threads ([`crate::sched::preempt_from_interrupt`]).
 
 use core::arch::{asm, global_asm};
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use vima::call::Call;
-use vima::interrupt::{VECTOR_COUNT, VECTOR_IPI, VECTOR_TIMER};
+use vima::interrupt::{InterruptFrame, VECTOR_COUNT, VECTOR_IPI, VECTOR_TIMER};
 use vima::layout::{MAX_VPS, PER_NODE_GUEST_BASE};
 
 use crate::vima_calls::{self, CallError};
@@ -41,6 +43,7 @@ global_asm!(
     "sub rsp, 512",
     "fxsave64 [rsp]",
     "mov rdi, rsi",
+    "mov rsi, rbx",
     "cld",
     "call {handler}",
     "fxrstor64 [rsp]",
@@ -82,18 +85,36 @@ fn node_tick() -> &'static AtomicU64 {
     unsafe { &*(PER_NODE_GUEST_BASE as *const AtomicU64) }
 }
 
-extern "sysv64" fn handle_interrupt(vector: u64) {
+/// Set once threads are scheduled preemptively (a Linux program runs).
+static PREEMPTIVE: AtomicBool = AtomicBool::new(false);
+
+/// From now on the tick and IPIs may switch threads ([`crate::sched`]).
+pub fn set_preemptive() {
+    PREEMPTIVE.store(true, Ordering::Release);
+}
+
+extern "sysv64" fn handle_interrupt(vector: u64, frame: *const InterruptFrame) {
     let vp = current_vp() as usize % MAX_VPS;
     match u8::try_from(vector) {
         Ok(VECTOR_TIMER) => {
-            node_tick().fetch_add(1, Ordering::Relaxed);
+            // With threads every VP ticks; the node's tick advances on its first VP.
+            if !PREEMPTIVE.load(Ordering::Relaxed) || crate::boot::kernel().is_first_on_node(vp) {
+                node_tick().fetch_add(1, Ordering::Relaxed);
+            }
         }
         Ok(VECTOR_IPI) => {
             IPIS_RECEIVED[vp].fetch_add(1, Ordering::Relaxed);
         }
         _ => {
             SPURIOUS[vp].fetch_add(1, Ordering::Relaxed);
+            return;
         }
+    }
+    if PREEMPTIVE.load(Ordering::Acquire) {
+        // SAFETY: the VMM pushed the frame and the entry stub passes its address; it
+        // stays on this stack until the handler returns.
+        let rip = unsafe { (*frame).rip };
+        crate::sched::preempt_from_interrupt(rip);
     }
 }
 
@@ -141,6 +162,20 @@ fn pending() -> u64 {
         );
     }
     pending
+}
+
+/// Holds interrupts back; returns the previous mask for [`restore`].
+pub fn mask() -> u32 {
+    set_mask(1)
+}
+
+/// Puts back a mask [`mask`] returned, polling for what arrived meanwhile.
+pub fn restore(old: u32) {
+    set_mask(old);
+    if old == 0 && pending() != 0 {
+        // Best effort: a failing poll only delays delivery to the next call.
+        let _ = vima_calls::intr_poll();
+    }
 }
 
 /// Lets interrupts in: clears the mask, then polls if any arrived while it was set.

@@ -41,7 +41,7 @@ const _: () = assert!(VP_SHARED_PENDING_OFFSET + 16 == USER_RSP_OFFSET);
 
 /// The program's registers at a system call, as [`syscall_entry`] pushed them.
 #[repr(C)]
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct SyscallFrame {
     /// System call number in, result out.
     pub rax: u64,
@@ -138,6 +138,10 @@ global_asm!(
     "mov rdi, rbx",
     "cld",
     "call {dispatch}",
+    // A new thread's first run enters here too (crate::sched::switch), with rsp at its
+    // saved SSE state and rbx at its frame.
+    ".global syscall_exit",
+    "syscall_exit:",
     "fxrstor64 [rsp]",
     "mov rsp, rbx",
     "pop rax",
@@ -167,37 +171,9 @@ global_asm!(
     dispatch = sym super::syscalls::dispatch,
 );
 
-global_asm!(
-    ".pushsection .text.enter_program,\"ax\",@progbits",
-    ".global enter_program",
-    "enter_program:",
-    // rdi = entry, rsi = initial rsp. The ABI wants rdx = 0 (no exit handler to
-    // register) and says nothing of the others: clear them so nothing leaks.
-    "mov rsp, rsi",
-    "mov rcx, rdi",
-    "xor eax, eax",
-    "xor ebx, ebx",
-    "xor edx, edx",
-    "xor esi, esi",
-    "xor edi, edi",
-    "xor ebp, ebp",
-    "xor r8d, r8d",
-    "xor r9d, r9d",
-    "xor r10d, r10d",
-    "xor r11d, r11d",
-    "xor r12d, r12d",
-    "xor r13d, r13d",
-    "xor r14d, r14d",
-    "xor r15d, r15d",
-    "jmp rcx",
-    ".popsection",
-);
-
 extern "C" {
     /// The `syscall` target (above); only its address is used.
     pub fn syscall_entry();
     /// The trampoline's target (above); only its address is used.
     pub fn syscall_call_entry();
-    /// Jumps to the program's `entry` with `rsp = stack`; never returns.
-    pub fn enter_program(entry: u64, stack: u64) -> !;
 }

@@ -19,7 +19,7 @@ mod syscalls;
 
 use core::cell::UnsafeCell;
 
-use vima::layout::{BOOT_STACK_TOP, PAGE_SIZE};
+use vima::layout::PAGE_SIZE;
 use vima::program::{ProgramDesc, MAX_PROGRAM_DESC_BYTES};
 
 use guest::linux_abi::stack::{self, StackInput};
@@ -74,6 +74,9 @@ pub enum LinuxError {
     /// The stack is too small for argv and envp.
     #[error("{0}")]
     StackTooSmall(#[from] guest::linux_abi::stack::StackTooSmall),
+    /// No memory for the main thread.
+    #[error("{0}")]
+    Thread(#[from] crate::sched::SpawnError),
 }
 
 /// VP 0 at boot, before the allocator starts: reads the descriptor. Returns the range
@@ -108,33 +111,37 @@ impl From<LinuxError> for BootError {
     }
 }
 
-/// Stores this VP's kernel stack top and the trampoline's target where the entry code
-/// finds them.
-fn set_entry_words(kernel_stack_top: u64) {
+/// Points this VP's ways into the kernel at it: `syscall` (MSR LSTAR, for sites not
+/// yet rewritten) and the trampoline's target word. Every VP runs program threads.
+fn init_vp() -> Result<(), LinuxError> {
     let target = entry::syscall_call_entry as *const () as u64;
-    // SAFETY: gs points at this VP's VpShared block; `guest[1]` and `guest[2]` are the
-    // kernel's own words (the VMM never touches them while the VP runs).
+    // SAFETY: gs points at this VP's VpShared block; guest word 2 is the kernel's (the
+    // VMM never touches it while the VP runs).
     unsafe {
         core::arch::asm!(
-            "mov gs:[{stack_off}], {top}",
             "mov gs:[{target_off}], {target}",
-            stack_off = const entry::KERNEL_RSP_OFFSET,
             target_off = const entry::CALL_TARGET_OFFSET,
-            top = in(reg) kernel_stack_top,
             target = in(reg) target,
             options(nostack, preserves_flags)
         );
     }
+    vima_calls::syscall_entry_set(entry::syscall_entry as *const () as u64)?;
+    Ok(())
 }
 
-/// VP 0 after boot: enters the program; it ends through `exit_group`.
+/// Every VP but VP 0 after boot: runs the program's threads as the scheduler places
+/// them; never returns (the program ends the virtual server).
+pub fn vp_main() -> Result<core::convert::Infallible, LinuxError> {
+    init_vp()?;
+    crate::sched::idle_loop()
+}
+
+/// VP 0 after boot: makes the program's main thread (tid 1) on VP 0, then schedules
+/// threads like every other VP; the program ends the virtual server.
 pub fn run() -> Result<core::convert::Infallible, LinuxError> {
     let desc = program();
     let h = *desc.header();
-    // The boot stack is VP 0's kernel stack from now on: nothing below this frame is
-    // used again, since the program never returns here.
-    set_entry_words(BOOT_STACK_TOP);
-    vima_calls::syscall_entry_set(entry::syscall_entry as *const () as u64)?;
+    init_vp()?;
 
     let node = kernel().node_of(current_vp() as usize);
     let (base, bytes) = match alloc::alloc_pages(STACK_BYTES / PAGE_SIZE, node) {
@@ -177,11 +184,26 @@ pub fn run() -> Result<core::convert::Infallible, LinuxError> {
         aux: &aux,
     };
     let rsp = stack::build(stack_mem, top, &input)?;
-    // SAFETY: the entry point is where the VMM loaded the program's code and the stack
-    // was just built; the program owns this VP from here on and comes back to the kernel
-    // only through `syscall` (and interrupts, which return to it).
-    unsafe { entry::enter_program(h.entry, rsp) }
+    // The ABI's entry state: rsp at argc, rdx = 0 (no exit handler), the rest zero.
+    let frame = entry::SyscallFrame {
+        rcx: h.entry,
+        rsp,
+        r11: INITIAL_RFLAGS,
+        ..entry::SyscallFrame::default()
+    };
+    let main = crate::sched::spawn(
+        &frame,
+        &crate::sched::switch::default_fx_state(),
+        0,
+        Some(0),
+    )?;
+    crate::interrupts::set_preemptive();
+    crate::sched::start(main);
+    crate::sched::idle_loop()
 }
+
+/// The flags a program starts with (bit 1 is always set; interrupts on).
+const INITIAL_RFLAGS: u64 = 0x202;
 
 fn cpuid_1_edx() -> u64 {
     // SAFETY: cpuid is available on every x86-64 CPU and has no side effects.

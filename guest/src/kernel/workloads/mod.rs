@@ -95,7 +95,10 @@ pub fn run(kernel: &Kernel, vp: usize) -> Result<(), WorkloadError> {
             Ok(never) => match never {},
             Err(err) => Err(WorkloadError::Linux(err)),
         },
-        Workload::Linux { .. } => Ok(()),
+        Workload::Linux { .. } => match crate::linux::vp_main() {
+            Ok(never) => match never {},
+            Err(err) => Err(WorkloadError::Linux(err)),
+        },
     }
 }
 

@@ -101,8 +101,7 @@ pub fn getrandom(buf: u64, len: u64) -> SysResult {
     user::check(buf, len)?;
     if STATE.load(Ordering::Relaxed) == 0 {
         let r = program().header().random;
-        let seed = u64::from_le_bytes(r[8..].try_into().unwrap_or([1; 8]))
-            ^ crate::linux::syscalls::time::tsc();
+        let seed = u64::from_le_bytes(r[8..].try_into().unwrap_or([1; 8])) ^ crate::clock::tsc();
         let _ = STATE.compare_exchange(0, seed | 1, Ordering::Relaxed, Ordering::Relaxed);
     }
     let mut done = 0;

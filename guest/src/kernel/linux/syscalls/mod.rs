@@ -7,10 +7,12 @@
 //! reference into memory the program may be writing.
 
 pub mod files;
+pub mod futex;
 pub mod identity;
 pub mod memory;
 pub mod process;
 pub mod signals;
+pub mod threads;
 pub mod time;
 
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -62,7 +64,11 @@ pub extern "sysv64" fn dispatch(frame: &mut SyscallFrame) {
     if strace && (number == nr::EXIT_GROUP || number == nr::EXIT) {
         trace(number, &a, None);
     }
-    let result = serve(number, &a);
+    let result = if number == nr::CLONE {
+        threads::clone(frame)
+    } else {
+        serve(number, &a)
+    };
     if strace {
         trace(number, &a, Some(result));
     }
@@ -70,6 +76,7 @@ pub extern "sysv64" fn dispatch(frame: &mut SyscallFrame) {
         Ok(value) => value,
         Err(errno) => (-errno) as u64,
     };
+    crate::sched::resched_point();
 }
 
 /// A line of `--strace` in a stack buffer, written to stderr in one piece.
@@ -139,16 +146,23 @@ fn serve(number: u64, a: &[u64; 6]) -> SysResult {
         nr::MPROTECT => memory::mprotect(a[0], a[1]),
         nr::MADVISE => memory::madvise(a[0], a[1], a[2]),
         nr::MREMAP => memory::mremap(a[0], a[1], a[2], a[3]),
-        nr::EXIT | nr::EXIT_GROUP => process::exit_group(a[0]),
+        nr::EXIT => threads::exit(a[0]),
+        nr::EXIT_GROUP => threads::exit_group(a[0]),
         nr::ARCH_PRCTL => process::arch_prctl(a[0], a[1]),
-        nr::SET_TID_ADDRESS => process::set_tid_address(a[0]),
-        nr::SET_ROBUST_LIST => process::set_robust_list(a[0], a[1]),
-        nr::FUTEX => process::futex(a[0], a[1], a[2]),
+        nr::SET_TID_ADDRESS => threads::set_tid_address(a[0]),
+        nr::SET_ROBUST_LIST => threads::set_robust_list(a[0], a[1]),
+        nr::GET_ROBUST_LIST => threads::get_robust_list(a[0], a[1], a[2]),
+        nr::FUTEX => futex::futex(a),
+        nr::GETCPU => threads::getcpu(a[0], a[1]),
+        nr::TGKILL => threads::tgkill(a[0], a[1], a[2]),
+        nr::TKILL => threads::tgkill(identity::PID, a[0], a[1]),
+        nr::SCHED_SETAFFINITY => Ok(0),
         nr::PRLIMIT64 => process::prlimit64(a[1], a[3]),
         nr::GETRLIMIT => process::prlimit64(a[0], a[1]),
         nr::SETRLIMIT => Ok(0),
-        nr::SCHED_YIELD => Ok(0),
-        nr::GETPID | nr::GETTID => Ok(identity::PID),
+        nr::SCHED_YIELD => threads::sched_yield(),
+        nr::GETPID => Ok(identity::PID),
+        nr::GETTID => threads::gettid(),
         nr::GETPPID => Ok(0),
         nr::GETUID | nr::GETEUID | nr::GETGID | nr::GETEGID => Ok(0),
         nr::UNAME => identity::uname(a[0]),

@@ -6,9 +6,8 @@ use guest::linux_abi::errno::EINVAL;
 use guest::linux_abi::layout::{timespec, timespec_ns, two_words};
 
 use super::{user, SysResult};
-use crate::boot::kernel;
+use crate::clock;
 use crate::linux::program;
-use crate::vima_calls;
 
 const CLOCK_REALTIME: u64 = 0;
 const CLOCK_MONOTONIC: u64 = 1;
@@ -19,17 +18,23 @@ const CLOCK_REALTIME_COARSE: u64 = 5;
 const CLOCK_MONOTONIC_COARSE: u64 = 6;
 const CLOCK_BOOTTIME: u64 = 7;
 
-/// The time stamp counter.
-pub fn tsc() -> u64 {
-    // SAFETY: rdtsc only reads the counter; it runs natively at CPL3.
-    unsafe { core::arch::x86_64::_rdtsc() }
+/// Nanoseconds since the VMM read the real time: CLOCK_MONOTONIC.
+pub fn since_start_ns() -> u64 {
+    let ticks = clock::tsc().wrapping_sub(program().header().realtime_tsc);
+    clock::tsc_to_ns(ticks)
 }
 
-/// Nanoseconds since the VMM read the real time.
-fn since_start_ns() -> u64 {
-    let khz = kernel().config.header().tsc_khz.max(1);
-    let ticks = tsc().wrapping_sub(program().header().realtime_tsc);
-    u64::try_from(u128::from(ticks) * 1_000_000 / u128::from(khz)).unwrap_or(u64::MAX)
+/// CLOCK_MONOTONIC `ns` as a TSC deadline.
+pub fn monotonic_to_tsc(ns: u64) -> u64 {
+    program()
+        .header()
+        .realtime_tsc
+        .saturating_add(clock::ns_to_tsc(ns))
+}
+
+/// Nanoseconds of `clock` now (EINVAL for a clock this kernel does not have).
+pub fn now_ns(clock: u64) -> Result<u64, i64> {
+    clock_ns(clock)
 }
 
 fn clock_ns(clock: u64) -> Result<u64, i64> {
@@ -87,9 +92,9 @@ pub fn nanosleep(req: u64) -> SysResult {
     clock_nanosleep(CLOCK_MONOTONIC, 0, req)
 }
 
-/// `clock_nanosleep(clock, flags, req, rem)`: waits in the VMM (`SpinWait` on a word
-/// nobody writes, with a timeout), so a sleeping VP uses no CPU. Nothing interrupts a
-/// sleep yet, so `rem` is never written.
+/// `clock_nanosleep(clock, flags, req, rem)`: the thread sleeps in the scheduler until
+/// its deadline (the VP runs other threads or waits in the VMM, using no CPU). Nothing
+/// interrupts a sleep yet, so `rem` is never written.
 pub fn clock_nanosleep(clock: u64, flags: u64, req: u64) -> SysResult {
     const TIMER_ABSTIME: u64 = 1;
     let mut b = [0u8; 16];
@@ -101,13 +106,12 @@ pub fn clock_nanosleep(clock: u64, flags: u64, req: u64) -> SysResult {
     } else {
         ns
     };
-    let deadline = since_start_ns().saturating_add(wait);
-    let word = core::sync::atomic::AtomicU64::new(0);
-    loop {
-        let now = since_start_ns();
-        if now >= deadline {
-            return Ok(0);
-        }
-        let _ = vima_calls::spin_wait(&word, 0, deadline - now);
+    let deadline = monotonic_to_tsc(since_start_ns().saturating_add(wait));
+    while clock::tsc() < deadline {
+        crate::sched::prepare_to_sleep();
+        crate::sched::arm_deadline(deadline);
+        crate::sched::schedule();
+        crate::sched::disarm_deadline();
     }
+    Ok(0)
 }

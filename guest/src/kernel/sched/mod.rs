@@ -1,0 +1,630 @@
+//! Threads and the preemptive scheduler: run queues per VP, placement over every VP of
+//! every node, sleeping with deadlines, and the idle loop (docs/linux-abi.md, "Threads").
+//!
+//! - A [`Thread`] lives at the base of its own pages (the header page, then its kernel
+//!   stack), allocated on the node of the VP it is first placed on. Every field is an
+//!   atomic, so any VP may look at any thread; the fields a lock protects say which.
+//! - Each VP has a [`RunQueue`] on a page of its own (coherence works page by page), with
+//!   the VP's idle context in it. A VP runs the first thread of its queue, else steals
+//!   one from another VP (same node first), else waits in the VMM (`SpinWait` on the
+//!   queue's `kick` word: an enqueue writes the page, which wakes the wait, on any node).
+//! - The kernel itself is not preemptible: the tick (every VP's timer, 100 Hz) switches
+//!   threads only when it interrupts program code; interrupting the kernel sets the VP's
+//!   `resched` flag, which the system call exit honours. Blocking calls switch directly.
+//! - Sleeping without lost wake-ups: a thread sets itself SLEEPING (under the lock of
+//!   what it waits on), then calls [`schedule`]. A waker moves SLEEPING to WAKING with one
+//!   compare-exchange (so one waker wins), waits until the sleeper is off its VP
+//!   (`on_cpu`, cleared by the thread that switched in, as Linux's `p->on_cpu`), and
+//!   queues it. A thread that stops running is queued again only by the thread that
+//!   takes its VP, once nothing runs on its stack any more.
+
+pub mod switch;
+
+use core::hint::spin_loop;
+use core::ptr::null_mut;
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
+
+use vima::layout::{MAX_VPS, PAGE_SIZE};
+
+use crate::boot::kernel;
+use crate::interrupts::{self, current_vp};
+use crate::linux::entry::SyscallFrame;
+use crate::spinlock::RawSpinLock;
+use crate::sync::PageAligned;
+use crate::{alloc, vima_calls};
+
+/// Pages of a thread's kernel stack.
+pub const KERNEL_STACK_PAGES: u64 = 8;
+/// Pages of a thread: its header, then its kernel stack.
+const THREAD_PAGES: u64 = KERNEL_STACK_PAGES + 1;
+
+/// On a VP.
+const RUNNING: u32 = 0;
+/// Gave up its VP while runnable: the next thread there queues it.
+const YIELDED: u32 = 1;
+/// In a run queue.
+const RUNNABLE: u32 = 2;
+/// Waiting for a wake-up or its deadline.
+const SLEEPING: u32 = 3;
+/// A waker won it; queued once off its VP.
+const WAKING: u32 = 4;
+/// Exited: the next thread on its VP frees it.
+const DEAD: u32 = 5;
+
+/// `VpShared` byte offset of the VP's current thread (`guest[3]`).
+const CURRENT_OFFSET: u64 = 48;
+/// `VpShared` byte offset of the kernel stack top the system call entry switches to.
+const KERNEL_RSP_OFFSET: u64 = crate::linux::entry::KERNEL_RSP_OFFSET;
+
+/// No VP.
+const NO_VP: u32 = u32::MAX;
+
+/// One thread of the program, or a VP's idle context.
+#[derive(Debug)]
+pub struct Thread {
+    saved_rsp: AtomicU64,
+    /// Thread id (0 for an idle context).
+    pub tid: AtomicU32,
+    state: AtomicU32,
+    on_cpu: AtomicU32,
+    /// The VP it runs on or last ran on.
+    vp: AtomicU32,
+    /// Base of its pages (0 for an idle context).
+    base: AtomicU64,
+    fs_base: AtomicU64,
+    /// `set_tid_address` / CLONE_CHILD_CLEARTID: zeroed and woken at exit.
+    pub clear_child_tid: AtomicU64,
+    /// `set_robust_list`.
+    pub robust_list: AtomicU64,
+    /// The blocked signals (`rt_sigprocmask`).
+    pub sigmask: AtomicU64,
+    /// Next in its run queue (the queue's lock).
+    rq_next: AtomicPtr<Thread>,
+    /// The futex word it waits on (the futex lock; `crate::linux` futexes).
+    pub futex_addr: AtomicU64,
+    /// FUTEX_WAIT_BITSET's bits (the futex lock).
+    pub futex_bitset: AtomicU32,
+    /// 1 while in the futex wait list (the futex lock).
+    pub futex_queued: AtomicU32,
+    /// Next in the futex wait list (the futex lock).
+    pub futex_next: AtomicPtr<Thread>,
+    /// The VP whose timer list holds it, or NO_VP (that VP's timer lock).
+    timer_vp: AtomicU32,
+    /// Its deadline, in TSC ticks (that VP's timer lock).
+    deadline: AtomicU64,
+    /// Next in the timer list (that VP's timer lock).
+    timer_next: AtomicPtr<Thread>,
+}
+
+impl Thread {
+    const fn idle() -> Self {
+        Self {
+            saved_rsp: AtomicU64::new(0),
+            tid: AtomicU32::new(0),
+            state: AtomicU32::new(RUNNING),
+            on_cpu: AtomicU32::new(1),
+            vp: AtomicU32::new(NO_VP),
+            base: AtomicU64::new(0),
+            fs_base: AtomicU64::new(0),
+            clear_child_tid: AtomicU64::new(0),
+            robust_list: AtomicU64::new(0),
+            sigmask: AtomicU64::new(0),
+            rq_next: AtomicPtr::new(null_mut()),
+            futex_addr: AtomicU64::new(0),
+            futex_bitset: AtomicU32::new(0),
+            futex_queued: AtomicU32::new(0),
+            futex_next: AtomicPtr::new(null_mut()),
+            timer_vp: AtomicU32::new(NO_VP),
+            deadline: AtomicU64::new(0),
+            timer_next: AtomicPtr::new(null_mut()),
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        self.base.load(Ordering::Relaxed) == 0
+    }
+
+    fn kernel_stack_top(&self) -> u64 {
+        self.base.load(Ordering::Relaxed) + THREAD_PAGES * PAGE_SIZE
+    }
+
+    /// The thread's id.
+    pub fn id(&self) -> u32 {
+        self.tid.load(Ordering::Relaxed)
+    }
+}
+
+/// A VP's run queue, timer list and idle context, on a page of its own.
+#[derive(Debug)]
+pub struct RunQueue {
+    lock: RawSpinLock,
+    head: AtomicPtr<Thread>,
+    tail: AtomicPtr<Thread>,
+    len: AtomicU64,
+    /// Bumped by every enqueue: the idle VP waits on it.
+    kick: AtomicU64,
+    /// 1 while a program thread runs here.
+    busy: AtomicU32,
+    /// Set by an interrupt that could not switch (it hit the kernel).
+    resched: AtomicU32,
+    timer_lock: RawSpinLock,
+    timers: AtomicPtr<Thread>,
+    idle: Thread,
+}
+
+impl RunQueue {
+    const fn new() -> Self {
+        Self {
+            lock: RawSpinLock::new(),
+            head: AtomicPtr::new(null_mut()),
+            tail: AtomicPtr::new(null_mut()),
+            len: AtomicU64::new(0),
+            kick: AtomicU64::new(0),
+            busy: AtomicU32::new(0),
+            resched: AtomicU32::new(0),
+            timer_lock: RawSpinLock::new(),
+            timers: AtomicPtr::new(null_mut()),
+            idle: Thread::idle(),
+        }
+    }
+
+    /// Runnable plus running threads: the VP's load.
+    fn load(&self) -> u64 {
+        self.len.load(Ordering::Relaxed) + u64::from(self.busy.load(Ordering::Relaxed))
+    }
+}
+
+static QUEUES: [PageAligned<RunQueue>; MAX_VPS] = [const { PageAligned(RunQueue::new()) }; MAX_VPS];
+
+/// Program threads alive.
+static LIVE: PageAligned<AtomicU64> = PageAligned(AtomicU64::new(0));
+/// The next thread id (the main thread is 1, the process id).
+static NEXT_TID: PageAligned<AtomicU32> = PageAligned(AtomicU32::new(1));
+/// Where the last placement looked first, so ties spread round the VPs.
+static PLACE_CURSOR: AtomicU32 = AtomicU32::new(0);
+
+fn queue(vp: u32) -> &'static RunQueue {
+    &QUEUES[vp as usize % MAX_VPS].0
+}
+
+fn vp_count() -> u32 {
+    u32::try_from(kernel().vp_count()).unwrap_or(1)
+}
+
+/// The thread running on this VP.
+pub fn current() -> &'static Thread {
+    let ptr: u64;
+    // SAFETY: gs points at this VP's VpShared block; guest word 3 is the kernel's and
+    // holds a thread pointer once the idle loop or a thread runs (0 before).
+    unsafe {
+        core::arch::asm!(
+            "mov {p}, qword ptr gs:[{off}]",
+            p = out(reg) ptr,
+            off = const CURRENT_OFFSET,
+            options(nostack, readonly, preserves_flags)
+        );
+    }
+    if ptr == 0 {
+        return &queue(current_vp()).idle;
+    }
+    // SAFETY: only `set_current` writes the word, with a thread that stays allocated
+    // while it runs here.
+    unsafe { &*(ptr as *const Thread) }
+}
+
+fn set_current(thread: &Thread) {
+    let ptr = core::ptr::from_ref(thread) as u64;
+    let top = thread.kernel_stack_top();
+    // SAFETY: gs points at this VP's VpShared block; guest words 1 and 3 are the
+    // kernel's. The system call entry reads word 1 only while this thread runs.
+    unsafe {
+        core::arch::asm!(
+            "mov qword ptr gs:[{cur}], {p}",
+            cur = const CURRENT_OFFSET,
+            p = in(reg) ptr,
+            options(nostack, preserves_flags)
+        );
+        if !thread.is_idle() {
+            core::arch::asm!(
+                "mov qword ptr gs:[{ks}], {top}",
+                ks = const KERNEL_RSP_OFFSET,
+                top = in(reg) top,
+                options(nostack, preserves_flags)
+            );
+        }
+    }
+}
+
+fn read_fs_base() -> u64 {
+    let base: u64;
+    // SAFETY: rdfsbase only reads the fs base (native at CPL3, PLATFORM facts).
+    unsafe { core::arch::asm!("rdfsbase {}", out(reg) base, options(nostack, preserves_flags)) };
+    base
+}
+
+fn write_fs_base(base: u64) {
+    // SAFETY: wrfsbase only changes the fs base, which the kernel never uses; the value
+    // came from rdfsbase or was checked canonical by arch_prctl/clone.
+    unsafe { core::arch::asm!("wrfsbase {}", in(reg) base, options(nostack, preserves_flags)) };
+}
+
+fn enqueue(thread: &'static Thread, vp: u32) {
+    let q = queue(vp);
+    thread.vp.store(vp, Ordering::Relaxed);
+    thread.rq_next.store(null_mut(), Ordering::Relaxed);
+    thread.state.store(RUNNABLE, Ordering::Release);
+    let ptr = core::ptr::from_ref(thread).cast_mut();
+    q.lock.lock();
+    let tail = q.tail.load(Ordering::Relaxed);
+    if tail.is_null() {
+        q.head.store(ptr, Ordering::Relaxed);
+    } else {
+        // SAFETY: threads in a queue stay allocated (only a DEAD thread is freed, and a
+        // dead thread is never queued); the queue lock is held.
+        unsafe { (*tail).rq_next.store(ptr, Ordering::Relaxed) };
+    }
+    q.tail.store(ptr, Ordering::Relaxed);
+    q.len.fetch_add(1, Ordering::Relaxed);
+    q.lock.unlock();
+    q.kick.fetch_add(1, Ordering::Release);
+}
+
+fn pop(vp: u32) -> Option<&'static Thread> {
+    let q = queue(vp);
+    if q.len.load(Ordering::Relaxed) == 0 {
+        return None;
+    }
+    q.lock.lock();
+    let head = q.head.load(Ordering::Relaxed);
+    let thread = if head.is_null() {
+        None
+    } else {
+        // SAFETY: as in `enqueue`.
+        let thread = unsafe { &*head };
+        let next = thread.rq_next.load(Ordering::Relaxed);
+        q.head.store(next, Ordering::Relaxed);
+        if next.is_null() {
+            q.tail.store(null_mut(), Ordering::Relaxed);
+        }
+        q.len.fetch_sub(1, Ordering::Relaxed);
+        Some(thread)
+    };
+    q.lock.unlock();
+    thread
+}
+
+/// A runnable thread of another VP, from this node's VPs first.
+fn steal(vp: u32) -> Option<&'static Thread> {
+    let k = kernel();
+    let count = vp_count();
+    let node = k.node_of(vp as usize);
+    for same_node in [true, false] {
+        for other in (1..count).map(|i| (vp + i) % count) {
+            if (k.node_of(other as usize) == node) != same_node {
+                continue;
+            }
+            if let Some(thread) = pop(other) {
+                return Some(thread);
+            }
+        }
+    }
+    None
+}
+
+/// The VP a new thread starts on: the least loaded, ties going round the VPs.
+pub fn place() -> u32 {
+    let count = vp_count();
+    let start = PLACE_CURSOR.fetch_add(1, Ordering::Relaxed) % count;
+    let mut best = start;
+    for vp in (0..count).map(|i| (start + i) % count) {
+        if queue(vp).load() < queue(best).load() {
+            best = vp;
+        }
+    }
+    best
+}
+
+/// Makes `thread` run again after a sleep; false if it was not asleep (a wake-up that
+/// lost to another, or to its deadline).
+pub fn wake(thread: &'static Thread) -> bool {
+    if thread
+        .state
+        .compare_exchange(SLEEPING, WAKING, Ordering::AcqRel, Ordering::Relaxed)
+        .is_err()
+    {
+        return false;
+    }
+    while thread.on_cpu.load(Ordering::Acquire) != 0 {
+        spin_loop();
+    }
+    enqueue(thread, thread.vp.load(Ordering::Relaxed));
+    true
+}
+
+/// Marks the calling thread as going to sleep; the caller then publishes it where a
+/// waker finds it and calls [`schedule`].
+pub fn prepare_to_sleep() {
+    let me = current();
+    me.state.store(SLEEPING, Ordering::Release);
+}
+
+/// Puts the calling (sleeping) thread on this VP's timer list until `deadline` (TSC).
+pub fn arm_deadline(deadline: u64) {
+    let me = current();
+    let vp = current_vp();
+    let q = queue(vp);
+    q.timer_lock.lock();
+    me.deadline.store(deadline, Ordering::Relaxed);
+    me.timer_vp.store(vp, Ordering::Relaxed);
+    me.timer_next
+        .store(q.timers.load(Ordering::Relaxed), Ordering::Relaxed);
+    q.timers
+        .store(core::ptr::from_ref(me).cast_mut(), Ordering::Relaxed);
+    q.timer_lock.unlock();
+}
+
+/// Takes the calling thread off the timer list it is on, if any (after it woke).
+pub fn disarm_deadline() {
+    let me = current();
+    let vp = me.timer_vp.load(Ordering::Relaxed);
+    if vp == NO_VP {
+        return;
+    }
+    let q = queue(vp);
+    q.timer_lock.lock();
+    if me.timer_vp.load(Ordering::Relaxed) == vp {
+        unlink_timer(q, me);
+    }
+    q.timer_lock.unlock();
+}
+
+/// Removes `thread` from `q`'s timer list; the timer lock is held.
+fn unlink_timer(q: &RunQueue, thread: &Thread) {
+    let target = core::ptr::from_ref(thread).cast_mut();
+    let mut link = &q.timers;
+    loop {
+        let at = link.load(Ordering::Relaxed);
+        if at.is_null() {
+            break;
+        }
+        // SAFETY: threads on a timer list are asleep or about to be, so allocated.
+        let node = unsafe { &*at };
+        if at == target {
+            link.store(node.timer_next.load(Ordering::Relaxed), Ordering::Relaxed);
+            break;
+        }
+        link = &node.timer_next;
+    }
+    thread.timer_vp.store(NO_VP, Ordering::Relaxed);
+}
+
+/// Wakes the threads of this VP's timer list whose deadline passed; returns the
+/// earliest deadline still pending (u64::MAX if none).
+fn expire_timers(vp: u32) -> u64 {
+    let q = queue(vp);
+    if q.timers.load(Ordering::Relaxed).is_null() {
+        return u64::MAX;
+    }
+    let now = crate::clock::tsc();
+    let me = current();
+    let mut earliest = u64::MAX;
+    q.timer_lock.lock();
+    let mut at = q.timers.load(Ordering::Relaxed);
+    while !at.is_null() {
+        // SAFETY: as in `unlink_timer`.
+        let thread: &'static Thread = unsafe { &*at };
+        at = thread.timer_next.load(Ordering::Relaxed);
+        let deadline = thread.deadline.load(Ordering::Relaxed);
+        if deadline > now {
+            earliest = earliest.min(deadline);
+            continue;
+        }
+        unlink_timer(q, thread);
+        if core::ptr::eq(thread, me) {
+            // Its deadline passed before it left the VP: it just goes on.
+            let _ = thread.state.compare_exchange(
+                SLEEPING,
+                RUNNING,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            );
+        } else {
+            // Off its VP (or leaving it): `wake` waits at most for that switch.
+            wake(thread);
+        }
+    }
+    q.timer_lock.unlock();
+    earliest
+}
+
+/// Gives the VP to another thread: the calling thread is RUNNING (a yield: it keeps the
+/// VP if nobody else wants it), SLEEPING or DEAD.
+pub fn schedule() {
+    let me = current();
+    let vp = current_vp();
+    let q = queue(vp);
+    q.resched.store(0, Ordering::Relaxed);
+    expire_timers(vp);
+    let running = me.state.load(Ordering::Acquire) == RUNNING;
+    let next = if running {
+        pop(vp)
+    } else {
+        pop(vp).or_else(|| steal(vp))
+    };
+    match next {
+        Some(next) => {
+            if running {
+                me.state.store(YIELDED, Ordering::Release);
+            }
+            switch(me, next);
+        }
+        None if running => {}
+        None => switch(me, &q.idle),
+    }
+}
+
+/// Gives the VP away if the interrupt that calls this hit program code and another
+/// thread is waiting; otherwise asks the system call exit to look again.
+pub fn preempt_from_interrupt(interrupted_rip: u64) {
+    let q = queue(current_vp());
+    if current().is_idle() {
+        return;
+    }
+    let kernel_text = crate::alloc::image_start()..crate::alloc::image_end();
+    if kernel_text.contains(&interrupted_rip) {
+        q.resched.store(1, Ordering::Relaxed);
+        return;
+    }
+    let timers_due = !q.timers.load(Ordering::Relaxed).is_null();
+    if q.len.load(Ordering::Relaxed) != 0 || timers_due {
+        schedule();
+    }
+}
+
+/// At a system call's exit: switches if an interrupt asked for it.
+pub fn resched_point() {
+    if queue(current_vp()).resched.load(Ordering::Relaxed) != 0 {
+        schedule();
+    }
+}
+
+fn switch(prev: &'static Thread, next: &'static Thread) {
+    let vp = current_vp();
+    let mask = interrupts::mask();
+    prev.fs_base.store(read_fs_base(), Ordering::Relaxed);
+    next.state.store(RUNNING, Ordering::Relaxed);
+    next.on_cpu.store(1, Ordering::Relaxed);
+    next.vp.store(vp, Ordering::Relaxed);
+    set_current(next);
+    write_fs_base(next.fs_base.load(Ordering::Relaxed));
+    queue(vp)
+        .busy
+        .store(u32::from(!next.is_idle()), Ordering::Relaxed);
+    // SAFETY: `next` is off every VP (it came from a run queue or is this VP's idle
+    // context, which nothing else runs) and its saved rsp came from a switch or from
+    // `build_initial_stack`; `prev` is this VP's current thread.
+    let from = unsafe {
+        switch::switch_to(
+            prev.saved_rsp.as_ptr(),
+            next.saved_rsp.load(Ordering::Relaxed),
+            core::ptr::from_ref(prev) as u64,
+        )
+    };
+    finish_switch(from as *const Thread);
+    interrupts::restore(mask);
+}
+
+/// Run by the thread that switched in, once nothing runs on `prev`'s stack any more.
+fn finish_switch(prev: *const Thread) {
+    // SAFETY: `prev` is the thread that switched here; it is allocated until this
+    // function frees it.
+    let prev: &'static Thread = unsafe { &*prev };
+    let state = prev.state.load(Ordering::Acquire);
+    prev.on_cpu.store(0, Ordering::Release);
+    match state {
+        YIELDED => enqueue(prev, current_vp()),
+        DEAD => {
+            let base = prev.base.load(Ordering::Relaxed);
+            // Best effort: a failure only leaks the pages.
+            let _ = alloc::free_pages(base, THREAD_PAGES);
+        }
+        _ => {}
+    }
+}
+
+/// A new thread's first instructions in the kernel (from `sched_thread_first_run`).
+extern "sysv64" fn first_run(prev: u64) {
+    finish_switch(prev as *const Thread);
+    interrupts::restore(0);
+}
+
+/// Why a thread could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    /// No memory for its kernel stack.
+    #[error("no memory for a thread: {0}")]
+    Memory(#[from] guest::page_alloc::PageAllocError),
+}
+
+/// Makes a thread that enters the program with `frame`'s registers, `fx`'s SSE state
+/// and `fs_base`, for VP `on` or the one [`place`] picks; returns it (not yet running:
+/// the caller may set its fields before [`start`]).
+pub fn spawn(
+    frame: &SyscallFrame,
+    fx: &[u8; switch::FX_BYTES],
+    fs_base: u64,
+    on: Option<u32>,
+) -> Result<&'static Thread, SpawnError> {
+    let vp = on.unwrap_or_else(place);
+    let node = kernel().node_of(vp as usize);
+    let base = alloc::alloc_pages(THREAD_PAGES, node)?;
+    let ptr = base as *mut Thread;
+    let tid = NEXT_TID.fetch_add(1, Ordering::Relaxed);
+    // SAFETY: the allocator gave these pages to this thread alone; the header page holds
+    // the Thread, the rest is its kernel stack.
+    let thread: &'static Thread = unsafe {
+        ptr.write(Thread::idle());
+        &*ptr
+    };
+    thread.tid.store(tid, Ordering::Relaxed);
+    thread.base.store(base, Ordering::Relaxed);
+    thread.fs_base.store(fs_base, Ordering::Relaxed);
+    thread.on_cpu.store(0, Ordering::Relaxed);
+    thread.vp.store(vp, Ordering::Relaxed);
+    thread.state.store(SLEEPING, Ordering::Relaxed);
+    // SAFETY: the stack top is page aligned and the stack is the new thread's.
+    let rsp = unsafe { switch::build_initial_stack(thread.kernel_stack_top(), frame, fx) };
+    thread.saved_rsp.store(rsp, Ordering::Relaxed);
+    LIVE.fetch_add(1, Ordering::Relaxed);
+    Ok(thread)
+}
+
+/// Queues a thread [`spawn`] made.
+pub fn start(thread: &'static Thread) {
+    enqueue(thread, thread.vp.load(Ordering::Relaxed));
+}
+
+/// Ends the calling thread; returns the program threads still alive (the caller ends
+/// the program when none is). Does not return if others remain.
+pub fn exit_thread() -> u64 {
+    let left = LIVE.fetch_sub(1, Ordering::AcqRel) - 1;
+    if left == 0 {
+        return 0;
+    }
+    current().state.store(DEAD, Ordering::Release);
+    schedule();
+    crate::boot::fail(1, format_args!("a dead thread ran again"))
+}
+
+/// The VP's scheduler loop: runs queued threads, steals, and otherwise waits in the VMM
+/// until a thread is queued here or the earliest deadline of this VP's sleepers.
+pub fn idle_loop() -> ! {
+    let vp = current_vp();
+    let q = queue(vp);
+    set_current(&q.idle);
+    if !kernel().is_first_on_node(vp as usize) {
+        // The first VP of each node already ticks (it also advances the node's tick).
+        if let Err(err) = interrupts::start_node_tick() {
+            crate::boot::fail(1, format_args!("VP {vp}: {err}"));
+        }
+    }
+    loop {
+        let earliest = expire_timers(vp);
+        if let Some(next) = pop(vp).or_else(|| steal(vp)) {
+            switch(&q.idle, next);
+            continue;
+        }
+        let kick = q.kick.load(Ordering::Acquire);
+        if q.len.load(Ordering::Relaxed) != 0 {
+            continue;
+        }
+        let now = crate::clock::tsc();
+        let wait = crate::clock::tsc_to_ns(earliest.saturating_sub(now)).min(interrupts::TICK_NS);
+        if wait == 0 {
+            continue;
+        }
+        if let Err(err) = vima_calls::spin_wait(&q.kick, kick, wait) {
+            crate::boot::fail(1, format_args!("VP {vp}: {err}"));
+        }
+    }
+}
