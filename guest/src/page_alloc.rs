@@ -80,6 +80,8 @@ struct Arena {
 struct FreeBlock {
     addr: u64,
     pages: u64,
+    /// Still zero (given back with [`PageAllocator::free_clean`]).
+    clean: bool,
 }
 
 impl FreeBlock {
@@ -116,7 +118,11 @@ impl PageAllocator {
                 end: 0,
             }; MAX_ARENAS],
             arena_count: 0,
-            free: [FreeBlock { addr: 0, pages: 0 }; MAX_FREE_BLOCKS],
+            free: [FreeBlock {
+                addr: 0,
+                pages: 0,
+                clean: false,
+            }; MAX_FREE_BLOCKS],
             free_count: 0,
             leaked_pages: 0,
         }
@@ -217,12 +223,13 @@ impl PageAllocator {
                 self.free[index] = FreeBlock {
                     addr: block.addr + pages * PAGE_SIZE,
                     pages: block.pages - pages,
+                    clean: block.clean,
                 };
             }
             return Some(Allocation {
                 addr: block.addr,
                 node,
-                fresh: false,
+                fresh: block.clean,
             });
         }
         None
@@ -235,6 +242,16 @@ impl PageAllocator {
 
     /// Gives back `pages` pages at `addr`, allocated earlier.
     pub fn free(&mut self, addr: u64, pages: u64) -> Result<(), PageAllocError> {
+        self.give_back(addr, pages, false)
+    }
+
+    /// Gives back pages that are still zero (never written since they were handed out
+    /// fresh): a later allocation of them is fresh too, and need not be cleared.
+    pub fn free_clean(&mut self, addr: u64, pages: u64) -> Result<(), PageAllocError> {
+        self.give_back(addr, pages, true)
+    }
+
+    fn give_back(&mut self, addr: u64, pages: u64, clean: bool) -> Result<(), PageAllocError> {
         let not_allocated = PageAllocError::NotAllocated { addr, pages };
         let end = pages
             .checked_mul(PAGE_SIZE)
@@ -248,7 +265,7 @@ impl PageAllocator {
         if pages == 0 || addr % PAGE_SIZE != 0 || end > arena.next || overlaps_free {
             return Err(not_allocated);
         }
-        let mut block = FreeBlock { addr, pages };
+        let mut block = FreeBlock { addr, pages, clean };
         // Merge with free neighbours in the same arena.
         let mut index = 0;
         while index < self.free_count {
@@ -258,6 +275,7 @@ impl PageAllocator {
                 block = FreeBlock {
                     addr: other.addr.min(block.addr),
                     pages: other.pages + block.pages,
+                    clean: other.clean && block.clean,
                 };
                 self.remove_free(index);
             } else {
@@ -265,7 +283,12 @@ impl PageAllocator {
             }
         }
         if block.end() == arena.next {
-            self.arenas[arena_index].next = block.addr;
+            let arena = &mut self.arenas[arena_index];
+            arena.next = block.addr;
+            // Clean pages at the top of what was ever handed out are fresh again.
+            if block.clean && arena.touched == block.end() {
+                arena.touched = block.addr;
+            }
             return Ok(());
         }
         match self.free.get_mut(self.free_count) {
@@ -410,6 +433,26 @@ mod tests {
         assert!(!c.fresh);
         let d = alloc.alloc(1, 0).unwrap();
         assert!(d.fresh);
+    }
+
+    #[test]
+    fn pages_given_back_clean_stay_fresh() {
+        let mut alloc = two_nodes();
+        let a = alloc.alloc(8, 0).unwrap();
+        let guard = alloc.alloc(1, 0).unwrap();
+        // The head of `a` was never written: reused from the free list, it is fresh.
+        alloc.free_clean(a.addr, 4).unwrap();
+        let b = alloc.alloc(4, 0).unwrap();
+        assert_eq!((b.addr, b.fresh), (a.addr, true));
+        // A clean block merged with a written one is not.
+        alloc.free(a.addr + 4 * PAGE_SIZE, 2).unwrap();
+        alloc.free_clean(a.addr + 6 * PAGE_SIZE, 2).unwrap();
+        let c = alloc.alloc(4, 0).unwrap();
+        assert_eq!((c.addr, c.fresh), (a.addr + 4 * PAGE_SIZE, false));
+        // Clean pages given back at the top of the bump space are fresh again.
+        alloc.free_clean(guard.addr, 1).unwrap();
+        let d = alloc.alloc(1, 0).unwrap();
+        assert_eq!((d.addr, d.fresh), (guard.addr, true));
     }
 
     #[test]

@@ -82,7 +82,7 @@ fn build(dir: &Path, source: &str, compiler: &str, flags: &[&str]) -> PathBuf {
         .join(source);
     let out = dir.join(format!(
         "{}-{compiler}{}",
-        source.trim_end_matches(".c"),
+        source.replace('.', "-"),
         flags.join("")
     ));
     let status = Command::new(compiler)
@@ -111,7 +111,10 @@ fn native(program: &Path, args: &[&str]) -> Output {
 
 fn in_cvmm(program: &Path, args: &[&str], vps: u32, flags: &[&str]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_cvmm"));
-    cmd.args(["run", "--mem-mib", "64", "--vps-per-node", &vps.to_string()]);
+    cmd.args(["run", "--vps-per-node", &vps.to_string()]);
+    if !flags.contains(&"--mem-mib") {
+        cmd.args(["--mem-mib", "64"]);
+    }
     cmd.args(flags);
     for (k, v) in ENV {
         cmd.arg("--env").arg(format!("{k}={v}"));
@@ -181,6 +184,39 @@ fn a_program_runs_the_same_on_several_nodes_and_both_fabrics() {
         "0.05",
     ];
     assert_same_with(&program, &["mixed"], 1, &flags);
+}
+
+/// Threads of C programs, glibc and musl, over VPs of one node, of two and of four
+/// nodes, on both fabrics and a lossy wire. glibc reserves 64 MiB of address space per
+/// malloc arena (and logical memory is the address space: docs/linux-abi.md), hence the
+/// larger `--mem-mib` for it.
+#[test]
+fn c_threads_match_native_on_one_two_and_four_nodes() {
+    let dir = Scratch::new("threads");
+    let glibc = build(&dir.0, "threads.c", "gcc", &["-static", "-pthread"]);
+    assert_same_with(&glibc, &[], 2, &["--mem-mib", "512"]);
+    assert_same_with(&glibc, &[], 1, &["--nodes", "2", "--mem-mib", "256"]);
+    let musl = build(&dir.0, "threads.c", "musl-gcc", &["-static"]);
+    let lossy = [
+        "--nodes",
+        "2",
+        "--fabric",
+        "software,offload",
+        "--wire-loss",
+        "0.05",
+        "--mem-mib",
+        "128",
+    ];
+    assert_same_with(&musl, &[], 2, &lossy);
+    assert_same_with(&musl, &[], 1, &["--nodes", "4", "--mem-mib", "128"]);
+}
+
+/// std::thread, std::mutex and std::condition_variable from g++ -static.
+#[test]
+fn cpp_threads_match_native() {
+    let dir = Scratch::new("cpp");
+    let program = build(&dir.0, "threads.cpp", "g++", &["-static", "-pthread"]);
+    assert_same_with(&program, &[], 2, &["--nodes", "2", "--mem-mib", "256"]);
 }
 
 #[test]

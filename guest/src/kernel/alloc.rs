@@ -83,6 +83,11 @@ pub fn free_pages(addr: u64, count: u64) -> Result<(), PageAllocError> {
     PAGES.lock().free(addr, count)
 }
 
+/// Gives back pages from [`alloc_pages`] that were never written (still zero).
+pub fn free_clean_pages(addr: u64, count: u64) -> Result<(), PageAllocError> {
+    PAGES.lock().free_clean(addr, count)
+}
+
 /// Allocates a zeroed `u64` slice of `len` elements on `node` if it has room. The memory
 /// is never given back.
 pub fn alloc_u64s(len: usize, node: u32) -> Result<&'static mut [u64], PageAllocError> {

@@ -16,6 +16,10 @@ pub struct Vma {
     pub start: u64,
     /// First byte after.
     pub end: u64,
+    /// False while the mapping was never writable, so its pages are still zero (glibc
+    /// reserves 64 MiB arenas PROT_NONE and gives most of them back at once: that memory
+    /// need not be cleared again).
+    pub written: bool,
 }
 
 /// Why a table operation failed.
@@ -56,7 +60,11 @@ impl VmaTable {
     /// No mappings.
     pub const fn new() -> Self {
         Self {
-            vmas: [Vma { start: 0, end: 0 }; MAX_VMAS],
+            vmas: [Vma {
+                start: 0,
+                end: 0,
+                written: false,
+            }; MAX_VMAS],
             count: 0,
         }
     }
@@ -89,8 +97,8 @@ impl VmaTable {
         at >= end
     }
 
-    /// Records a new mapping; it must not overlap one.
-    pub fn insert(&mut self, start: u64, end: u64) -> Result<(), VmaError> {
+    /// Records a new mapping (`written`: it may hold data); it must not overlap one.
+    pub fn insert(&mut self, start: u64, end: u64, written: bool) -> Result<(), VmaError> {
         check(start, end)?;
         if self.overlaps(start, end) {
             return Err(VmaError::Overlap);
@@ -103,19 +111,33 @@ impl VmaTable {
             .position(|v| v.start > start)
             .unwrap_or(self.count);
         self.vmas.copy_within(at..self.count, at + 1);
-        self.vmas[at] = Vma { start, end };
+        self.vmas[at] = Vma {
+            start,
+            end,
+            written,
+        };
         self.count += 1;
         Ok(())
     }
 
+    /// Marks every mapping that shares a byte with `[start, end)` as written (all of it:
+    /// a mapping is not split for this).
+    pub fn mark_written(&mut self, start: u64, end: u64) {
+        for v in self.vmas[..self.count].iter_mut() {
+            if v.start < end && start < v.end {
+                v.written = true;
+            }
+        }
+    }
+
     /// Removes `[start, end)` from every mapping it touches (splitting one that it cuts in
-    /// the middle) and calls `freed(start, end)` for each piece removed. Nothing changes
-    /// if the table would overflow.
+    /// the middle) and calls `freed(start, end, written)` for each piece removed. Nothing
+    /// changes if the table would overflow.
     pub fn remove(
         &mut self,
         start: u64,
         end: u64,
-        mut freed: impl FnMut(u64, u64),
+        mut freed: impl FnMut(u64, u64, bool),
     ) -> Result<(), VmaError> {
         check(start, end)?;
         let splits = self
@@ -132,14 +154,16 @@ impl VmaTable {
                 index += 1;
                 continue;
             }
-            freed(v.start.max(start), v.end.min(end));
+            freed(v.start.max(start), v.end.min(end), v.written);
             let left = (v.start < start).then_some(Vma {
                 start: v.start,
                 end: start,
+                written: v.written,
             });
             let right = (end < v.end).then_some(Vma {
                 start: end,
                 end: v.end,
+                written: v.written,
             });
             match (left, right) {
                 (Some(l), Some(r)) => {
@@ -176,35 +200,35 @@ mod tests {
     #[test]
     fn insert_keeps_order_and_refuses_overlap() {
         let mut t = VmaTable::new();
-        t.insert(10 * P, 20 * P).unwrap();
-        t.insert(0, 5 * P).unwrap();
-        t.insert(30 * P, 31 * P).unwrap();
+        t.insert(10 * P, 20 * P, true).unwrap();
+        t.insert(0, 5 * P, true).unwrap();
+        t.insert(30 * P, 31 * P, true).unwrap();
         assert_eq!(ranges(&t), [(0, 5), (10, 20), (30, 31)]);
-        assert_eq!(t.insert(19 * P, 21 * P), Err(VmaError::Overlap));
-        assert_eq!(t.insert(P, P), Err(VmaError::BadRange));
-        assert_eq!(t.insert(1, P), Err(VmaError::BadRange));
+        assert_eq!(t.insert(19 * P, 21 * P, true), Err(VmaError::Overlap));
+        assert_eq!(t.insert(P, P, true), Err(VmaError::BadRange));
+        assert_eq!(t.insert(1, P, true), Err(VmaError::BadRange));
         assert!(t.covers(10 * P, 20 * P) && t.covers(11 * P, 12 * P));
         assert!(!t.covers(4 * P, 11 * P));
-        t.insert(5 * P, 10 * P).unwrap();
+        t.insert(5 * P, 10 * P, true).unwrap();
         assert!(t.covers(0, 20 * P), "adjacent mappings cover together");
     }
 
     #[test]
     fn remove_splits_and_reports_exactly_what_it_freed() {
         let mut t = VmaTable::new();
-        t.insert(0, 10 * P).unwrap();
-        t.insert(20 * P, 30 * P).unwrap();
+        t.insert(0, 10 * P, true).unwrap();
+        t.insert(20 * P, 30 * P, true).unwrap();
         let mut freed = Vec::new();
-        t.remove(2 * P, 4 * P, |s, e| freed.push((s / P, e / P)))
+        t.remove(2 * P, 4 * P, |s, e, _| freed.push((s / P, e / P)))
             .unwrap();
         assert_eq!(ranges(&t), [(0, 2), (4, 10), (20, 30)]);
-        t.remove(8 * P, 25 * P, |s, e| freed.push((s / P, e / P)))
+        t.remove(8 * P, 25 * P, |s, e, _| freed.push((s / P, e / P)))
             .unwrap();
         assert_eq!(ranges(&t), [(0, 2), (4, 8), (25, 30)]);
         assert_eq!(freed, [(2, 4), (8, 10), (20, 25)]);
         // Unmapping what is not mapped frees nothing, as on Linux.
         freed.clear();
-        t.remove(100 * P, 200 * P, |s, e| freed.push((s, e)))
+        t.remove(100 * P, 200 * P, |s, e, _| freed.push((s, e)))
             .unwrap();
         assert!(freed.is_empty());
     }
@@ -213,13 +237,28 @@ mod tests {
     fn a_full_table_refuses_a_split_without_changing() {
         let mut t = VmaTable::new();
         for i in 0..MAX_VMAS as u64 {
-            t.insert(i * 4 * P, (i * 4 + 3) * P).unwrap();
+            t.insert(i * 4 * P, (i * 4 + 3) * P, true).unwrap();
         }
-        assert_eq!(t.insert(1 << 40, (1 << 40) + P), Err(VmaError::Full));
+        assert_eq!(t.insert(1 << 40, (1 << 40) + P, true), Err(VmaError::Full));
         let before = ranges(&t);
-        assert_eq!(t.remove(P, 2 * P, |_, _| panic!()), Err(VmaError::Full));
+        assert_eq!(t.remove(P, 2 * P, |_, _, _| panic!()), Err(VmaError::Full));
         assert_eq!(ranges(&t), before);
-        t.remove(0, 3 * P, |_, _| {}).unwrap();
+        t.remove(0, 3 * P, |_, _, _| {}).unwrap();
         assert_eq!(t.iter().count(), MAX_VMAS - 1);
+    }
+
+    #[test]
+    fn pieces_keep_whether_they_were_written() {
+        let mut t = VmaTable::new();
+        t.insert(0, 32 * P, false).unwrap();
+        t.insert(40 * P, 41 * P, true).unwrap();
+        let mut freed = Vec::new();
+        t.remove(0, 8 * P, |s, e, w| freed.push((s / P, e / P, w)))
+            .unwrap();
+        t.mark_written(16 * P, 17 * P);
+        t.remove(24 * P, 41 * P, |s, e, w| freed.push((s / P, e / P, w)))
+            .unwrap();
+        // The reservation's head was never writable; its tail was, once part of it was.
+        assert_eq!(freed, [(0, 8, false), (24, 32, true), (40, 41, true)]);
     }
 }

@@ -7,7 +7,7 @@
 //! - Each VP has a [`RunQueue`] on a page of its own (coherence works page by page), with
 //!   the VP's idle context in it. A VP runs the first thread of its queue, else steals
 //!   one from another VP (same node first), else waits in the VMM (`SpinWait` on the
-//!   queue's `kick` word: an enqueue writes the page, which wakes the wait, on any node).
+//!   queue's `kick` word; an enqueue bumps it and sends a waiting VP an IPI).
 //! - The kernel itself is not preemptible: the tick (every VP's timer, 100 Hz) switches
 //!   threads only when it interrupts program code; interrupting the kernel sets the VP's
 //!   `resched` flag, which the system call exit honours. Blocking calls switch directly.
@@ -145,6 +145,8 @@ pub struct RunQueue {
     kick: AtomicU64,
     /// 1 while a program thread runs here.
     busy: AtomicU32,
+    /// 1 while the VP waits in the VMM for work.
+    waiting: AtomicU32,
     /// Set by an interrupt that could not switch (it hit the kernel).
     resched: AtomicU32,
     timer_lock: RawSpinLock,
@@ -161,6 +163,7 @@ impl RunQueue {
             len: AtomicU64::new(0),
             kick: AtomicU64::new(0),
             busy: AtomicU32::new(0),
+            waiting: AtomicU32::new(0),
             resched: AtomicU32::new(0),
             timer_lock: RawSpinLock::new(),
             timers: AtomicPtr::new(null_mut()),
@@ -266,7 +269,13 @@ fn enqueue(thread: &'static Thread, vp: u32) {
     q.tail.store(ptr, Ordering::Relaxed);
     q.len.fetch_add(1, Ordering::Relaxed);
     q.lock.unlock();
-    q.kick.fetch_add(1, Ordering::Release);
+    q.kick.fetch_add(1, Ordering::SeqCst);
+    // A remote write to the kick word's page wakes the VP's wait by itself (the
+    // invalidation), a write from its own node does not: an IPI does, for either.
+    if vp != current_vp() && q.waiting.load(Ordering::SeqCst) != 0 {
+        // Best effort: the wait also ends by its timeout.
+        let _ = vima_calls::ipi_send(vp, vima::interrupt::VECTOR_IPI);
+    }
 }
 
 fn pop(vp: u32) -> Option<&'static Thread> {
@@ -614,17 +623,17 @@ pub fn idle_loop() -> ! {
             switch(&q.idle, next);
             continue;
         }
-        let kick = q.kick.load(Ordering::Acquire);
-        if q.len.load(Ordering::Relaxed) != 0 {
-            continue;
-        }
+        let kick = q.kick.load(Ordering::SeqCst);
+        q.waiting.store(1, Ordering::SeqCst);
         let now = crate::clock::tsc();
         let wait = crate::clock::tsc_to_ns(earliest.saturating_sub(now)).min(interrupts::TICK_NS);
-        if wait == 0 {
-            continue;
+        // An enqueuer either sees `waiting` and sends an IPI, or changed `kick` before
+        // this read of the queue, so the wait returns at once.
+        if q.len.load(Ordering::SeqCst) == 0 && wait != 0 {
+            if let Err(err) = vima_calls::spin_wait(&q.kick, kick, wait) {
+                crate::boot::fail(1, format_args!("VP {vp}: {err}"));
+            }
         }
-        if let Err(err) = vima_calls::spin_wait(&q.kick, kick, wait) {
-            crate::boot::fail(1, format_args!("VP {vp}: {err}"));
-        }
+        q.waiting.store(0, Ordering::Relaxed);
     }
 }

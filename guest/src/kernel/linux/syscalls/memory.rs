@@ -18,6 +18,7 @@ use crate::boot::kernel;
 use crate::interrupts::current_vp;
 use crate::spinlock::SpinLock;
 
+const PROT_WRITE: u64 = 0x2;
 const MAP_SHARED: u64 = 0x01;
 const MAP_PRIVATE: u64 = 0x02;
 const MAP_FIXED: u64 = 0x10;
@@ -83,7 +84,7 @@ pub fn brk(addr: u64) -> SysResult {
 }
 
 /// `mmap(addr, len, prot, flags, fd, offset)`.
-pub fn mmap(addr: u64, len: u64, _prot: u64, flags: u64, _fd: u64, offset: u64) -> SysResult {
+pub fn mmap(addr: u64, len: u64, prot: u64, flags: u64, _fd: u64, offset: u64) -> SysResult {
     let pages = pages_of(len)?;
     let bytes = pages * PAGE_SIZE;
     if flags & (MAP_SHARED | MAP_PRIVATE) == 0 || offset % PAGE_SIZE != 0 {
@@ -107,11 +108,18 @@ pub fn mmap(addr: u64, len: u64, _prot: u64, flags: u64, _fd: u64, offset: u64) 
             return Err(ENOMEM);
         }
         user::zero(addr, bytes)?;
+        if prot & PROT_WRITE != 0 {
+            mem.vmas.mark_written(addr, end);
+        }
         return Ok(addr);
     }
     let node = kernel().node_of(current_vp() as usize);
     let block = alloc::alloc_pages(pages, node).map_err(|_| ENOMEM)?;
-    if mem.vmas.insert(block, block + bytes).is_err() {
+    if mem
+        .vmas
+        .insert(block, block + bytes, prot & PROT_WRITE != 0)
+        .is_err()
+    {
         let _ = alloc::free_pages(block, pages);
         return Err(ENOMEM);
     }
@@ -127,19 +135,29 @@ pub fn munmap(addr: u64, len: u64) -> SysResult {
     let end = addr.checked_add(pages * PAGE_SIZE).ok_or(EINVAL)?;
     let mut mem = MEMORY.lock();
     mem.vmas
-        .remove(addr, end, |start, end| {
-            let _ = alloc::free_pages(start, (end - start) / PAGE_SIZE);
+        .remove(addr, end, |start, end, written| {
+            let pages = (end - start) / PAGE_SIZE;
+            let _ = if written {
+                alloc::free_pages(start, pages)
+            } else {
+                alloc::free_clean_pages(start, pages)
+            };
         })
         .map_err(|_| ENOMEM)?;
     Ok(0)
 }
 
-/// `mprotect(addr, len, prot)`: accepted, not enforced (see the module docs).
-pub fn mprotect(addr: u64, len: u64) -> SysResult {
+/// `mprotect(addr, len, prot)`: accepted, not enforced (see the module docs); a
+/// mapping made writable is remembered as possibly written.
+pub fn mprotect(addr: u64, len: u64, prot: u64) -> SysResult {
     if addr % PAGE_SIZE != 0 {
         return Err(EINVAL);
     }
     user::check(addr, len).map_err(|_| ENOMEM)?;
+    if prot & PROT_WRITE != 0 {
+        let end = addr.saturating_add(len);
+        MEMORY.lock().vmas.mark_written(addr, end);
+    }
     Ok(0)
 }
 
@@ -183,7 +201,14 @@ pub fn mremap(old: u64, old_len: u64, new_len: u64, flags: u64) -> SysResult {
     if flags & MREMAP_MAYMOVE == 0 {
         return Err(ENOMEM);
     }
-    let new = mmap(0, new_bytes, 0, MAP_PRIVATE | MAP_ANONYMOUS, u64::MAX, 0)?;
+    let new = mmap(
+        0,
+        new_bytes,
+        PROT_WRITE,
+        MAP_PRIVATE | MAP_ANONYMOUS,
+        u64::MAX,
+        0,
+    )?;
     // SAFETY: both ranges are the program's mappings (checked above and just made),
     // distinct blocks of logical memory; nothing in the kernel refers into them.
     unsafe {

@@ -143,7 +143,7 @@ fn serve(number: u64, a: &[u64; 6]) -> SysResult {
         nr::BRK => memory::brk(a[0]),
         nr::MMAP => memory::mmap(a[0], a[1], a[2], a[3], a[4], a[5]),
         nr::MUNMAP => memory::munmap(a[0], a[1]),
-        nr::MPROTECT => memory::mprotect(a[0], a[1]),
+        nr::MPROTECT => memory::mprotect(a[0], a[1], a[2]),
         nr::MADVISE => memory::madvise(a[0], a[1], a[2]),
         nr::MREMAP => memory::mremap(a[0], a[1], a[2], a[3]),
         nr::EXIT => threads::exit(a[0]),
