@@ -219,6 +219,34 @@ fn cpp_threads_match_native() {
     assert_same_with(&program, &[], 2, &["--nodes", "2", "--mem-mib", "256"]);
 }
 
+/// std::thread, Mutex, Condvar and channels from rustc with a static C runtime (a
+/// static-pie on the GNU target).
+#[test]
+fn rust_threads_match_native() {
+    let dir = Scratch::new("rust");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/linux/threads.rs");
+    let program = dir.0.join("threads-rust");
+    let status = Command::new("rustc")
+        .args([
+            "-O",
+            "--edition",
+            "2021",
+            "-C",
+            "target-feature=+crt-static",
+            "-o",
+        ])
+        .arg(&program)
+        .arg(&src)
+        .status()
+        .expect("rustc runs");
+    assert!(status.success(), "rustc {} failed", src.display());
+    let bytes = std::fs::read(&program).unwrap();
+    // ELF type 3 (ET_DYN) without an interpreter: a static-pie.
+    assert_eq!(bytes[16], 3, "rustc made a fixed-address executable");
+    assert_same_with(&program, &[], 2, &["--mem-mib", "512"]);
+    assert_same_with(&program, &[], 1, &["--nodes", "2", "--mem-mib", "256"]);
+}
+
 #[test]
 fn a_null_write_faults_even_with_the_trampoline_at_page_zero() {
     let dir = Scratch::new("null");

@@ -171,3 +171,74 @@ pub fn fcntl(fd: u64, cmd: u64, _arg: u64) -> SysResult {
         _ => Err(EINVAL),
     }
 }
+
+const POLLIN: u16 = 0x1;
+const POLLOUT: u16 = 0x4;
+const POLLNVAL: u16 = 0x20;
+/// Most pollfds in one call (Linux allows RLIMIT_NOFILE).
+const POLL_MAX: u64 = 1024;
+
+/// `poll(fds, nfds, timeout_ms)` over the standard streams: stdout and stderr are
+/// always writable, stdin always readable (it reads as end of file until console input
+/// arrives), any other descriptor is POLLNVAL. With nothing ready the caller sleeps for
+/// the timeout (for ever with a negative one, as on Linux).
+pub fn poll(fds: u64, nfds: u64, timeout_ms: u64) -> SysResult {
+    let timeout_ns = match i64::from_ne_bytes(timeout_ms.to_ne_bytes()) {
+        ms if ms < 0 => None,
+        ms => Some(ms.unsigned_abs().saturating_mul(1_000_000)),
+    };
+    poll_ns(fds, nfds, timeout_ns)
+}
+
+/// `ppoll(fds, nfds, timeout_ts, sigmask)`: [`poll`] with a timespec (NULL: for ever);
+/// the signal mask is not needed while no signal is delivered.
+pub fn ppoll(fds: u64, nfds: u64, timeout_ts: u64) -> SysResult {
+    let timeout_ns = if timeout_ts == 0 {
+        None
+    } else {
+        let mut b = [0u8; 16];
+        user::read(timeout_ts, &mut b)?;
+        Some(guest::linux_abi::layout::timespec_ns(b).ok_or(EINVAL)?)
+    };
+    poll_ns(fds, nfds, timeout_ns)
+}
+
+fn poll_ns(fds: u64, nfds: u64, timeout_ns: Option<u64>) -> SysResult {
+    if nfds > POLL_MAX {
+        return Err(EINVAL);
+    }
+    user::check(fds, nfds * 8)?;
+    let mut ready = 0;
+    for i in 0..nfds {
+        let at = fds + i * 8;
+        let mut entry = [0u8; 8];
+        user::read(at, &mut entry)?;
+        let fd = i32::from_le_bytes([entry[0], entry[1], entry[2], entry[3]]);
+        let events = u16::from_le_bytes([entry[4], entry[5]]);
+        let revents = match fd {
+            fd if fd < 0 => 0,
+            0 => events & POLLIN,
+            1 | 2 => events & POLLOUT,
+            _ => POLLNVAL,
+        };
+        if revents != 0 {
+            ready += 1;
+        }
+        user::write(at + 6, &revents.to_le_bytes())?;
+    }
+    if ready == 0 && timeout_ns != Some(0) {
+        let deadline = timeout_ns.map(|ns| crate::clock::tsc() + crate::clock::ns_to_tsc(ns));
+        loop {
+            if deadline.is_some_and(|d| crate::clock::tsc() >= d) {
+                break;
+            }
+            crate::sched::prepare_to_sleep();
+            if let Some(deadline) = deadline {
+                crate::sched::arm_deadline(deadline);
+            }
+            crate::sched::schedule();
+            crate::sched::disarm_deadline();
+        }
+    }
+    Ok(ready)
+}

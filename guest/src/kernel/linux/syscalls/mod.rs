@@ -131,6 +131,8 @@ fn serve(number: u64, a: &[u64; 6]) -> SysResult {
         nr::WRITE => files::write(a[0], a[1], a[2]),
         nr::WRITEV => files::writev(a[0], a[1], a[2]),
         nr::CLOSE => files::close(a[0]),
+        nr::POLL => files::poll(a[0], a[1], a[2]),
+        nr::PPOLL => files::ppoll(a[0], a[1], a[2]),
         nr::FSTAT => files::fstat(a[0], a[1]),
         nr::NEWFSTATAT => files::newfstatat(a[0], a[1], a[2], a[3]),
         nr::IOCTL => files::ioctl(a[0], a[1], a[2]),
