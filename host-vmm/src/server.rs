@@ -151,6 +151,8 @@ pub struct VirtualServer {
     pub nodes: u32,
     /// The Linux program's descriptor (`ProgramRead`), on the node that loaded it.
     pub program: OnceLock<Vec<u8>>,
+    /// cvmm's standard input, for the program (`StreamRead`).
+    pub console_input: crate::devices::console_input::ConsoleInput,
     outcome: Mutex<Option<Outcome>>,
     finished: Condvar,
 }
@@ -182,6 +184,7 @@ impl VirtualServer {
             fabric: OnceLock::new(),
             nodes,
             program: OnceLock::new(),
+            console_input: Default::default(),
             outcome: Mutex::new(None),
             finished: Condvar::new(),
         }

@@ -5,7 +5,7 @@
 //! binary run natively: stdout and stderr byte for byte, and the exit status.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 fn cvmm_run(program: &str) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_cvmm"))
@@ -257,6 +257,67 @@ fn a_null_write_faults_even_with_the_trampoline_at_page_zero() {
         !String::from_utf8_lossy(&out.stdout).contains("survived"),
         "the null write went through"
     );
+}
+
+/// Runs `program args` natively and in cvmm (with `flags`) with `input` on stdin, written
+/// in two parts with a pause between them (so the program waits for the second), and
+/// asserts the same stdout, stderr and status.
+fn assert_same_with_input(program: &Path, args: &[&str], flags: &[&str], input: &[u8]) {
+    use std::io::Write;
+    let run = |mut cmd: Command| {
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("runs");
+        let mut stdin = child.stdin.take().unwrap();
+        let input = input.to_vec();
+        let writer = std::thread::spawn(move || {
+            let half = input.len() / 2;
+            // A reader that stops reading is not an error here.
+            let _ = stdin.write_all(&input[..half]);
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            let _ = stdin.write_all(&input[half..]);
+        });
+        let out = child.wait_with_output().expect("runs");
+        writer.join().unwrap();
+        out
+    };
+    let mut native = Command::new(program);
+    native.args(args).env_clear().envs(ENV);
+    let want = run(native);
+    let mut cvmm = Command::new(env!("CARGO_BIN_EXE_cvmm"));
+    cvmm.args(["run", "--mem-mib", "64"]).args(flags);
+    for (k, v) in ENV {
+        cvmm.arg("--env").arg(format!("{k}={v}"));
+    }
+    cvmm.arg("--").arg(program).args(args);
+    let got = run(cvmm);
+    assert_eq!(
+        (want.status.code(), &want.stderr),
+        (got.status.code(), &got.stderr),
+        "{} {args:?} {flags:?}: status or stderr differ: cvmm said {}",
+        program.display(),
+        String::from_utf8_lossy(&got.stderr)
+    );
+    assert!(
+        want.stdout == got.stdout,
+        "{} {args:?} {flags:?}: stdout differs ({} bytes native, {} in cvmm)",
+        program.display(),
+        want.stdout.len(),
+        got.stdout.len()
+    );
+}
+
+#[test]
+fn stdin_is_the_programs_to_its_end_on_any_node() {
+    let busybox = Path::new("/bin/busybox");
+    let numbers: String = (1..=100_000).rev().map(|n| format!("{n}\n")).collect();
+    assert_same_with_input(busybox, &["sort", "-n"], &[], numbers.as_bytes());
+    assert_same_with_input(busybox, &["wc", "-l"], &[], numbers.as_bytes());
+    // Binary bytes, on a two-node server (node 0 serves stdin).
+    let bytes: Vec<u8> = (0..200_000u32).map(|i| (i * 31).to_le_bytes()[0]).collect();
+    assert_same_with_input(busybox, &["md5sum"], &["--nodes", "2"], &bytes);
+    assert_same_with_input(busybox, &["cat"], &[], b"");
 }
 
 #[test]

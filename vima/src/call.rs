@@ -29,6 +29,10 @@ pub const VIMA_PORT: u16 = 0xCA;
 pub const CONSOLE_WRITE_MAX: u64 = 4096;
 /// Most bytes one `StreamWrite` takes.
 pub const STREAM_WRITE_MAX: u64 = 64 * 1024;
+/// `StreamRead` stream number of the program's standard input.
+pub const STREAM_STDIN: u64 = 0;
+/// Most bytes one `StreamRead` returns.
+pub const STREAM_READ_MAX: u64 = 64 * 1024;
 /// `StreamWrite` stream number of the program's standard output.
 pub const STREAM_STDOUT: u64 = 1;
 /// `StreamWrite` stream number of the program's standard error.
@@ -91,10 +95,15 @@ pub enum Call {
     /// LSTAR; FMASK clears TF, DF and AC). On a CPL3 guest `syscall` stays at CPL3 with
     /// `rsp` unchanged, `rcx` = return address, `r11` = flags.
     SyscallEntrySet = 16,
+    /// `StreamRead(stream, ptr, len) -> n`: copies up to `len <= 64 KiB` bytes of
+    /// `cvmm`'s standard input (`stream = 0`) into the buffer and returns how many;
+    /// 0 at end of file, status `NotReady` when nothing has arrived yet (the call never
+    /// blocks: ask again later). The Linux personality's stdin, read on node 0.
+    StreamRead = 17,
 }
 
 /// Number of call numbers defined; numbers at or above this are `UnknownCall`.
-pub const CALL_COUNT: usize = 17;
+pub const CALL_COUNT: usize = 18;
 
 /// The registers of one call as the VMM read them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -125,6 +134,7 @@ impl Call {
         Call::StreamWrite,
         Call::ProgramRead,
         Call::SyscallEntrySet,
+        Call::StreamRead,
     ];
 
     /// Decodes the call number in `rax`.
@@ -155,6 +165,7 @@ impl Call {
             Call::StreamWrite => "stream_write",
             Call::ProgramRead => "program_read",
             Call::SyscallEntrySet => "syscall_entry_set",
+            Call::StreamRead => "stream_read",
         }
     }
 }

@@ -192,6 +192,19 @@ pub fn syscall_entry_set(entry: u64) -> Result<(), CallError> {
     checked(Call::SyscallEntrySet, [entry, 0, 0, 0, 0]).map(|_| ())
 }
 
+/// `StreamRead` of up to `len` bytes into logical address `addr`: `Some(n)` (0 at end of
+/// file), `None` when nothing has arrived yet.
+pub fn stream_read(stream: u64, addr: u64, len: u64) -> Result<Option<u64>, CallError> {
+    match raw_call(Call::StreamRead, [stream, addr, len, 0, 0]) {
+        (0, n) => Ok(Some(n)),
+        (status, _) if status == Status::NotReady as u64 => Ok(None),
+        (status, _) => Err(CallError {
+            call: Call::StreamRead,
+            status,
+        }),
+    }
+}
+
 /// `StreamWrite` of `len` bytes at logical address `addr` (the program's own buffer,
 /// which the kernel does not borrow).
 pub fn stream_write_at(stream: u64, addr: u64, len: u64) -> Result<u64, CallError> {

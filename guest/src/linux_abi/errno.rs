@@ -9,6 +9,8 @@ pub const ENOENT: i64 = 2;
 pub const ESRCH: i64 = 3;
 /// Interrupted system call.
 pub const EINTR: i64 = 4;
+/// I/O error.
+pub const EIO: i64 = 5;
 /// Bad file descriptor.
 pub const EBADF: i64 = 9;
 /// Try again.
@@ -45,6 +47,7 @@ pub fn name(errno: i64) -> Option<&'static str> {
         ENOENT => "ENOENT",
         ESRCH => "ESRCH",
         EINTR => "EINTR",
+        EIO => "EIO",
         EBADF => "EBADF",
         EAGAIN => "EAGAIN",
         ENOMEM => "ENOMEM",

@@ -193,6 +193,27 @@ fn handle(
             }
             Ok(Reply::Value(desc.len() as u64))
         }
+        Call::StreamRead => {
+            use crate::devices::console_input::Input;
+            if a[0] != vima::call::STREAM_STDIN || a[2] > vima::call::STREAM_READ_MAX {
+                return Err(Status::BadArgument);
+            }
+            if a[2] == 0 {
+                return Ok(Reply::Value(0));
+            }
+            let len = usize::try_from(a[2]).expect("bounded by STREAM_READ_MAX");
+            // Checked before anything is taken, so a bad buffer loses no input.
+            UncheckedRange::new(a[1], a[2]).check(logical, 1)?;
+            match server.console_input.take(len) {
+                Input::Bytes(bytes) => {
+                    let range = UncheckedRange::new(a[1], bytes.len() as u64).check(logical, 1)?;
+                    server.write_guest(range, &bytes)?;
+                    Ok(Reply::Value(bytes.len() as u64))
+                }
+                Input::EndOfFile => Ok(Reply::Value(0)),
+                Input::NotYet => Err(Status::NotReady),
+            }
+        }
         Call::SyscallEntrySet => {
             UncheckedRange::new(a[0], 1).check(logical, 1)?;
             local.syscall_entry = Some(a[0]);

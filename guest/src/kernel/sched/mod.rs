@@ -80,6 +80,8 @@ pub struct Thread {
     pub sigmask: AtomicU64,
     /// Next in its run queue (the queue's lock).
     rq_next: AtomicPtr<Thread>,
+    /// Where it goes when it yields, or NO_VP for the VP it yields (a migration).
+    move_to: AtomicU32,
     /// The futex word it waits on (the futex lock; `crate::linux` futexes).
     pub futex_addr: AtomicU64,
     /// FUTEX_WAIT_BITSET's bits (the futex lock).
@@ -110,6 +112,7 @@ impl Thread {
             robust_list: AtomicU64::new(0),
             sigmask: AtomicU64::new(0),
             rq_next: AtomicPtr::new(null_mut()),
+            move_to: AtomicU32::new(NO_VP),
             futex_addr: AtomicU64::new(0),
             futex_bitset: AtomicU32::new(0),
             futex_queued: AtomicU32::new(0),
@@ -472,6 +475,38 @@ pub fn schedule() {
     }
 }
 
+/// Moves the calling thread to a VP of `node` (the least loaded) unless it runs on one;
+/// returns once it runs there.
+pub fn move_to_node(node: u32) {
+    let k = kernel();
+    let vp = current_vp();
+    if k.node_of(vp as usize) == node {
+        return;
+    }
+    let Some(target) = (0..vp_count())
+        .filter(|&v| k.node_of(v as usize) == node)
+        .min_by_key(|&v| queue(v).load())
+    else {
+        return;
+    };
+    let me = current();
+    let q = queue(vp);
+    me.move_to.store(target, Ordering::Relaxed);
+    me.state.store(YIELDED, Ordering::Release);
+    let next = pop(vp).unwrap_or(&q.idle);
+    switch(me, next);
+}
+
+/// Sleeps the calling thread until `deadline` (TSC), or longer if woken late.
+pub fn sleep_until(deadline: u64) {
+    while crate::clock::tsc() < deadline {
+        prepare_to_sleep();
+        arm_deadline(deadline);
+        schedule();
+        disarm_deadline();
+    }
+}
+
 /// Gives the VP away if the interrupt that calls this hit program code and another
 /// thread is waiting; otherwise asks the system call exit to look again.
 pub fn preempt_from_interrupt(interrupted_rip: u64) {
@@ -531,7 +566,10 @@ fn finish_switch(prev: *const Thread) {
     let state = prev.state.load(Ordering::Acquire);
     prev.on_cpu.store(0, Ordering::Release);
     match state {
-        YIELDED => enqueue(prev, current_vp()),
+        YIELDED => {
+            let to = prev.move_to.swap(NO_VP, Ordering::Relaxed);
+            enqueue(prev, if to == NO_VP { current_vp() } else { to });
+        }
         DEAD => {
             let base = prev.base.load(Ordering::Relaxed);
             // Best effort: a failure only leaks the pages.

@@ -1,6 +1,6 @@
 //! Files: the three standard streams, for now. stdout and stderr go to cvmm's own, byte
-//! for byte (`StreamWrite`); stdin reads as empty (console input is the next step, see
-//! docs/linux-abi.md); there is no file system yet, so `open` finds nothing.
+//! for byte (`StreamWrite`); stdin is cvmm's (`StreamRead`, on node 0); there is no file
+//! system yet, so `open` finds nothing.
 
 use guest::linux_abi::errno::{EBADF, EINVAL, ENOENT, ENOTTY, ESPIPE};
 use guest::linux_abi::layout::{Stat, S_IFIFO};
@@ -25,9 +25,34 @@ fn is_std(fd: u64) -> bool {
 pub fn read(fd: u64, buf: u64, count: u64) -> SysResult {
     user::check(buf, count)?;
     match fd {
-        0 => Ok(0),
-        1 | 2 => Err(EBADF),
+        0 => read_stdin(buf, count),
         _ => Err(EBADF),
+    }
+}
+
+/// Shortest and longest pause between two looks at standard input while it is empty.
+const STDIN_POLL_NS: (u64, u64) = (200_000, 10_000_000);
+
+/// Reads cvmm's standard input (`StreamRead`), served by node 0's VMM: a thread on
+/// another node moves to a VP of node 0 first. While nothing has arrived the thread
+/// sleeps in the scheduler (its VP runs others), looking again after 0.2 ms, doubling
+/// up to 10 ms.
+fn read_stdin(buf: u64, count: u64) -> SysResult {
+    if count == 0 {
+        return Ok(0);
+    }
+    crate::sched::move_to_node(0);
+    let len = count.min(vima::call::STREAM_READ_MAX);
+    let mut pause = STDIN_POLL_NS.0;
+    loop {
+        match vima_calls::stream_read(vima::call::STREAM_STDIN, buf, len) {
+            Ok(Some(n)) => return Ok(n),
+            Ok(None) => {
+                crate::sched::sleep_until(crate::clock::tsc() + crate::clock::ns_to_tsc(pause));
+                pause = (pause * 2).min(STDIN_POLL_NS.1);
+            }
+            Err(_) => return Err(guest::linux_abi::errno::EIO),
+        }
     }
 }
 
@@ -227,17 +252,15 @@ fn poll_ns(fds: u64, nfds: u64, timeout_ns: Option<u64>) -> SysResult {
         user::write(at + 6, &revents.to_le_bytes())?;
     }
     if ready == 0 && timeout_ns != Some(0) {
-        let deadline = timeout_ns.map(|ns| crate::clock::tsc() + crate::clock::ns_to_tsc(ns));
-        loop {
-            if deadline.is_some_and(|d| crate::clock::tsc() >= d) {
-                break;
+        match timeout_ns {
+            Some(ns) => {
+                crate::sched::sleep_until(crate::clock::tsc() + crate::clock::ns_to_tsc(ns))
             }
-            crate::sched::prepare_to_sleep();
-            if let Some(deadline) = deadline {
-                crate::sched::arm_deadline(deadline);
-            }
-            crate::sched::schedule();
-            crate::sched::disarm_deadline();
+            None => loop {
+                // Nothing here can become ready: sleep for ever, as Linux would.
+                crate::sched::prepare_to_sleep();
+                crate::sched::schedule();
+            },
         }
     }
     Ok(ready)

@@ -106,12 +106,6 @@ pub fn clock_nanosleep(clock: u64, flags: u64, req: u64) -> SysResult {
     } else {
         ns
     };
-    let deadline = monotonic_to_tsc(since_start_ns().saturating_add(wait));
-    while clock::tsc() < deadline {
-        crate::sched::prepare_to_sleep();
-        crate::sched::arm_deadline(deadline);
-        crate::sched::schedule();
-        crate::sched::disarm_deadline();
-    }
+    crate::sched::sleep_until(monotonic_to_tsc(since_start_ns().saturating_add(wait)));
     Ok(0)
 }
