@@ -295,6 +295,9 @@ impl Node {
     /// one): maps the system call trampoline at virtual page 0 of its VPs.
     pub fn enable_linux(&mut self) {
         private::map_syscall_trampoline(self.private_region.bytes());
+        self.server
+            .runs_linux_program
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Loads a Linux program (`cvmm run -- PATH`) before the VPs start, on node 0, the

@@ -153,6 +153,9 @@ pub struct VirtualServer {
     pub program: OnceLock<Vec<u8>>,
     /// cvmm's standard input, for the program (`StreamRead`).
     pub console_input: crate::devices::console_input::ConsoleInput,
+    /// True when the server runs a Linux program: a fault the guest cannot take ends it
+    /// as Linux ends a process (SIGSEGV, 139), not as a guest fault.
+    pub runs_linux_program: std::sync::atomic::AtomicBool,
     outcome: Mutex<Option<Outcome>>,
     finished: Condvar,
 }
@@ -185,6 +188,7 @@ impl VirtualServer {
             nodes,
             program: OnceLock::new(),
             console_input: Default::default(),
+            runs_linux_program: std::sync::atomic::AtomicBool::new(false),
             outcome: Mutex::new(None),
             finished: Condvar::new(),
         }
@@ -380,6 +384,14 @@ impl VirtualServer {
         // learns the count it asked for either way.
         let _ = written;
         Ok(())
+    }
+
+    /// A fault of a Linux program the guest kernel could not take (no room for the
+    /// exception frame: a stack pointer outside memory, or a triple fault): ends the
+    /// program as Linux would end a process whose stack is unusable, with SIGSEGV.
+    pub fn kill_linux_program(&self, what: &str) {
+        eprintln!("cvmm: program killed by SIGSEGV: the fault could not be delivered ({what})");
+        self.exit_everywhere(128 + 11);
     }
 
     /// `VsExit`: ends the server here and on every other node.

@@ -4,6 +4,7 @@
 //! installs them) and every run inside the virtual server is compared with the same
 //! binary run natively: stdout and stderr byte for byte, and the exit status.
 
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -247,16 +248,48 @@ fn rust_threads_match_native() {
     assert_same_with(&program, &[], 1, &["--nodes", "2", "--mem-mib", "256"]);
 }
 
+/// Faults the program does not handle end it with Linux's status (128 + the signal,
+/// checked against a native run of the same binary), and one line on stderr naming the
+/// signal, the faulting address and the instruction. A null write faults even though
+/// the trampoline page is mapped at 0 (read-only).
 #[test]
-fn a_null_write_faults_even_with_the_trampoline_at_page_zero() {
-    let dir = Scratch::new("null");
-    let program = build(&dir.0, "null_write.c", "gcc", &["-static"]);
-    let out = in_cvmm(&program, &[], 1, &[]);
-    assert_ne!(out.status.code(), Some(0));
-    assert!(
-        !String::from_utf8_lossy(&out.stdout).contains("survived"),
-        "the null write went through"
-    );
+fn unhandled_faults_end_the_program_as_on_linux() {
+    let dir = Scratch::new("faults");
+    let program = build(&dir.0, "faults.c", "gcc", &["-static"]);
+    let cases = [
+        ("null", "SIGSEGV", Some("at address 0x0,")),
+        ("wild", "SIGSEGV", Some("at address 0x7fff00000000,")),
+        ("div", "SIGFPE", None),
+        ("ud2", "SIGILL", None),
+        ("int3", "SIGTRAP", None),
+        ("stack", "SIGSEGV", None),
+    ];
+    for (what, signal, address) in cases {
+        let want = native(&program, &[what]);
+        let got = in_cvmm(&program, &[what], 1, &[]);
+        assert!(
+            want.status.code().is_none(),
+            "{what} did not kill the native run"
+        );
+        let stderr = String::from_utf8_lossy(&got.stderr);
+        assert_eq!(
+            got.status.code(),
+            want.status.signal().map(|s| 128 + s),
+            "{what}: {stderr}"
+        );
+        assert!(got.stdout.is_empty(), "{what} went on running");
+        assert_eq!(stderr.lines().count(), 1, "{what}: {stderr}");
+        assert!(stderr.contains(signal), "{what}: {stderr}");
+        if let Some(address) = address {
+            assert!(
+                stderr.contains(address) && stderr.contains("rip 0x"),
+                "{what}: {stderr}"
+            );
+        }
+    }
+    // abort() raises SIGABRT, whose default action ends the program with 134.
+    let got = in_cvmm(&program, &["abort"], 2, &["--nodes", "2"]);
+    assert_eq!(got.status.code(), Some(134));
 }
 
 /// Runs `program args` natively and in cvmm (with `flags`) with `input` on stdin, written

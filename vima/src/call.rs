@@ -24,6 +24,9 @@ use crate::Status;
 
 /// The I/O port the guest writes to make a call.
 pub const VIMA_PORT: u16 = 0xCA;
+/// The port of the hardware exception stubs (`vima::layout::EXCEPTION_STUBS_OFFSET`): an
+/// `out` to it from a stub is an exception for the VMM to deliver, not a call.
+pub const EXCEPTION_PORT: u16 = 0xCB;
 
 /// Most bytes one `ConsoleWrite` takes.
 pub const CONSOLE_WRITE_MAX: u64 = 4096;

@@ -92,6 +92,46 @@ pub const VP_SHARED_VP_ID_OFFSET: u64 = 4;
 /// Byte offset of [`VpShared::pending`] in the block.
 pub const VP_SHARED_PENDING_OFFSET: u64 = 8;
 
+/// What the VMM pushes when it delivers an exception (vectors 0..31) through the
+/// virtual IDT: the interrupt frame of the faulting instruction, then what the CPU
+/// reported. Entry state as for interrupts (`rdi` = this frame, `rsi` = the vector);
+/// exceptions are delivered whatever the mask, and `IntrReturn` resumes the faulting
+/// instruction (or whatever the handler put in the frame).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct ExceptionFrame {
+    /// The faulting state.
+    pub frame: InterruptFrame,
+    /// The CPU's error code (0 for vectors without one).
+    pub error_code: u64,
+    /// The faulting address of a page fault (CR2); 0 otherwise.
+    pub fault_addr: u64,
+}
+
+const _: () = assert!((core::mem::size_of::<ExceptionFrame>() as u64).is_multiple_of(16));
+
+/// Divide error.
+pub const EXC_DIVIDE: u8 = 0;
+/// Breakpoint (`int3`).
+pub const EXC_BREAKPOINT: u8 = 3;
+/// Invalid opcode.
+pub const EXC_INVALID_OPCODE: u8 = 6;
+/// General protection.
+pub const EXC_GENERAL_PROTECTION: u8 = 13;
+/// Page fault.
+pub const EXC_PAGE_FAULT: u8 = 14;
+
+/// True for the exception vectors whose frame the CPU starts with an error code.
+pub const fn exception_has_error_code(vector: u8) -> bool {
+    matches!(vector, 8 | 10..=14 | 17 | 21 | 29 | 30)
+}
+
+/// Where the VMM places an [`ExceptionFrame`] for a faulting stack pointer `rsp`.
+pub const fn exception_frame_address(rsp: u64) -> u64 {
+    (rsp.wrapping_sub(RED_ZONE_BYTES) & !15)
+        .wrapping_sub(core::mem::size_of::<ExceptionFrame>() as u64)
+}
+
 /// Where the VMM places the frame for an interrupted stack pointer `rsp`.
 pub const fn frame_address(rsp: u64) -> u64 {
     (rsp.wrapping_sub(RED_ZONE_BYTES) & !15)

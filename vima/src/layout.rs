@@ -57,17 +57,41 @@ pub const VP_SHARED_SYSCALL_TARGET_OFFSET: u64 = 40;
 /// reach a jump (the first one at 0x200 covers numbers below 0x200 with a short sled).
 pub const SYSCALL_TRAMPOLINE_LIMIT: u64 = 0xff0;
 
+/// Offset in the trampoline page of the hardware exception stubs: vector `v`'s stub is
+/// at `EXCEPTION_STUBS_OFFSET + v * EXCEPTION_STUB_BYTES`, `out EXCEPTION_PORT, al`
+/// followed by `ud2`. The VMM points the CPU's IDT gates 0..31 at them, so an exception
+/// of a Linux program exits to the VMM, which delivers it through the virtual IDT.
+pub const EXCEPTION_STUBS_OFFSET: u64 = 0x208;
+/// Bytes of one exception stub.
+pub const EXCEPTION_STUB_BYTES: u64 = 8;
+/// Exception vectors with stubs.
+pub const EXCEPTION_VECTORS: u64 = 32;
+/// The first byte of the long `nop` sled, after the exception stubs.
+const LONG_SLED_START: u64 = EXCEPTION_STUBS_OFFSET + EXCEPTION_VECTORS * EXCEPTION_STUB_BYTES;
+const _: () = assert!(LONG_SLED_START < SYSCALL_TRAMPOLINE_LIMIT);
+
 /// The system call trampoline page of a Linux program (docs/linux-abi.md): mapped read
 /// and execute only at virtual page 0 (so a null write still faults), from memory private
 /// to each node. The guest kernel rewrites a program's `syscall` (0f 05) into
 /// `call *%rax` (ff d0): the call lands at the address equal to the system call number,
 /// slides down `nop`s to a `jmp qword ptr gs:[40]`, the kernel's entry. Numbers below
-/// 0x200 take the short sled to the jump at 0x200; 0x208..0xff0 the long one to the jump
-/// at 0xff0; the rest (`int3`) or the middle of a jump faults.
-#[allow(clippy::cast_possible_truncation)] // constants: 4096, 40, 0xff0 fit
+/// 0x200 take the short sled to the jump at 0x200; 0x308..0xff0 the long one to the jump
+/// at 0xff0; 0x208..0x308 holds the exception stubs, so a call there, past 0xff0 or into
+/// the middle of a jump faults (no Linux system call has such a number).
+#[allow(clippy::cast_possible_truncation)] // constants: 4096, 40, 0xff0, 0xCB fit
 pub const fn syscall_trampoline_page() -> [u8; PAGE_SIZE as usize] {
     const NOP: u8 = 0x90;
     const INT3: u8 = 0xcc;
+    const STUB: [u8; EXCEPTION_STUB_BYTES as usize] = [
+        0xe6,
+        crate::call::EXCEPTION_PORT as u8,
+        0x0f,
+        0x0b,
+        INT3,
+        INT3,
+        INT3,
+        INT3,
+    ];
     // jmp qword ptr gs:[VP_SHARED_SYSCALL_TARGET_OFFSET]
     const JUMP: [u8; 8] = [
         0x65,
@@ -86,6 +110,11 @@ pub const fn syscall_trampoline_page() -> [u8; PAGE_SIZE as usize] {
         page[SYSCALL_TRAMPOLINE_LIMIT as usize + i] = JUMP[i];
         page[SYSCALL_TRAMPOLINE_LIMIT as usize + 8 + i] = INT3;
         i += 1;
+    }
+    let mut at = EXCEPTION_STUBS_OFFSET as usize;
+    while at < LONG_SLED_START as usize {
+        page[at] = STUB[(at - EXCEPTION_STUBS_OFFSET as usize) % STUB.len()];
+        at += 1;
     }
     page
 }
@@ -109,7 +138,11 @@ mod tests {
         let page = syscall_trampoline_page();
         assert!(page[..0x200].iter().all(|&b| b == 0x90));
         assert_eq!(page[0x200..0x208], [0x65, 0xff, 0x24, 0x25, 40, 0, 0, 0]);
-        assert!(page[0x208..0xff0].iter().all(|&b| b == 0x90));
+        for stub in page[0x208..0x308].chunks(8) {
+            // out 0xCB, al; ud2; int3 x 4
+            assert_eq!(stub, [0xe6, 0xcb, 0x0f, 0x0b, 0xcc, 0xcc, 0xcc, 0xcc]);
+        }
+        assert!(page[0x308..0xff0].iter().all(|&b| b == 0x90));
         assert_eq!(page[0xff0..0xff8], page[0x200..0x208]);
         assert!(page[0xff8..].iter().all(|&b| b == 0xcc));
     }

@@ -17,7 +17,7 @@ use core::arch::{asm, global_asm};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use vima::call::Call;
-use vima::interrupt::{InterruptFrame, VECTOR_COUNT, VECTOR_IPI, VECTOR_TIMER};
+use vima::interrupt::{ExceptionFrame, InterruptFrame, VECTOR_COUNT, VECTOR_IPI, VECTOR_TIMER};
 use vima::layout::{MAX_VPS, PER_NODE_GUEST_BASE};
 
 use crate::vima_calls::{self, CallError};
@@ -94,6 +94,16 @@ pub fn set_preemptive() {
 }
 
 extern "sysv64" fn handle_interrupt(vector: u64, frame: *const InterruptFrame) {
+    if let Ok(vector) = u8::try_from(vector) {
+        if u64::from(vector) < vima::layout::EXCEPTION_VECTORS {
+            // SAFETY: the VMM delivers exception vectors with an ExceptionFrame, whose
+            // first part is the InterruptFrame the stub passes; it stays on this stack
+            // until the handler returns.
+            let frame = unsafe { &*frame.cast::<ExceptionFrame>() };
+            crate::faults::exception(vector, frame);
+            return;
+        }
+    }
     let vp = current_vp() as usize % MAX_VPS;
     match u8::try_from(vector) {
         Ok(VECTOR_TIMER) => {
@@ -199,14 +209,10 @@ pub fn without_interrupts<R>(f: impl FnOnce() -> R) -> R {
     result
 }
 
-/// Registers the virtual IDT of the calling VP: the entry stub on every external vector.
+/// Registers the virtual IDT of the calling VP: the entry stub on every vector, the
+/// exceptions (0..31, which the VMM delivers for Linux programs only) included.
 pub fn install() -> Result<(), CallError> {
-    let mut table = [0u64; VECTOR_COUNT];
-    for (vector, slot) in table.iter_mut().enumerate() {
-        if vima::interrupt::is_external_vector(vector as u64) {
-            *slot = intr_entry as *const () as u64;
-        }
-    }
+    let table = [intr_entry as *const () as u64; VECTOR_COUNT];
     vima_calls::idt_register(&table)
 }
 

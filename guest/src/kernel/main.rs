@@ -10,9 +10,9 @@
 //! - Everything runs at CPL3 (on PVM, CPL0 is emulated and slow): no privileged
 //!   instruction anywhere. The machine is reached only through ViMA calls (`out 0xCA`,
 //!   [`vima_calls`]).
-//! - Faults are not delivered to the guest (one triple-faults the VP), so errors are
-//!   values: any failure prints `error: ...` and ends the virtual server with status 1
-//!   ([`boot::fail`]), 2 for an unknown workload.
+//! - Errors are values: any failure prints `error: ...` and ends the virtual server with
+//!   status 1 ([`boot::fail`]), 2 for an unknown workload. The CPU's exceptions reach the
+//!   kernel only while a Linux program runs ([`faults`]); otherwise a fault stops the VP.
 //! - Interrupt handlers only bump counters: they never take a lock or print, so nothing
 //!   an interrupted VP holds can deadlock them.
 //! - Logical memory is shared page by page across nodes: data that VPs on different
@@ -29,6 +29,7 @@ mod alloc;
 mod barrier;
 mod boot;
 mod clock;
+mod faults;
 mod interrupts;
 mod linux;
 mod mem;

@@ -64,11 +64,11 @@ pub fn set_entry_sregs(sregs: &mut kvm_sregs, cr3: u64, gs_base: u64) {
         limit: GDT_BYTES - 1,
         padding: [0; 3],
     };
-    // No IDT: the guest takes no hardware exceptions; a fault triple-faults the VP, which
-    // the VMM reports with the VP's registers.
+    // The exception gates are present only for Linux programs (private.rs): otherwise a
+    // fault triple-faults the VP, which the VMM reports with the VP's registers.
     sregs.idt = kvm_dtable {
-        base: 0,
-        limit: 0,
+        base: PRIVATE_GPA + super::private::IDT_OFFSET as u64,
+        limit: super::private::IDT_BYTES - 1,
         padding: [0; 3],
     };
     sregs.tr = kvm_segment {

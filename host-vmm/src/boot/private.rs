@@ -26,9 +26,16 @@ pub const GDT_OFFSET: usize = 0x5000;
 pub const TSS_OFFSET: usize = 0x6000;
 /// Offset of the system call trampoline page (mapped at virtual 0 for Linux programs).
 const TRAMPOLINE: usize = 0x9000;
+/// Offset of the CPU's IDT: gates 0..31, present only for Linux programs (they point at
+/// the exception stubs of the trampoline page); otherwise a fault triple-faults the VP.
+pub const IDT_OFFSET: usize = 0xa000;
+/// Bytes of the IDT (the exception vectors).
+#[allow(clippy::cast_possible_truncation)] // 32 * 16
+pub const IDT_BYTES: u16 = (vima::layout::EXCEPTION_VECTORS * 16) as u16;
 const PD_LOW: usize = 0x10000;
 const _: () = assert!(TSS_OFFSET + TSS_HEADER_BYTES + IO_BITMAP_BYTES <= TRAMPOLINE);
-const _: () = assert!(TRAMPOLINE + 0x1000 <= PD_LOW);
+const _: () = assert!(TRAMPOLINE + 0x1000 <= IDT_OFFSET);
+const _: () = assert!(IDT_OFFSET + IDT_BYTES as usize <= PD_LOW);
 const _: () = assert!(TSS_OFFSET + TSS_HEADER_BYTES + IO_BITMAP_BYTES <= PD_LOW);
 
 const PRESENT: u64 = 1;
@@ -145,8 +152,10 @@ pub fn build(buf: &mut [u8], logical_bytes: u64) -> u64 {
     buf[TSS_OFFSET + 0x66..TSS_OFFSET + 0x68].copy_from_slice(&iomap.to_le_bytes());
     let bitmap = TSS_OFFSET + TSS_HEADER_BYTES;
     buf[bitmap..bitmap + IO_BITMAP_BYTES].fill(0xff);
-    let port = usize::from(vima::call::VIMA_PORT);
-    buf[bitmap + port / 8] &= !(1u8 << (port % 8));
+    for port in [vima::call::VIMA_PORT, vima::call::EXCEPTION_PORT] {
+        let port = usize::from(port);
+        buf[bitmap + port / 8] &= !(1u8 << (port % 8));
+    }
     PRIVATE_GPA + PML4 as u64
 }
 
@@ -162,6 +171,26 @@ pub fn map_syscall_trampoline(buf: &mut [u8]) {
         PT_FIRST_2M,
         (PRIVATE_GPA + TRAMPOLINE as u64) | PRESENT | USER,
     );
+    // Exceptions of the program go to the stubs (at CPL3, on the current stack: no
+    // privilege change), whose `out` brings them to the VMM.
+    for vector in 0..vima::layout::EXCEPTION_VECTORS {
+        let stub =
+            vima::layout::EXCEPTION_STUBS_OFFSET + vector * vima::layout::EXCEPTION_STUB_BYTES;
+        let [low, high] = interrupt_gate(stub, selector::USER_CODE);
+        let at = IDT_OFFSET + usize::try_from(vector).expect("32 vectors") * 16;
+        put(buf, at, low);
+        put(buf, at + 8, high);
+    }
+}
+
+/// A present 64-bit trap gate to `offset` in code segment `cs`, DPL 3.
+fn interrupt_gate(offset: u64, cs: u16) -> [u64; 2] {
+    const TRAP_GATE: u64 = 0xf;
+    let low = (offset & 0xffff)
+        | (u64::from(cs) << 16)
+        | ((TRAP_GATE | 0x60 | 0x80) << 40)
+        | (((offset >> 16) & 0xffff) << 48);
+    [low, offset >> 32]
 }
 
 #[cfg(test)]
@@ -228,16 +257,38 @@ mod tests {
     }
 
     #[test]
-    fn io_bitmap_allows_only_the_vima_port() {
+    fn io_bitmap_allows_only_the_vima_and_exception_ports() {
         let mut buf = vec![0u8; PRIVATE_BYTES];
         build(&mut buf, 16 << 20);
         let base = u16::from_le_bytes([buf[TSS_OFFSET + 0x66], buf[TSS_OFFSET + 0x67]]) as usize;
         let allowed: Vec<usize> = (0..65536)
             .filter(|port| buf[TSS_OFFSET + base + port / 8] & (1 << (port % 8)) == 0)
             .collect();
-        assert_eq!(allowed, vec![0xca]);
+        assert_eq!(allowed, vec![0xca, 0xcb]);
         assert_eq!(buf[TSS_OFFSET + base + 8192], 0xff);
         assert_eq!(TSS_BYTES as usize, base + 8193);
+    }
+
+    #[test]
+    fn exception_gates_point_at_their_stubs_only_for_linux_programs() {
+        let mut buf = vec![0u8; PRIVATE_BYTES];
+        build(&mut buf, 16 << 20);
+        assert!(buf[IDT_OFFSET..IDT_OFFSET + usize::from(IDT_BYTES)]
+            .iter()
+            .all(|&b| b == 0));
+        map_syscall_trampoline(&mut buf);
+        for vector in 0..32u64 {
+            let at = IDT_OFFSET + usize::try_from(vector).unwrap() * 16;
+            let low = u64::from_le_bytes(buf[at..at + 8].try_into().unwrap());
+            let high = u64::from_le_bytes(buf[at + 8..at + 16].try_into().unwrap());
+            let offset = (low & 0xffff) | ((low >> 48) << 16) | (high << 32);
+            assert_eq!(offset, 0x208 + vector * 8);
+            assert_eq!((low >> 16) & 0xffff, u64::from(selector::USER_CODE));
+            // Present, DPL 3, 64-bit trap gate.
+            assert_eq!((low >> 40) & 0xff, 0xef);
+            let stub = TRAMPOLINE + usize::try_from(offset).unwrap();
+            assert_eq!(buf[stub..stub + 4], [0xe6, 0xcb, 0x0f, 0x0b]);
+        }
     }
 
     #[test]

@@ -133,3 +133,136 @@ pub fn return_from_interrupt(
     server.write_mask(vp.id, u32::try_from(frame.mask_before).unwrap_or(1));
     Ok(())
 }
+
+/// Names of the exception vectors, for messages.
+fn exception_name(vector: u8) -> &'static str {
+    match vector {
+        0 => "divide error",
+        1 => "debug",
+        3 => "breakpoint",
+        4 => "overflow",
+        5 => "bound range",
+        6 => "invalid opcode",
+        7 => "device not available",
+        8 => "double fault",
+        10 => "invalid TSS",
+        11 => "segment not present",
+        12 => "stack fault",
+        13 => "general protection",
+        14 => "page fault",
+        16 => "x87 floating point",
+        17 => "alignment check",
+        18 => "machine check",
+        19 => "SIMD floating point",
+        _ => "reserved exception",
+    }
+}
+
+/// An exception the CPU delivered to its stub (`regs.rip` is just after the stub's
+/// `out`; `cr2` from the special registers): takes the CPU's frame off the stack, so
+/// `regs` is the faulting state again, then delivers the exception through the virtual
+/// IDT. `Err` says why the VP cannot go on (no handler for the vector, a bad stack);
+/// `regs` is then the faulting state, for the report.
+pub fn deliver_exception(
+    server: &VirtualServer,
+    vp: &VpControl,
+    local: &VpLocal,
+    regs: &mut kvm_regs,
+    cr2: u64,
+) -> Result<(), String> {
+    use vima::interrupt::{exception_frame_address, exception_has_error_code, ExceptionFrame};
+    use vima::layout::{EXCEPTION_STUBS_OFFSET, EXCEPTION_STUB_BYTES, EXCEPTION_VECTORS};
+    // `out imm8, al` is two bytes.
+    let stub = regs.rip.wrapping_sub(2);
+    let offset = stub.wrapping_sub(EXCEPTION_STUBS_OFFSET);
+    if offset >= EXCEPTION_VECTORS * EXCEPTION_STUB_BYTES
+        || !offset.is_multiple_of(EXCEPTION_STUB_BYTES)
+    {
+        return Err(format!(
+            "out to the exception port at rip {:#x}, which is not an exception stub",
+            regs.rip
+        ));
+    }
+    let vector = u8::try_from(offset / EXCEPTION_STUB_BYTES).expect("below 32");
+    let words: u64 = if exception_has_error_code(vector) {
+        6
+    } else {
+        5
+    };
+    let pushed = UncheckedRange::new(regs.rsp, words * 8)
+        .check(server.logical_bytes, 8)
+        .and_then(|range| server.read_guest(range))
+        .map_err(|_| {
+            format!(
+                "exception {vector} ({}): the CPU's frame at {:#x} is outside logical memory",
+                exception_name(vector),
+                regs.rsp
+            )
+        })?;
+    let word = |i: usize| u64::from_le_bytes(pushed[i * 8..i * 8 + 8].try_into().expect("8"));
+    let (error_code, base) = if words == 6 { (word(0), 1) } else { (0, 0) };
+    regs.rip = word(base);
+    regs.rflags = (word(base + 2) & RFLAGS_GUEST_MASK) | RFLAGS_BASE;
+    regs.rsp = word(base + 3);
+    let fault_addr = if vector == vima::interrupt::EXC_PAGE_FAULT {
+        cr2
+    } else {
+        0
+    };
+    let describe = || {
+        format!(
+            "exception {vector} ({}, error code {error_code:#x}) at rip {:#x}, address {fault_addr:#x}",
+            exception_name(vector),
+            regs.rip
+        )
+    };
+    let handler = local.idt[usize::from(vector)];
+    if handler == 0 {
+        return Err(format!("{} with no handler", describe()));
+    }
+    let frame_addr = exception_frame_address(regs.rsp);
+    let range = UncheckedRange::new(frame_addr, std::mem::size_of::<ExceptionFrame>() as u64)
+        .check(server.logical_bytes, 16)
+        .map_err(|_| {
+            format!(
+                "{}: no room for its frame below rsp {:#x}",
+                describe(),
+                regs.rsp
+            )
+        })?;
+    let mask_word = server
+        .read_guest_u64(mask_range(server, vp.id))
+        .unwrap_or(1);
+    let frame = ExceptionFrame {
+        frame: InterruptFrame {
+            rip: regs.rip,
+            rsp: regs.rsp,
+            rflags: regs.rflags,
+            rax: regs.rax,
+            rdi: regs.rdi,
+            rsi: regs.rsi,
+            rdx: regs.rdx,
+            vector: u64::from(vector),
+            mask_before: mask_word & 0xffff_ffff,
+            reserved: 0,
+        },
+        error_code,
+        fault_addr,
+    };
+    server
+        .write_guest(range, bytemuck::bytes_of(&frame))
+        .map_err(|_| {
+            format!(
+                "{}: its frame at {frame_addr:#x} cannot be written",
+                describe()
+            )
+        })?;
+    server.write_mask(vp.id, 1);
+    regs.rip = handler;
+    regs.rsp = frame_addr;
+    regs.rdi = frame_addr;
+    regs.rsi = u64::from(vector);
+    regs.rflags = RFLAGS_BASE;
+    server.stats.count_interrupt_delivered();
+    Ok(())
+}

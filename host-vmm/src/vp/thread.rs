@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use kvm_ioctls::{VcpuExit, VcpuFd};
-use vima::call::VIMA_PORT;
+use vima::call::{EXCEPTION_PORT, VIMA_PORT};
 use vima::layout::vp_shared_addr;
 
 use super::calls::{self, CallOutcome, VpLocal};
@@ -99,6 +99,7 @@ pub fn set_entry_state(
 
 enum Exit {
     Call,
+    Exception,
     OtherPort(u16),
     Interrupted,
     Fault(String),
@@ -120,6 +121,7 @@ fn run(
         }
         let exit = match vcpu.run() {
             Ok(VcpuExit::IoOut(port, _)) if port == VIMA_PORT => Exit::Call,
+            Ok(VcpuExit::IoOut(port, _)) if port == EXCEPTION_PORT => Exit::Exception,
             Ok(VcpuExit::IoOut(port, _)) => Exit::OtherPort(port),
             Ok(VcpuExit::IoIn(port, data)) => {
                 data.fill(0xff);
@@ -148,14 +150,54 @@ fn run(
                     return RunEnd::ServerDone;
                 }
             },
+            Exit::Exception => {
+                if let Err(what) = take_exception(server, vcpu, vp, &local) {
+                    fault(server, vcpu, vp, what);
+                    return RunEnd::ServerDone;
+                }
+            }
             Exit::Fault(what) => {
-                server.finish(Outcome::GuestFault(GuestFault::capture(
-                    vp.id, vp.node, what, vcpu,
-                )));
+                fault(server, vcpu, vp, what);
                 return RunEnd::ServerDone;
             }
         }
     }
+}
+
+/// Ends the server for a fault the VP cannot go on from: a Linux program is killed
+/// (SIGSEGV); anything else is a guest fault, reported with the VP's registers.
+fn fault(server: &VirtualServer, vcpu: &VcpuFd, vp: &VpControl, what: String) {
+    if server
+        .runs_linux_program
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        server.kill_linux_program(&what);
+        return;
+    }
+    server.finish(Outcome::GuestFault(GuestFault::capture(
+        vp.id, vp.node, what, vcpu,
+    )));
+}
+
+/// Delivers an exception that came through the CPU's IDT to its stub; `Err` when the VP
+/// cannot go on (its registers are left at the faulting instruction, for the report).
+fn take_exception(
+    server: &VirtualServer,
+    vcpu: &VcpuFd,
+    vp: &VpControl,
+    local: &VpLocal,
+) -> Result<(), String> {
+    let mut regs = vcpu
+        .get_regs()
+        .map_err(|e| format!("get_regs failed: {e}"))?;
+    let cr2 = vcpu
+        .get_sregs()
+        .map_err(|e| format!("get_sregs failed: {e}"))?
+        .cr2;
+    let delivered = interrupts::deliver_exception(server, vp, local, &mut regs, cr2);
+    vcpu.set_regs(&regs)
+        .map_err(|e| format!("set_regs failed: {e}"))?;
+    delivered
 }
 
 fn serve_call(

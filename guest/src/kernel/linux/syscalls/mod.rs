@@ -79,13 +79,34 @@ pub extern "sysv64" fn dispatch(frame: &mut SyscallFrame) {
     crate::sched::resched_point();
 }
 
-/// A line of `--strace` in a stack buffer, written to stderr in one piece.
-struct TraceLine {
+/// A line for the program's stderr (`--strace`, a fatal signal) in a stack buffer,
+/// written in one piece; what does not fit in 200 bytes is cut.
+pub struct LineBuf {
     buf: [u8; 200],
     len: usize,
 }
 
-impl core::fmt::Write for TraceLine {
+impl LineBuf {
+    /// An empty line.
+    pub const fn new() -> Self {
+        Self {
+            buf: [0; 200],
+            len: 0,
+        }
+    }
+
+    /// Writes the line to the program's stderr (cvmm's).
+    pub fn write_to_stderr(&self) {
+        // Best effort: there is nowhere else to report a failed write of stderr.
+        let _ = crate::vima_calls::stream_write_at(
+            vima::call::STREAM_STDERR,
+            self.buf.as_ptr() as u64,
+            self.len as u64,
+        );
+    }
+}
+
+impl core::fmt::Write for LineBuf {
     fn write_str(&mut self, s: &str) -> core::fmt::Result {
         let n = s.len().min(self.buf.len() - self.len);
         self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
@@ -98,10 +119,7 @@ impl core::fmt::Write for TraceLine {
 /// decoded); `None` for a call that does not return.
 fn trace(number: u64, a: &[u64; 6], result: Option<SysResult>) {
     use core::fmt::Write;
-    let mut line = TraceLine {
-        buf: [0; 200],
-        len: 0,
-    };
+    let mut line = LineBuf::new();
     let _ = match guest::linux_abi::sysno::name(number) {
         Some(name) => write!(line, "{name}("),
         None => write!(line, "syscall_{number}("),
@@ -118,11 +136,7 @@ fn trace(number: u64, a: &[u64; 6], result: Option<SysResult>) {
             None => writeln!(line, ") = -1 errno {errno}"),
         },
     };
-    let _ = crate::vima_calls::stream_write_at(
-        vima::call::STREAM_STDERR,
-        line.buf.as_ptr() as u64,
-        line.len as u64,
-    );
+    line.write_to_stderr();
 }
 
 fn serve(number: u64, a: &[u64; 6]) -> SysResult {
