@@ -248,6 +248,17 @@ fn rust_threads_match_native() {
     assert_same_with(&program, &[], 1, &["--nodes", "2", "--mem-mib", "256"]);
 }
 
+/// The program's own handlers: faults caught and left with siglongjmp, raise(), an
+/// alternate stack, SIG_IGN; glibc and musl, on two nodes.
+#[test]
+fn signal_handlers_run_as_on_linux() {
+    let dir = Scratch::new("signals");
+    for compiler in ["gcc", "musl-gcc"] {
+        let program = build(&dir.0, "signals.c", compiler, &["-static"]);
+        assert_same_with(&program, &[], 1, &["--nodes", "2"]);
+    }
+}
+
 /// Faults the program does not handle end it with Linux's status (128 + the signal,
 /// checked against a native run of the same binary), and one line on stderr naming the
 /// signal, the faulting address and the instruction. A null write faults even though

@@ -10,8 +10,15 @@ use vima::interrupt::ExceptionFrame;
 /// `cvmm`'s status for a fault in the kernel itself (EX_SOFTWARE, as the VMM's).
 const KERNEL_FAULT_STATUS: u64 = 70;
 
-/// Handles exception `vector` described by `frame` (on the faulting stack).
-pub fn exception(vector: u8, frame: &ExceptionFrame) {
+/// Handles exception `vector` described by `frame` (on the faulting stack), with the
+/// other registers and the SSE state the entry stub saved; what the handler leaves in
+/// `frame` and `saved` is what the interrupted code gets back.
+pub fn exception(
+    vector: u8,
+    frame: &mut ExceptionFrame,
+    saved: &mut crate::interrupts::SavedRegs,
+    fx: &[u8; 512],
+) {
     let rip = frame.frame.rip;
     let kernel_text = crate::alloc::image_start()..crate::alloc::image_end();
     if kernel_text.contains(&rip) {
@@ -23,5 +30,5 @@ pub fn exception(vector: u8, frame: &ExceptionFrame) {
             ),
         );
     }
-    crate::linux::fault(vector, frame);
+    crate::linux::fault(vector, frame, saved, fx);
 }

@@ -3,10 +3,9 @@
 //!
 //! The VMM enters a handler with `rsp = rdi =` the [`vima::interrupt::InterruptFrame`] it
 //! pushed and `rsi =` the vector, and `IntrReturn` restores only `rip, rsp, rflags, rax,
-//! rdi, rsi, rdx`. So the one entry stub, used for every vector, saves what else a Rust
-//! function may clobber (`rcx`, `r8`-`r11`, and the SSE state, via `fxsave64`), calls
-//! [`handle_interrupt`] on a 16-byte aligned stack, restores, and makes the `IntrReturn`
-//! call itself.
+//! rdi, rsi, rdx`. So the one entry stub, used for every vector, saves every other
+//! register ([`SavedRegs`]) and the SSE state (`fxsave64`), calls [`handle_interrupt`]
+//! on a 16-byte aligned stack, restores, and makes the `IntrReturn` call itself.
 //!
 //! Handlers only count: the per-node tick (the paper's jiffies page, 4.8) and IPIs. They
 //! never lock or print, so they cannot deadlock with the code they interrupt. Once a
@@ -37,6 +36,10 @@ global_asm!(
     "push r10",
     "push r11",
     "push rbx",
+    "push r12",
+    "push r13",
+    "push r14",
+    "push r15",
     // rbx (callee-saved) keeps the frame address across the call.
     "mov rbx, rdi",
     "and rsp, -16",
@@ -44,11 +47,18 @@ global_asm!(
     "fxsave64 [rsp]",
     "mov rdi, rsi",
     "mov rsi, rbx",
+    // The saved registers (a SavedRegs) and the saved SSE state, for a signal frame.
+    "lea rdx, [rbp - 80]",
+    "mov rcx, rsp",
     "cld",
     "call {handler}",
     "fxrstor64 [rsp]",
-    "lea rsp, [rbp - 48]",
+    "lea rsp, [rbp - 80]",
     "mov rdi, rbx",
+    "pop r15",
+    "pop r14",
+    "pop r13",
+    "pop r12",
     "pop rbx",
     "pop r11",
     "pop r10",
@@ -64,6 +74,36 @@ global_asm!(
     handler = sym handle_interrupt,
     intr_return = const Call::IntrReturn as u32,
 );
+
+/// The registers the entry stub saved (the frame holds the rest), lowest address first;
+/// a signal handler's frame is built from them, and changes to them are what the
+/// interrupted code gets back.
+#[repr(C)]
+#[derive(Debug)]
+pub struct SavedRegs {
+    /// r15.
+    pub r15: u64,
+    /// r14.
+    pub r14: u64,
+    /// r13.
+    pub r13: u64,
+    /// r12.
+    pub r12: u64,
+    /// rbx.
+    pub rbx: u64,
+    /// r11.
+    pub r11: u64,
+    /// r10.
+    pub r10: u64,
+    /// r9.
+    pub r9: u64,
+    /// r8.
+    pub r8: u64,
+    /// rcx.
+    pub rcx: u64,
+    /// rbp.
+    pub rbp: u64,
+}
 
 extern "C" {
     /// The entry stub above; only its address is used.
@@ -93,14 +133,26 @@ pub fn set_preemptive() {
     PREEMPTIVE.store(true, Ordering::Release);
 }
 
-extern "sysv64" fn handle_interrupt(vector: u64, frame: *const InterruptFrame) {
+extern "sysv64" fn handle_interrupt(
+    vector: u64,
+    frame: *mut InterruptFrame,
+    saved: *mut SavedRegs,
+    fx: *const u8,
+) {
     if let Ok(vector) = u8::try_from(vector) {
         if u64::from(vector) < vima::layout::EXCEPTION_VECTORS {
             // SAFETY: the VMM delivers exception vectors with an ExceptionFrame, whose
-            // first part is the InterruptFrame the stub passes; it stays on this stack
-            // until the handler returns.
-            let frame = unsafe { &*frame.cast::<ExceptionFrame>() };
-            crate::faults::exception(vector, frame);
+            // first part is the InterruptFrame the stub passes; the stub's saved
+            // registers and SSE state are just below. All stay on this stack until the
+            // handler returns, and nothing else refers to them.
+            let (frame, saved, fx) = unsafe {
+                (
+                    &mut *frame.cast::<ExceptionFrame>(),
+                    &mut *saved,
+                    &*fx.cast::<[u8; 512]>(),
+                )
+            };
+            crate::faults::exception(vector, frame, saved, fx);
             return;
         }
     }

@@ -171,7 +171,83 @@ global_asm!(
     dispatch = sym super::syscalls::dispatch,
 );
 
+global_asm!(
+    ".pushsection .text.linux_return_to_user,\"ax\",@progbits",
+    ".global linux_return_to_user",
+    "linux_return_to_user:",
+    // rdi = the registers in pop order (see `FullReturn`), rsi = the SSE state. `iretq`
+    // at CPL3 returns to CPL3, loading rip, rflags and rsp at once (PLATFORM facts).
+    "fxrstor64 [rsi]",
+    "mov rsp, rdi",
+    "pop r15",
+    "pop r14",
+    "pop r13",
+    "pop r12",
+    "pop r11",
+    "pop r10",
+    "pop r9",
+    "pop r8",
+    "pop rbp",
+    "pop rsi",
+    "pop rdx",
+    "pop rcx",
+    "pop rbx",
+    "pop rax",
+    "pop rdi",
+    "iretq",
+    ".popsection",
+);
+
+/// Every register of the program, in the order [`return_to_user`] pops them, then the
+/// `iretq` frame.
+#[repr(C, align(16))]
+#[derive(Debug, Default)]
+pub struct FullReturn {
+    /// r15, r14, r13, r12, r11, r10, r9, r8, rbp, rsi, rdx, rcx, rbx, rax, rdi.
+    pub gprs: [u64; 15],
+    /// rip, cs, rflags, rsp, ss.
+    pub iret: [u64; 5],
+}
+
+/// The SSE state [`return_to_user`] loads (16-byte aligned for `fxrstor64`).
+#[repr(C, align(16))]
+#[derive(Debug)]
+pub struct FxState(pub [u8; 512]);
+
+/// Returns to the program with every register as `regs` says (rt_sigreturn, and a
+/// signal handler entered from a system call), with no trap: `iretq` at CPL3.
+pub fn return_to_user(regs: &guest::linux_abi::signal::UserRegs, fx: &FxState) -> ! {
+    /// The flags a program may set: arithmetic, TF, DF, AC, ID.
+    const USER_FLAGS: u64 = 0x0ed5 | 0x4_0000 | 0x20_0000;
+    /// Always set.
+    const FIXED_FLAGS: u64 = 0x202;
+    let r = regs;
+    let full = FullReturn {
+        gprs: [
+            r.r[7], r.r[6], r.r[5], r.r[4], r.r[3], r.r[2], r.r[1], r.r[0], r.rbp, r.rsi, r.rdx,
+            r.rcx, r.rbx, r.rax, r.rdi,
+        ],
+        iret: [
+            r.rip,
+            u64::from(USER_CODE_SELECTOR),
+            (r.rflags & USER_FLAGS) | FIXED_FLAGS,
+            r.rsp,
+            u64::from(USER_DATA_SELECTOR),
+        ],
+    };
+    // SAFETY: `full` and `fx` live in this frame, which stays put: the stub moves rsp
+    // into `full` and leaves through iretq without returning, and nothing of this
+    // thread's kernel stack is needed again (the next entry starts at its top).
+    unsafe { linux_return_to_user(&full, fx) }
+}
+
+/// The code and stack selectors the program runs with (the VMM's GDT).
+const USER_CODE_SELECTOR: u16 = 0x2b;
+/// See [`USER_CODE_SELECTOR`].
+const USER_DATA_SELECTOR: u16 = 0x23;
+
 extern "C" {
+    fn linux_return_to_user(regs: *const FullReturn, fx: *const FxState) -> !;
     /// The `syscall` target (above); only its address is used.
     pub fn syscall_entry();
     /// The trampoline's target (above); only its address is used.

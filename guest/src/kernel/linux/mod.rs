@@ -202,23 +202,15 @@ pub fn run() -> Result<core::convert::Infallible, LinuxError> {
     crate::sched::idle_loop()
 }
 
-/// A fault of the program (exception `vector`): the signal's default action for now,
-/// since handlers are not yet called: one line on stderr naming the signal, the address
-/// and the instruction, and the program ends with 128 + the signal, as a shell reports a
-/// process Linux killed.
-pub fn fault(vector: u8, frame: &vima::interrupt::ExceptionFrame) -> ! {
-    let (signal, name, what) = syscalls::signals::for_exception(vector);
-    let mut line = syscalls::LineBuf::new();
-    let _ = core::fmt::Write::write_fmt(
-        &mut line,
-        format_args!(
-            "cvmm: program killed by {name} ({what}) at address {:#x}, rip {:#x}\n",
-            frame.fault_addr, frame.frame.rip
-        ),
-    );
-    line.write_to_stderr();
-    crate::console::flush();
-    vima_calls::vs_exit(128 + signal)
+/// A fault of the program (exception `vector`): its signal's handler, or the default
+/// action (syscalls/signals.rs).
+pub fn fault(
+    vector: u8,
+    frame: &mut vima::interrupt::ExceptionFrame,
+    saved: &mut crate::interrupts::SavedRegs,
+    fx: &[u8; 512],
+) {
+    syscalls::signals::fault(vector, frame, saved, fx);
 }
 
 /// The flags a program starts with (bit 1 is always set; interrupts on).

@@ -78,6 +78,10 @@ pub struct Thread {
     pub robust_list: AtomicU64,
     /// The blocked signals (`rt_sigprocmask`).
     pub sigmask: AtomicU64,
+    /// Signals sent to it while blocked (delivered when unblocked).
+    pub sigpending: AtomicU64,
+    /// The alternate signal stack (`sigaltstack`): base, size, flags.
+    pub altstack: [AtomicU64; 3],
     /// Next in its run queue (the queue's lock).
     rq_next: AtomicPtr<Thread>,
     /// Where it goes when it yields, or NO_VP for the VP it yields (a migration).
@@ -111,6 +115,12 @@ impl Thread {
             clear_child_tid: AtomicU64::new(0),
             robust_list: AtomicU64::new(0),
             sigmask: AtomicU64::new(0),
+            sigpending: AtomicU64::new(0),
+            altstack: [
+                AtomicU64::new(0),
+                AtomicU64::new(0),
+                AtomicU64::new(guest::linux_abi::signal::SS_DISABLE),
+            ],
             rq_next: AtomicPtr::new(null_mut()),
             move_to: AtomicU32::new(NO_VP),
             futex_addr: AtomicU64::new(0),

@@ -64,10 +64,15 @@ pub extern "sysv64" fn dispatch(frame: &mut SyscallFrame) {
     if strace && (number == nr::EXIT_GROUP || number == nr::EXIT) {
         trace(number, &a, None);
     }
-    let result = if number == nr::CLONE {
-        threads::clone(frame)
-    } else {
-        serve(number, &a)
+    let result = match number {
+        nr::CLONE => threads::clone(frame),
+        nr::RT_SIGRETURN => signals::rt_sigreturn(frame),
+        nr::TGKILL => signals::tgkill(frame, a[0], a[1], a[2]),
+        nr::TKILL => signals::tgkill(frame, identity::PID, a[0], a[1]),
+        nr::KILL => signals::kill(frame, a[0], a[1]),
+        nr::SIGALTSTACK => signals::sigaltstack(a[0], a[1], frame.rsp),
+        nr::RT_SIGPROCMASK => signals::rt_sigprocmask(frame, a[0], a[1], a[2], a[3]),
+        _ => serve(number, &a),
     };
     if strace {
         trace(number, &a, Some(result));
@@ -170,8 +175,6 @@ fn serve(number: u64, a: &[u64; 6]) -> SysResult {
         nr::GET_ROBUST_LIST => threads::get_robust_list(a[0], a[1], a[2]),
         nr::FUTEX => futex::futex(a),
         nr::GETCPU => threads::getcpu(a[0], a[1]),
-        nr::TGKILL => threads::tgkill(a[0], a[1], a[2]),
-        nr::TKILL => threads::tgkill(identity::PID, a[0], a[1]),
         nr::SCHED_SETAFFINITY => Ok(0),
         nr::PRLIMIT64 => process::prlimit64(a[1], a[3]),
         nr::GETRLIMIT => process::prlimit64(a[0], a[1]),
@@ -190,8 +193,7 @@ fn serve(number: u64, a: &[u64; 6]) -> SysResult {
         nr::TIME => time::time(a[0]),
         nr::NANOSLEEP => time::nanosleep(a[0]),
         nr::CLOCK_NANOSLEEP => time::clock_nanosleep(a[0], a[1], a[2]),
-        nr::RT_SIGACTION => signals::rt_sigaction(a[0], a[2]),
-        nr::RT_SIGPROCMASK => signals::rt_sigprocmask(a[2], a[3]),
+        nr::RT_SIGACTION => signals::rt_sigaction(a[0], a[1], a[2], a[3]),
         number => {
             let slot = usize::try_from(number)
                 .unwrap_or(COUNTED - 1)

@@ -11,7 +11,6 @@ use core::sync::atomic::Ordering;
 
 use guest::linux_abi::errno::{EINVAL, ENOSYS, EPERM, ESRCH};
 
-use super::identity::PID;
 use super::{futex, user, SysResult};
 use crate::boot::kernel;
 use crate::interrupts::current_vp;
@@ -42,7 +41,6 @@ const KNOWN_FLAGS: u64 = THREAD_FLAGS
     | CLONE_CHILD_CLEARTID
     | CLONE_DETACHED
     | CLONE_CHILD_SETTID;
-const SIGABRT: u64 = 6;
 
 /// `clone(flags, stack, parent_tid, child_tid, tls)` from the system call `frame`.
 pub fn clone(frame: &SyscallFrame) -> SysResult {
@@ -179,22 +177,4 @@ pub fn getcpu(cpu: u64, node: u64) -> SysResult {
         user::write(node, &kernel().node_of(vp as usize).to_le_bytes())?;
     }
     Ok(0)
-}
-
-/// `tgkill(tgid, tid, sig)` / `tkill(tid, sig)` to a thread of the program. Signals are
-/// not delivered yet: SIGABRT (abort) takes its default action, ending the program with
-/// status 134 as Linux does; signal 0 checks the thread; others are accepted.
-pub fn tgkill(tgid: u64, _tid: u64, sig: u64) -> SysResult {
-    if tgid != PID {
-        return Err(ESRCH);
-    }
-    match sig {
-        0 => Ok(0),
-        SIGABRT => {
-            crate::console::flush();
-            vima_calls::vs_exit(128 + SIGABRT)
-        }
-        1..=64 => Ok(0),
-        _ => Err(EINVAL),
-    }
 }
