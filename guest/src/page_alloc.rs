@@ -318,6 +318,17 @@ impl PageAllocator {
         bump + listed
     }
 
+    /// Pages that can still be allocated, on any node.
+    pub fn free_pages(&self) -> u64 {
+        let bump: u64 = self
+            .arenas()
+            .iter()
+            .map(|a| (a.end - a.next) / PAGE_SIZE)
+            .sum();
+        let listed: u64 = self.free[..self.free_count].iter().map(|b| b.pages).sum();
+        bump + listed
+    }
+
     /// Pages lost because the free list was full.
     pub fn leaked_pages(&self) -> u64 {
         self.leaked_pages

@@ -118,6 +118,15 @@ pub enum NodeError {
     /// A thread could not be started.
     #[error("Failed to start a thread")]
     Thread(#[source] std::io::Error),
+    /// The program's `--root` cannot be used.
+    #[error("--root {path}")]
+    Root {
+        /// The directory.
+        path: String,
+        /// Why not.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// What a node reports when its server ended.
@@ -298,6 +307,18 @@ impl Node {
         self.server
             .runs_linux_program
             .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Serves `dir` as the program's read-only `/` from this node (node 0).
+    pub fn set_root(&mut self, dir: &std::path::Path) -> Result<(), NodeError> {
+        let fs = crate::devices::root_fs::RootFs::open(dir).map_err(|source| NodeError::Root {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        self.server
+            .root_fs
+            .set(fs)
+            .map_err(|_| NodeError::Shape("--root was given twice".into()))
     }
 
     /// Loads a Linux program (`cvmm run -- PATH`) before the VPs start, on node 0, the

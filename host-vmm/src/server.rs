@@ -153,6 +153,8 @@ pub struct VirtualServer {
     pub program: OnceLock<Vec<u8>>,
     /// cvmm's standard input, for the program (`StreamRead`).
     pub console_input: crate::devices::console_input::ConsoleInput,
+    /// The program's read-only root (`--root`), on node 0.
+    pub root_fs: OnceLock<crate::devices::root_fs::RootFs>,
     /// True when the server runs a Linux program: a fault the guest cannot take ends it
     /// as Linux ends a process (SIGSEGV, 139), not as a guest fault.
     pub runs_linux_program: std::sync::atomic::AtomicBool,
@@ -188,6 +190,7 @@ impl VirtualServer {
             nodes,
             program: OnceLock::new(),
             console_input: Default::default(),
+            root_fs: OnceLock::new(),
             runs_linux_program: std::sync::atomic::AtomicBool::new(false),
             outcome: Mutex::new(None),
             finished: Condvar::new(),

@@ -364,6 +364,77 @@ fn stdin_is_the_programs_to_its_end_on_any_node() {
     assert_same_with_input(busybox, &["cat"], &[], b"");
 }
 
+/// `--root DIR` is the program's `/`, read-only: busybox reads, lists, sorts and hashes
+/// its files exactly as the same busybox chrooted into DIR does natively, and no path
+/// (`..`, an absolute symbolic link) reaches a host file outside DIR.
+#[test]
+fn the_root_is_a_host_directory_and_nothing_outside_it() {
+    let dir = Scratch::new("root");
+    let root = dir.0.join("root");
+    std::fs::create_dir_all(root.join("sub")).unwrap();
+    let words: String = ["zeta", "alpha", "mu", "beta", "alpha"]
+        .iter()
+        .map(|w| format!("{w}\n"))
+        .collect();
+    std::fs::write(root.join("words.txt"), words).unwrap();
+    std::fs::write(root.join("sub/inner"), b"inner\n").unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", root.join("escape")).unwrap();
+    std::os::unix::fs::symlink("sub/inner", root.join("link")).unwrap();
+    let busybox = root.join("busybox");
+    std::fs::copy("/bin/busybox", &busybox).expect("busybox-static is installed");
+    let cases: [&[&str]; 9] = [
+        &["cat", "/words.txt"],
+        &["wc", "-l", "/words.txt"],
+        &["sort", "-u", "/words.txt"],
+        &["md5sum", "/words.txt", "/link"],
+        &["ls", "-la", "/", "/sub"],
+        &["readlink", "/escape"],
+        &["cat", "/escape"],
+        &["cat", "/../../etc/hostname"],
+        &["cat", "/sub/../../../etc/hostname"],
+    ];
+    for args in cases {
+        let want = Command::new("/usr/sbin/chroot")
+            .arg(&root)
+            .arg("/busybox")
+            .args(args)
+            .env_clear()
+            .output()
+            .expect("chroot runs");
+        let got = Command::new(env!("CARGO_BIN_EXE_cvmm"))
+            .args(["run", "--mem-mib", "64", "--root"])
+            .arg(&root)
+            .arg("--")
+            .arg(&busybox)
+            .args(args)
+            .output()
+            .expect("cvmm runs");
+        assert_eq!(
+            (want.status.code(), String::from_utf8_lossy(&want.stdout)),
+            (got.status.code(), String::from_utf8_lossy(&got.stdout)),
+            "{args:?}: cvmm said {}",
+            String::from_utf8_lossy(&got.stderr)
+        );
+        assert_eq!(want.stderr, got.stderr, "{args:?}");
+    }
+    // The root is read-only: nothing is created or changed in DIR.
+    let touch = Command::new(env!("CARGO_BIN_EXE_cvmm"))
+        .args(["run", "--mem-mib", "64", "--root"])
+        .arg(&root)
+        .arg("--")
+        .arg(&busybox)
+        .args(["touch", "/new", "/words.txt"])
+        .output()
+        .expect("cvmm runs");
+    assert_eq!(touch.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&touch.stderr).contains("Read-only file system"),
+        "{}",
+        String::from_utf8_lossy(&touch.stderr)
+    );
+    assert!(!root.join("new").exists());
+}
+
 #[test]
 fn busybox_runs_unmodified() {
     let busybox = Path::new("/bin/busybox");

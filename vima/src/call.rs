@@ -34,6 +34,12 @@ pub const CONSOLE_WRITE_MAX: u64 = 4096;
 pub const STREAM_WRITE_MAX: u64 = 64 * 1024;
 /// `StreamRead` stream number of the program's standard input.
 pub const STREAM_STDIN: u64 = 0;
+/// Most bytes one `FileRead` or `FileReadDir` returns.
+pub const FILE_READ_MAX: u64 = 64 * 1024;
+/// `FileOpen` flag: do not follow a final symbolic link.
+pub const FILE_OPEN_NOFOLLOW: u64 = 1;
+/// Longest path `FileOpen` takes.
+pub const FILE_PATH_MAX: u64 = 4096;
 /// Most bytes one `StreamRead` returns.
 pub const STREAM_READ_MAX: u64 = 64 * 1024;
 /// `StreamWrite` stream number of the program's standard output.
@@ -103,10 +109,28 @@ pub enum Call {
     /// 0 at end of file, status `NotReady` when nothing has arrived yet (the call never
     /// blocks: ask again later). The Linux personality's stdin, read on node 0.
     StreamRead = 17,
+    /// `FileOpen(path, len, flags) -> handle`: opens `path` (`len <= 4096` bytes, no NUL)
+    /// of the Linux program's read-only root (`cvmm run --root DIR`, served by node 0)
+    /// for reading; with [`FILE_OPEN_NOFOLLOW`] a final symbolic link itself (to stat). Status `HostError` with the Linux errno as the value when the host
+    /// refuses (ENOENT outside node 0 or without `--root`).
+    FileOpen = 18,
+    /// `FileStat(handle, buf)`: writes the file's Linux x86-64 `struct stat` (144 bytes).
+    FileStat = 19,
+    /// `FileRead(handle, offset, buf, len) -> n`: reads up to `len <= 64 KiB` bytes at
+    /// `offset` (0 at end of file).
+    FileRead = 20,
+    /// `FileReadDir(handle, cookie, buf, len) -> n`: `linux_dirent64` records of a
+    /// directory from `cookie` (0 or a `d_off` returned before), at most `len <= 64 KiB`.
+    FileReadDir = 21,
+    /// `FileClose(handle)`.
+    FileClose = 22,
+    /// `FileReadLink(handle, buf, len) -> n`: the target of a symbolic link opened with
+    /// [`FILE_OPEN_NOFOLLOW`], at most `len <= 4096` bytes.
+    FileReadLink = 23,
 }
 
 /// Number of call numbers defined; numbers at or above this are `UnknownCall`.
-pub const CALL_COUNT: usize = 18;
+pub const CALL_COUNT: usize = 24;
 
 /// The registers of one call as the VMM read them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -138,6 +162,12 @@ impl Call {
         Call::ProgramRead,
         Call::SyscallEntrySet,
         Call::StreamRead,
+        Call::FileOpen,
+        Call::FileStat,
+        Call::FileRead,
+        Call::FileReadDir,
+        Call::FileClose,
+        Call::FileReadLink,
     ];
 
     /// Decodes the call number in `rax`.
@@ -169,6 +199,12 @@ impl Call {
             Call::ProgramRead => "program_read",
             Call::SyscallEntrySet => "syscall_entry_set",
             Call::StreamRead => "stream_read",
+            Call::FileOpen => "file_open",
+            Call::FileStat => "file_stat",
+            Call::FileRead => "file_read",
+            Call::FileReadDir => "file_read_dir",
+            Call::FileClose => "file_close",
+            Call::FileReadLink => "file_read_link",
         }
     }
 }

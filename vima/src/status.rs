@@ -23,6 +23,8 @@ pub enum Status {
     /// The call is valid but cannot be served in the current state (for example the
     /// virtual IDT was not registered yet).
     NotReady = 7,
+    /// The host refused (a `File*` call): the value is the Linux errno, for the program.
+    HostError = 8,
 }
 
 impl Status {
@@ -37,6 +39,7 @@ impl Status {
             5 => Self::VpBusy,
             6 => Self::TimedOut,
             7 => Self::NotReady,
+            8 => Self::HostError,
             _ => return None,
         })
     }
@@ -58,12 +61,13 @@ mod tests {
             (Status::VpBusy, 5),
             (Status::TimedOut, 6),
             (Status::NotReady, 7),
+            (Status::HostError, 8),
         ];
         for (status, raw) in fixed {
             assert_eq!(status as u64, raw);
             assert_eq!(Status::from_raw(raw), Some(status));
         }
-        assert_eq!(Status::from_raw(8), None);
+        assert_eq!(Status::from_raw(9), None);
         assert_eq!(Status::from_raw(u64::MAX), None);
     }
 }

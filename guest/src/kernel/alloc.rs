@@ -83,6 +83,11 @@ pub fn free_pages(addr: u64, count: u64) -> Result<(), PageAllocError> {
     PAGES.lock().free(addr, count)
 }
 
+/// Bytes the allocator can still hand out.
+pub fn free_bytes() -> u64 {
+    PAGES.lock().free_pages() * PAGE_SIZE
+}
+
 /// Gives back pages from [`alloc_pages`] that were never written (still zero).
 pub fn free_clean_pages(addr: u64, count: u64) -> Result<(), PageAllocError> {
     PAGES.lock().free_clean(addr, count)

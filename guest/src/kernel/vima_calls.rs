@@ -210,3 +210,54 @@ pub fn stream_read(stream: u64, addr: u64, len: u64) -> Result<Option<u64>, Call
 pub fn stream_write_at(stream: u64, addr: u64, len: u64) -> Result<u64, CallError> {
     checked(Call::StreamWrite, [stream, addr, len, 0, 0])
 }
+
+/// A `File*` call: the value, or the Linux errno the host gave (`HostError`); other
+/// failures (a bad buffer) are EFAULT.
+fn file_call(call: Call, args: [u64; 5]) -> Result<u64, i64> {
+    match raw_call(call, args) {
+        (0, value) => Ok(value),
+        (status, errno) if status == Status::HostError as u64 => {
+            Err(i64::try_from(errno).unwrap_or(guest::linux_abi::errno::EIO))
+        }
+        (status, _) if status == Status::BadAddress as u64 => Err(guest::linux_abi::errno::EFAULT),
+        _ => Err(guest::linux_abi::errno::EINVAL),
+    }
+}
+
+/// `FileOpen` of the root path `path` (`nofollow`: a final link itself): the handle.
+pub fn file_open(path: &[u8], nofollow: bool) -> Result<u64, i64> {
+    let flags = if nofollow {
+        vima::call::FILE_OPEN_NOFOLLOW
+    } else {
+        0
+    };
+    file_call(
+        Call::FileOpen,
+        [path.as_ptr() as u64, path.len() as u64, flags, 0, 0],
+    )
+}
+
+/// `FileStat`: the file's `struct stat` into the 144 bytes at `buf`.
+pub fn file_stat(handle: u64, buf: u64) -> Result<u64, i64> {
+    file_call(Call::FileStat, [handle, buf, 0, 0, 0])
+}
+
+/// `FileRead` of up to `len` bytes at `offset` into `buf`.
+pub fn file_read(handle: u64, offset: u64, buf: u64, len: u64) -> Result<u64, i64> {
+    file_call(Call::FileRead, [handle, offset, buf, len, 0])
+}
+
+/// `FileReadDir` from `cookie` into `buf`.
+pub fn file_read_dir(handle: u64, cookie: u64, buf: u64, len: u64) -> Result<u64, i64> {
+    file_call(Call::FileReadDir, [handle, cookie, buf, len, 0])
+}
+
+/// `FileClose`.
+pub fn file_close(handle: u64) -> Result<u64, i64> {
+    file_call(Call::FileClose, [handle, 0, 0, 0, 0])
+}
+
+/// `FileReadLink`: a link's target (opened `nofollow`) into `buf`, at most `len` bytes.
+pub fn file_read_link(handle: u64, buf: u64, len: u64) -> Result<u64, i64> {
+    file_call(Call::FileReadLink, [handle, buf, len, 0, 0])
+}

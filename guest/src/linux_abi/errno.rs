@@ -19,16 +19,26 @@ pub const EAGAIN: i64 = 11;
 pub const ENOMEM: i64 = 12;
 /// Bad address.
 pub const EFAULT: i64 = 14;
+/// Permission denied.
+pub const EACCES: i64 = 13;
 /// File exists (MAP_FIXED_NOREPLACE over a mapping).
 pub const EEXIST: i64 = 17;
 /// No such device (mmap of a file that cannot be mapped).
 pub const ENODEV: i64 = 19;
+/// Not a directory.
+pub const ENOTDIR: i64 = 20;
+/// Is a directory.
+pub const EISDIR: i64 = 21;
 /// Invalid argument.
 pub const EINVAL: i64 = 22;
+/// Too many open files.
+pub const EMFILE: i64 = 24;
 /// Not a typewriter.
 pub const ENOTTY: i64 = 25;
 /// Illegal seek.
 pub const ESPIPE: i64 = 29;
+/// Read-only file system.
+pub const EROFS: i64 = 30;
 /// Broken pipe.
 pub const EPIPE: i64 = 32;
 /// Result too large.
@@ -37,6 +47,8 @@ pub const ERANGE: i64 = 34;
 pub const ENAMETOOLONG: i64 = 36;
 /// Function not implemented.
 pub const ENOSYS: i64 = 38;
+/// Operation not supported.
+pub const EOPNOTSUPP: i64 = 95;
 /// Timer expired.
 pub const ETIMEDOUT: i64 = 110;
 
@@ -52,15 +64,21 @@ pub fn name(errno: i64) -> Option<&'static str> {
         EAGAIN => "EAGAIN",
         ENOMEM => "ENOMEM",
         EFAULT => "EFAULT",
+        EACCES => "EACCES",
         EEXIST => "EEXIST",
         ENODEV => "ENODEV",
+        ENOTDIR => "ENOTDIR",
+        EISDIR => "EISDIR",
         EINVAL => "EINVAL",
+        EMFILE => "EMFILE",
         ENOTTY => "ENOTTY",
         ESPIPE => "ESPIPE",
+        EROFS => "EROFS",
         EPIPE => "EPIPE",
         ERANGE => "ERANGE",
         ENAMETOOLONG => "ENAMETOOLONG",
         ENOSYS => "ENOSYS",
+        EOPNOTSUPP => "EOPNOTSUPP",
         ETIMEDOUT => "ETIMEDOUT",
         _ => return None,
     })

@@ -5,6 +5,7 @@
 
 pub mod errno;
 pub mod layout;
+pub mod path;
 pub mod signal;
 pub mod stack;
 pub mod sysno;

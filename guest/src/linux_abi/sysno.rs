@@ -105,6 +105,7 @@ pub const NAMES: &[(u64, &str)] = &[
     (271, "ppoll"),
     (273, "set_robust_list"),
     (274, "get_robust_list"),
+    (280, "utimensat"),
     (292, "dup3"),
     (293, "pipe2"),
     (302, "prlimit64"),
@@ -321,6 +322,8 @@ pub const PPOLL: u64 = 271;
 pub const SET_ROBUST_LIST: u64 = 273;
 /// `get_robust_list`.
 pub const GET_ROBUST_LIST: u64 = 274;
+/// `utimensat`.
+pub const UTIMENSAT: u64 = 280;
 /// `dup3`.
 pub const DUP3: u64 = 292;
 /// `pipe2`.

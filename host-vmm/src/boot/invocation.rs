@@ -26,11 +26,30 @@ pub struct ProgramSpec {
     pub env: Vec<String>,
     /// AT_RANDOM's 16 bytes, in hex (the launcher draws them once).
     pub random_hex: String,
+    /// The program's read-only `/` (`--root`), a directory on node 0's host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<PathBuf>,
 }
 
 impl ProgramSpec {
     /// A spec with fresh AT_RANDOM bytes; the error is the sentence to print.
-    pub fn new(path: &str, argv: &[String], env: &[String]) -> Result<Self, String> {
+    pub fn new(
+        path: &str,
+        argv: &[String],
+        env: &[String],
+        root: Option<&std::path::Path>,
+    ) -> Result<Self, String> {
+        let root = root
+            .map(|dir| {
+                let dir = std::fs::canonicalize(dir)
+                    .map_err(|e| format!("--root {}: {e}", dir.display()))?;
+                if dir.is_dir() {
+                    Ok(dir)
+                } else {
+                    Err(format!("--root {}: not a directory", dir.display()))
+                }
+            })
+            .transpose()?;
         for pair in env {
             if !pair.contains('=') {
                 return Err(format!("--env {pair:?} is not of the form K=V"));
@@ -45,6 +64,7 @@ impl ProgramSpec {
             argv: argv.to_vec(),
             env: env.to_vec(),
             random_hex: random.iter().map(|b| format!("{b:02x}")).collect(),
+            root,
         })
     }
 
@@ -103,7 +123,7 @@ mod tests {
 
     #[test]
     fn random_bytes_round_trip_through_hex() {
-        let spec = ProgramSpec::new("/bin/true", &["/bin/true".into()], &[]).unwrap();
+        let spec = ProgramSpec::new("/bin/true", &["/bin/true".into()], &[], None).unwrap();
         let bytes = spec.random().unwrap();
         let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(hex, spec.random_hex);
@@ -111,9 +131,9 @@ mod tests {
 
     #[test]
     fn bad_env_and_bad_hex_are_refused() {
-        let err = ProgramSpec::new("/bin/true", &[], &["NOEQUALS".into()]).unwrap_err();
+        let err = ProgramSpec::new("/bin/true", &[], &["NOEQUALS".into()], None).unwrap_err();
         assert!(err.contains("K=V"), "{err}");
-        let mut spec = ProgramSpec::new("/bin/true", &[], &[]).unwrap();
+        let mut spec = ProgramSpec::new("/bin/true", &[], &[], None).unwrap();
         spec.random_hex = "zz".repeat(16);
         assert!(spec.random().is_err());
         spec.random_hex = "00".into();

@@ -162,6 +162,9 @@ fn ready_program(
     let program = spec
         .prepare(image.end, home_end)
         .map_err(|sentence| format!("{}: {sentence}", spec.path.display()))?;
+    if let Some(root) = &spec.root {
+        node.set_root(root).map_err(|e| error_chain(&e))?;
+    }
     node.load_program(&program).map_err(|e| error_chain(&e))
 }
 

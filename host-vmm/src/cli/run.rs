@@ -59,6 +59,10 @@ pub struct RunArgs {
     /// and nothing else.
     #[arg(long = "env", value_name = "K=V")]
     pub env: Vec<String>,
+    /// A Linux program's read-only `/`: a directory of this host (node 0's), whose files
+    /// the program can open; nothing outside it is reachable.
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
     /// Print every system call of a Linux program on stderr, with its arguments and
     /// result.
     #[arg(long)]
@@ -82,6 +86,10 @@ struct StatsFile<'a> {
 pub fn run(args: &RunArgs) -> i32 {
     if let Some(path) = args.workload.first().filter(|name| name.contains('/')) {
         return run_program(args, path);
+    }
+    if args.root.is_some() {
+        eprintln!("cvmm: --root is for Linux programs (cvmm run --root DIR -- /path/to/program)");
+        return 2;
     }
     let offload = args.fabric.contains(&FabricKind::Offload);
     if args.nodes != 1 || args.netns || offload || args.servers != 1 {
@@ -133,10 +141,11 @@ fn run_program(args: &RunArgs, path: &str) -> i32 {
         mem_mib_per_node: args.mem_mib,
         cmdline: linux_cmdline(args),
     };
-    let prepared = ProgramSpec::new(path, &args.workload, &args.env).and_then(|spec| {
-        let program = spec.prepare(kernel_image(&cfg).end, cfg.mem_mib_per_node << 20)?;
-        Ok((spec, program))
-    });
+    let prepared = ProgramSpec::new(path, &args.workload, &args.env, args.root.as_deref())
+        .and_then(|spec| {
+            let program = spec.prepare(kernel_image(&cfg).end, cfg.mem_mib_per_node << 20)?;
+            Ok((spec, program))
+        });
     let (spec, program) = match prepared {
         Ok(prepared) => prepared,
         Err(sentence) => {
@@ -164,6 +173,9 @@ fn run_program(args: &RunArgs, path: &str) -> i32 {
         Box::new(StdoutSink { tag_node: false }),
     )
     .and_then(|mut node| {
+        if let Some(root) = &spec.root {
+            node.set_root(root)?;
+        }
         node.load_program(&program)?;
         node.run()
     });

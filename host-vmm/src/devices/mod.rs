@@ -1,6 +1,8 @@
 //! Virtual devices. Each device has the same shape: a struct the ViMA call handlers use,
-//! with its own statistics. The console (VCON) is the only device so far: its output
-//! ([`console`]) and, for a Linux program, its input ([`console_input`]).
+//! with its own statistics. The console (VCON): its output ([`console`]) and, for a Linux
+//! program, its input ([`console_input`]); and a Linux program's read-only root
+//! ([`root_fs`]).
 
 pub mod console;
 pub mod console_input;
+pub mod root_fs;

@@ -49,8 +49,10 @@ impl Default for VpLocal {
     }
 }
 
-enum Reply {
+pub(super) enum Reply {
     Value(u64),
+    /// A status other than Ok, with a value (HostError: the errno).
+    Failed(Status, u64),
     Redirected,
     Stop,
     Exit,
@@ -74,6 +76,11 @@ pub fn dispatch(
     match result {
         Ok(Reply::Value(value)) => {
             regs.rax = Status::Ok as u64;
+            regs.rdx = value;
+            CallOutcome::Resume
+        }
+        Ok(Reply::Failed(status, value)) => {
+            regs.rax = status as u64;
             regs.rdx = value;
             CallOutcome::Resume
         }
@@ -214,6 +221,12 @@ fn handle(
                 Input::NotYet => Err(Status::NotReady),
             }
         }
+        Call::FileOpen
+        | Call::FileStat
+        | Call::FileRead
+        | Call::FileReadDir
+        | Call::FileClose
+        | Call::FileReadLink => super::file_calls::handle(server, call, a),
         Call::SyscallEntrySet => {
             UncheckedRange::new(a[0], 1).check(logical, 1)?;
             local.syscall_entry = Some(a[0]);

@@ -7,6 +7,7 @@
 //! registers happens on the VP thread, between two KVM_RUNs.
 
 pub mod calls;
+mod file_calls;
 pub mod interrupts;
 pub mod kick;
 mod thread;

@@ -14,6 +14,7 @@
 //! them against logical memory before touching them.
 
 pub mod entry;
+pub mod fs;
 mod rewrite;
 mod syscalls;
 

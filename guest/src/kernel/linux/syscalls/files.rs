@@ -1,12 +1,16 @@
-//! Files: the three standard streams, for now. stdout and stderr go to cvmm's own, byte
-//! for byte (`StreamWrite`); stdin is cvmm's (`StreamRead`, on node 0); there is no file
-//! system yet, so `open` finds nothing.
+//! Files: descriptors over the program's file systems ([`crate::linux::fs`]): cvmm's
+//! stdin, stdout and stderr, `/dev`, generated `/proc` and `/sys` files, and the
+//! read-only root of `--root` (served by node 0's VMM).
 
-use guest::linux_abi::errno::{EBADF, EINVAL, ENOENT, ENOTTY, ESPIPE};
-use guest::linux_abi::layout::{Stat, S_IFIFO};
-use vima::call::STREAM_WRITE_MAX;
+use guest::linux_abi::errno::{
+    EBADF, EFAULT, EINVAL, EISDIR, ENOENT, ENOTDIR, ENOTTY, EOPNOTSUPP, ERANGE, EROFS, ESPIPE,
+};
+use guest::linux_abi::layout::{Stat, S_IFCHR, S_IFDIR, S_IFIFO, S_IFREG};
+use guest::linux_abi::path::{self, AbsPath};
+use vima::call::{FILE_READ_MAX, STREAM_WRITE_MAX};
 
 use super::{user, SysResult};
+use crate::linux::fs::{self, Generated, Kind, Node, O_RDONLY, O_WRONLY};
 use crate::linux::program;
 use crate::vima_calls;
 
@@ -14,20 +18,93 @@ use crate::vima_calls;
 const AT_FDCWD: u64 = -100i64 as u64;
 /// `AT_EMPTY_PATH`.
 const AT_EMPTY_PATH: u64 = 0x1000;
-/// Most iovecs in one `writev` (Linux's UIO_MAXIOV).
+/// Most iovecs in one `readv`/`writev` (Linux's UIO_MAXIOV).
 const IOV_MAX: u64 = 1024;
+const O_ACCMODE: u64 = 3;
+const O_CREAT: u64 = 0x40;
+const O_TRUNC: u64 = 0x200;
+const O_APPEND: u64 = 0x400;
+const O_NONBLOCK: u64 = 0x800;
+const O_DIRECTORY: u64 = 0x1_0000;
+const O_CLOEXEC: u64 = 0x8_0000;
 
-fn is_std(fd: u64) -> bool {
-    fd <= 2
+/// Reads the path at `addr` and makes it absolute (relative paths: to the working
+/// directory; with a directory descriptor other than AT_FDCWD: not supported yet).
+fn path_at(dirfd: u64, addr: u64) -> Result<AbsPath, i64> {
+    let mut name = [0u8; path::PATH_BYTES];
+    let len = user::read_path(addr, &mut name)?;
+    if len > 0 && name[0] != b'/' && dirfd != AT_FDCWD {
+        fs::get(dirfd)?;
+        return Err(EOPNOTSUPP);
+    }
+    path::resolve(&fs::cwd(), &name[..len])
 }
 
-/// `read(fd, buf, count)`.
-pub fn read(fd: u64, buf: u64, count: u64) -> SysResult {
-    user::check(buf, count)?;
-    match fd {
-        0 => read_stdin(buf, count),
-        _ => Err(EBADF),
+/// A root path's handle, opened on node 0 (the thread moves there).
+fn open_root(path: &AbsPath, nofollow: bool) -> Result<u64, i64> {
+    crate::sched::move_to_node(0);
+    vima_calls::file_open(path.as_bytes(), nofollow)
+}
+
+fn is_dir_handle(handle: u64) -> Result<bool, i64> {
+    let mut st = [0u8; 144];
+    let at = st.as_mut_ptr() as u64;
+    vima_calls::file_stat(handle, at)?;
+    let mode = u32::from_le_bytes([st[24], st[25], st[26], st[27]]);
+    Ok(mode & 0o170_000 == S_IFDIR)
+}
+
+/// `openat(dirfd, path, flags, mode)` (and `open`).
+pub fn openat(dirfd: u64, addr: u64, flags: u64) -> SysResult {
+    let path = path_at(dirfd, addr)?;
+    let access = flags & O_ACCMODE;
+    let writes = access != O_RDONLY || flags & (O_CREAT | O_TRUNC) != 0;
+    let cloexec = flags & O_CLOEXEC != 0;
+    let status = flags & (O_ACCMODE | O_APPEND | O_NONBLOCK);
+    let kind = match fs::lookup(&path)? {
+        Node::Device(kind) => kind,
+        Node::KernelDir if writes => return Err(EISDIR),
+        Node::KernelDir => Kind::KernelDir,
+        Node::Generated(_) if writes => return Err(guest::linux_abi::errno::EACCES),
+        Node::Generated(what) => fs::generate(what)?,
+        Node::Root => {
+            let handle = match open_root(&path, false) {
+                Ok(handle) => handle,
+                Err(ENOENT) if flags & O_CREAT != 0 => return Err(EROFS),
+                Err(e) => return Err(e),
+            };
+            let dir = is_dir_handle(handle);
+            let refuse = match dir {
+                Ok(true) if writes => Some(EISDIR),
+                Ok(false) if flags & O_DIRECTORY != 0 => Some(ENOTDIR),
+                Ok(_) if writes => Some(EROFS),
+                Ok(_) => None,
+                Err(e) => Some(e),
+            };
+            if let Some(errno) = refuse {
+                let _ = vima_calls::file_close(handle);
+                return Err(errno);
+            }
+            Kind::Host {
+                handle,
+                dir: dir == Ok(true),
+            }
+        }
+    };
+    if flags & O_DIRECTORY != 0 && !matches!(kind, Kind::KernelDir | Kind::Host { dir: true, .. }) {
+        return Err(ENOTDIR);
     }
+    fs::install(kind, status, cloexec)
+}
+
+/// `open(path, flags, mode)`.
+pub fn open(addr: u64, flags: u64) -> SysResult {
+    openat(AT_FDCWD, addr, flags)
+}
+
+/// `close(fd)`.
+pub fn close(fd: u64) -> SysResult {
+    fs::close(fd).map(|()| 0)
 }
 
 /// Shortest and longest pause between two looks at standard input while it is empty.
@@ -56,103 +133,380 @@ fn read_stdin(buf: u64, count: u64) -> SysResult {
     }
 }
 
-/// `write(fd, buf, count)`.
-pub fn write(fd: u64, buf: u64, count: u64) -> SysResult {
-    if fd != 1 && fd != 2 {
-        return Err(EBADF);
+/// Reads `count` bytes of `kind` at `offset` into `buf`; `None` offset for streams.
+fn read_kind(kind: Kind, offset: u64, buf: u64, count: u64) -> SysResult {
+    match kind {
+        Kind::Stdin => read_stdin(buf, count),
+        Kind::Stream(_) => Err(EBADF),
+        Kind::Null => Ok(0),
+        Kind::Zero => {
+            user::zero(buf, count)?;
+            Ok(count)
+        }
+        Kind::Random => super::identity::getrandom(buf, count),
+        Kind::KernelDir | Kind::Host { dir: true, .. } => Err(EISDIR),
+        Kind::Host { handle, dir: false } => {
+            crate::sched::move_to_node(0);
+            vima_calls::file_read(handle, offset, buf, count.min(FILE_READ_MAX))
+        }
+        Kind::Memory { addr, len } => {
+            let n = len.saturating_sub(offset).min(count);
+            if n > 0 {
+                // SAFETY: [addr + offset, + n) lies in the file's own kernel pages, which
+                // stay allocated while a descriptor refers to them.
+                let bytes = unsafe {
+                    core::slice::from_raw_parts((addr + offset) as *const u8, super::usize_of(n))
+                };
+                user::write(buf, bytes)?;
+            }
+            Ok(n)
+        }
     }
-    user::check(buf, count)?;
-    let mut done = 0;
-    while done < count {
-        let chunk = (count - done).min(STREAM_WRITE_MAX);
-        // The VMM reads the program's bytes straight from logical memory.
-        let bytes = vima_calls::stream_write_at(fd, buf + done, chunk).map_err(|_| EINVAL)?;
-        done += bytes;
-    }
-    Ok(count)
 }
 
-/// `writev(fd, iov, iovcnt)`.
-pub fn writev(fd: u64, iov: u64, iovcnt: u64) -> SysResult {
-    if iovcnt > IOV_MAX {
+/// True for files with a position (regular files and generated ones).
+fn seekable(kind: Kind) -> bool {
+    matches!(kind, Kind::Host { .. } | Kind::Memory { .. })
+}
+
+/// `read(fd, buf, count)`.
+pub fn read(fd: u64, buf: u64, count: u64) -> SysResult {
+    user::check(buf, count)?;
+    let open = fs::get(fd)?;
+    if open.flags & O_ACCMODE == O_WRONLY {
+        return Err(EBADF);
+    }
+    let n = read_kind(open.kind, open.offset, buf, count)?;
+    if seekable(open.kind) {
+        fs::set_offset(fd, open.offset + n)?;
+    }
+    Ok(n)
+}
+
+/// `pread64(fd, buf, count, offset)`.
+pub fn pread64(fd: u64, buf: u64, count: u64, offset: u64) -> SysResult {
+    user::check(buf, count)?;
+    let open = fs::get(fd)?;
+    if !seekable(open.kind) {
+        return Err(ESPIPE);
+    }
+    if i64::try_from(offset).is_err() {
         return Err(EINVAL);
     }
-    if fd != 1 && fd != 2 {
-        return Err(EBADF);
+    read_kind(open.kind, offset, buf, count)
+}
+
+/// The iovecs at `iov`: (base, len) pairs, checked.
+fn for_each_iov(
+    iov: u64,
+    iovcnt: u64,
+    mut f: impl FnMut(u64, u64) -> Result<(u64, bool), i64>,
+) -> SysResult {
+    if iovcnt > IOV_MAX {
+        return Err(EINVAL);
     }
     user::check(iov, iovcnt * 16)?;
     let mut total = 0u64;
     for i in 0..iovcnt {
         let base = user::read_u64(iov + i * 16)?;
         let len = user::read_u64(iov + i * 16 + 8)?;
-        total = total.checked_add(len).ok_or(EINVAL)?;
-        if len != 0 {
-            write(fd, base, len)?;
+        if len == 0 {
+            continue;
+        }
+        match f(base, len) {
+            Ok((n, more)) => {
+                total += n;
+                if !more || n < len {
+                    break;
+                }
+            }
+            Err(e) if total == 0 => return Err(e),
+            Err(_) => break,
         }
     }
     Ok(total)
 }
 
-/// `close(fd)`.
-pub fn close(fd: u64) -> SysResult {
-    if is_std(fd) {
-        Ok(0)
-    } else {
-        Err(EBADF)
+/// `readv(fd, iov, iovcnt)`.
+pub fn readv(fd: u64, iov: u64, iovcnt: u64) -> SysResult {
+    for_each_iov(iov, iovcnt, |base, len| {
+        let n = read(fd, base, len)?;
+        Ok((n, n != 0))
+    })
+}
+
+/// `write(fd, buf, count)`.
+pub fn write(fd: u64, buf: u64, count: u64) -> SysResult {
+    user::check(buf, count)?;
+    let open = fs::get(fd)?;
+    if open.flags & O_ACCMODE == O_RDONLY && !matches!(open.kind, Kind::Stream(_)) {
+        return Err(EBADF);
+    }
+    match open.kind {
+        Kind::Stream(stream) => {
+            let mut done = 0;
+            while done < count {
+                let chunk = (count - done).min(STREAM_WRITE_MAX);
+                // The VMM reads the program's bytes straight from logical memory.
+                done +=
+                    vima_calls::stream_write_at(stream, buf + done, chunk).map_err(|_| EFAULT)?;
+            }
+            Ok(count)
+        }
+        Kind::Null | Kind::Zero | Kind::Random => Ok(count),
+        _ => Err(EBADF),
     }
 }
 
-fn std_stat() -> Stat {
-    Stat {
+/// `writev(fd, iov, iovcnt)`.
+pub fn writev(fd: u64, iov: u64, iovcnt: u64) -> SysResult {
+    for_each_iov(iov, iovcnt, |base, len| Ok((write(fd, base, len)?, true)))
+}
+
+/// `pwrite64(fd, buf, count, offset)`: nothing here has a writable position.
+pub fn pwrite64(fd: u64) -> SysResult {
+    let open = fs::get(fd)?;
+    if seekable(open.kind) {
+        Err(EBADF)
+    } else {
+        Err(ESPIPE)
+    }
+}
+
+fn stat_of(kind: Kind, statbuf: u64) -> SysResult {
+    let (mode, size, rdev) = match kind {
+        Kind::Stdin | Kind::Stream(_) => (S_IFIFO | 0o600, 0, 0),
+        Kind::Null => (S_IFCHR | 0o666, 0, 0x103),
+        Kind::Zero => (S_IFCHR | 0o666, 0, 0x105),
+        Kind::Random => (S_IFCHR | 0o666, 0, 0x109),
+        Kind::KernelDir => (S_IFDIR | 0o555, 0, 0),
+        Kind::Memory { len, .. } => (S_IFREG | 0o444, len, 0),
+        Kind::Host { handle, .. } => {
+            user::check(statbuf, 144)?;
+            crate::sched::move_to_node(0);
+            vima_calls::file_stat(handle, statbuf)?;
+            return Ok(0);
+        }
+    };
+    let st = Stat {
         dev: 0xc,
         ino: 1,
         nlink: 1,
-        mode: S_IFIFO | 0o600,
+        mode,
+        rdev,
+        size: i64::try_from(size).unwrap_or(i64::MAX),
         blksize: 4096,
         ..Stat::default()
-    }
+    };
+    user::write(statbuf, &st.to_bytes())?;
+    Ok(0)
 }
 
 /// `fstat(fd, statbuf)`.
 pub fn fstat(fd: u64, statbuf: u64) -> SysResult {
-    if !is_std(fd) {
-        return Err(EBADF);
+    stat_of(fs::get(fd)?.kind, statbuf)
+}
+
+/// Runs `f` on what `path` names, opened for the moment (`nofollow`: a final symbolic
+/// link of the root itself).
+fn with_path(path: &AbsPath, nofollow: bool, f: impl FnOnce(Kind) -> SysResult) -> SysResult {
+    match fs::lookup(path)? {
+        Node::Device(kind) => f(kind),
+        Node::KernelDir => f(Kind::KernelDir),
+        Node::Generated(what) => f(Kind::Memory {
+            addr: 0,
+            len: if what == Generated::CpuList { 4 } else { 0 },
+        }),
+        Node::Root => {
+            let handle = open_root(path, nofollow)?;
+            let dir = is_dir_handle(handle).unwrap_or(false);
+            let result = f(Kind::Host { handle, dir });
+            let _ = vima_calls::file_close(handle);
+            result
+        }
     }
-    user::write(statbuf, &std_stat().to_bytes())?;
+}
+
+/// `newfstatat(dirfd, path, statbuf, flags)` (and `stat`; `lstat` is AT_SYMLINK_NOFOLLOW).
+pub fn newfstatat(dirfd: u64, addr: u64, statbuf: u64, flags: u64) -> SysResult {
+    const AT_SYMLINK_NOFOLLOW: u64 = 0x100;
+    let mut first = [0u8];
+    user::read(addr, &mut first)?;
+    if first[0] == 0 && flags & AT_EMPTY_PATH != 0 {
+        return fstat(dirfd, statbuf);
+    }
+    let path = path_at(dirfd, addr)?;
+    let nofollow = flags & AT_SYMLINK_NOFOLLOW != 0;
+    with_path(&path, nofollow, |kind| stat_of(kind, statbuf))
+}
+
+/// `faccessat2(dirfd, path, mode, flags)` (and `access`, `faccessat`): everything is
+/// readable; nothing of the root is writable.
+pub fn faccessat(dirfd: u64, addr: u64, mode: u64) -> SysResult {
+    const W_OK: u64 = 2;
+    let path = path_at(dirfd, addr)?;
+    with_path(&path, false, |kind| match kind {
+        Kind::Host { .. } | Kind::Memory { .. } | Kind::KernelDir if mode & W_OK != 0 => Err(EROFS),
+        _ => Ok(0),
+    })
+}
+
+/// `utimensat(dirfd, path, times, flags)`: nothing of the file systems can be changed.
+pub fn utimensat(dirfd: u64, addr: u64) -> SysResult {
+    if addr == 0 {
+        fs::get(dirfd)?;
+        return Err(EROFS);
+    }
+    let path = path_at(dirfd, addr)?;
+    with_path(&path, false, |_| Err(EROFS))
+}
+
+/// `ioctl(fd, request, arg)`: nothing is a terminal (TCGETS, TIOCGWINSZ: ENOTTY).
+pub fn ioctl(fd: u64) -> SysResult {
+    fs::get(fd)?;
+    Err(ENOTTY)
+}
+
+/// `lseek(fd, offset, whence)`.
+pub fn lseek(fd: u64, offset: u64, whence: u64) -> SysResult {
+    const SEEK_SET: u64 = 0;
+    const SEEK_CUR: u64 = 1;
+    const SEEK_END: u64 = 2;
+    let open = fs::get(fd)?;
+    let size = match open.kind {
+        Kind::Null | Kind::Zero | Kind::Random => return Ok(0),
+        Kind::Stdin | Kind::Stream(_) => return Err(ESPIPE),
+        Kind::KernelDir => 0,
+        Kind::Memory { len, .. } => len,
+        Kind::Host { dir: true, .. } => {
+            // A directory's position is an entry cookie: only rewinding is meaningful.
+            if whence == SEEK_SET {
+                fs::set_offset(fd, offset)?;
+                return Ok(offset);
+            }
+            return Err(EINVAL);
+        }
+        Kind::Host { handle, .. } => {
+            let mut st = [0u8; 144];
+            crate::sched::move_to_node(0);
+            vima_calls::file_stat(handle, st.as_mut_ptr() as u64)?;
+            u64::from_le_bytes(st[48..56].try_into().unwrap_or([0; 8]))
+        }
+    };
+    let delta = i64::from_ne_bytes(offset.to_ne_bytes());
+    let base = match whence {
+        SEEK_SET => 0,
+        SEEK_CUR => open.offset,
+        SEEK_END => size,
+        _ => return Err(EINVAL),
+    };
+    let new = base.checked_add_signed(delta).ok_or(EINVAL)?;
+    if i64::try_from(new).is_err() {
+        return Err(EINVAL);
+    }
+    fs::set_offset(fd, new)?;
+    Ok(new)
+}
+
+/// `getdents64(fd, dirp, count)`.
+pub fn getdents64(fd: u64, dirp: u64, count: u64) -> SysResult {
+    user::check(dirp, count)?;
+    let open = fs::get(fd)?;
+    match open.kind {
+        Kind::KernelDir => Ok(0),
+        Kind::Host {
+            handle, dir: true, ..
+        } => {
+            crate::sched::move_to_node(0);
+            let n = vima_calls::file_read_dir(handle, open.offset, dirp, count.min(FILE_READ_MAX))?;
+            // The next call starts after the last record returned (its d_off).
+            let mut at = 0;
+            let mut next = open.offset;
+            while at + 19 <= n {
+                let mut head = [0u8; 18];
+                user::read(dirp + at, &mut head)?;
+                next = u64::from_le_bytes(head[8..16].try_into().unwrap_or([0; 8]));
+                let reclen = u64::from(u16::from_le_bytes([head[16], head[17]]));
+                if reclen == 0 {
+                    break;
+                }
+                at += reclen;
+            }
+            fs::set_offset(fd, next)?;
+            Ok(n)
+        }
+        _ => Err(ENOTDIR),
+    }
+}
+
+/// `getcwd(buf, size)`: returns the length with its NUL.
+pub fn getcwd(buf: u64, size: u64) -> SysResult {
+    let cwd = fs::cwd();
+    let bytes = cwd.as_bytes();
+    let need = bytes.len() as u64 + 1;
+    if size < need {
+        return Err(ERANGE);
+    }
+    user::write(buf, bytes)?;
+    user::write(buf + bytes.len() as u64, &[0])?;
+    Ok(need)
+}
+
+/// `chdir(path)`.
+pub fn chdir(addr: u64) -> SysResult {
+    let path = path_at(AT_FDCWD, addr)?;
+    with_path(&path, false, |kind| match kind {
+        Kind::KernelDir | Kind::Host { dir: true, .. } => Ok(0),
+        _ => Err(ENOTDIR),
+    })?;
+    fs::set_cwd(path);
     Ok(0)
 }
 
-/// `newfstatat(dirfd, path, statbuf, flags)`.
-pub fn newfstatat(dirfd: u64, path: u64, statbuf: u64, flags: u64) -> SysResult {
-    let mut name = [0u8; 256];
-    let len = user::read_path(path, &mut name)?;
-    if len == 0 && flags & AT_EMPTY_PATH != 0 {
-        return fstat(dirfd, statbuf);
-    }
-    Err(ENOENT)
+/// `dup(fd)`.
+pub fn dup(fd: u64) -> SysResult {
+    fs::duplicate(fd, None, 0, false)
 }
 
-/// `ioctl(fd, request, arg)`: the streams are not terminals (TCGETS, TIOCGWINSZ: ENOTTY).
-pub fn ioctl(fd: u64, _request: u64, _arg: u64) -> SysResult {
-    if is_std(fd) {
-        Err(ENOTTY)
-    } else {
-        Err(EBADF)
+/// `dup2(old, new)`.
+pub fn dup2(old: u64, new: u64) -> SysResult {
+    if old == new {
+        fs::get(old)?;
+        return Ok(new);
     }
+    fs::duplicate(old, Some(new), 0, false)
 }
 
-/// `lseek(fd, ...)`: the streams are pipes.
-pub fn lseek(fd: u64) -> SysResult {
-    if is_std(fd) {
-        Err(ESPIPE)
-    } else {
-        Err(EBADF)
+/// `dup3(old, new, flags)`.
+pub fn dup3(old: u64, new: u64, flags: u64) -> SysResult {
+    if old == new || flags & !O_CLOEXEC != 0 {
+        return Err(EINVAL);
     }
+    fs::duplicate(old, Some(new), 0, flags & O_CLOEXEC != 0)
 }
 
-/// `open`, `openat`: no file system yet.
-pub fn open() -> SysResult {
-    Err(ENOENT)
+/// `fcntl(fd, cmd, arg)`: duplication, close-on-exec, status flags.
+pub fn fcntl(fd: u64, cmd: u64, arg: u64) -> SysResult {
+    const F_DUPFD: u64 = 0;
+    const F_GETFD: u64 = 1;
+    const F_SETFD: u64 = 2;
+    const F_GETFL: u64 = 3;
+    const F_SETFL: u64 = 4;
+    const F_DUPFD_CLOEXEC: u64 = 1030;
+    const FD_CLOEXEC: u64 = 1;
+    let open = fs::get(fd)?;
+    match cmd {
+        F_DUPFD => fs::duplicate(fd, None, arg, false),
+        F_DUPFD_CLOEXEC => fs::duplicate(fd, None, arg, true),
+        F_GETFD => Ok(u64::from(fs::cloexec(fd)?)),
+        F_SETFD => fs::set_cloexec(fd, arg & FD_CLOEXEC != 0).map(|()| 0),
+        F_GETFL => Ok(open.flags),
+        F_SETFL => {
+            let kept = open.flags & !(O_APPEND | O_NONBLOCK);
+            fs::set_flags(fd, kept | (arg & (O_APPEND | O_NONBLOCK))).map(|()| 0)
+        }
+        _ => Err(EINVAL),
+    }
 }
 
 /// `readlink(path, buf, size)`: `/proc/self/exe` names the program.
@@ -161,14 +515,19 @@ pub fn readlink(path: u64, buf: u64, size: u64) -> SysResult {
 }
 
 /// `readlinkat(dirfd, path, buf, size)`.
-pub fn readlinkat(_dirfd: u64, path: u64, buf: u64, size: u64) -> SysResult {
-    let mut name = [0u8; 256];
-    let len = user::read_path(path, &mut name)?;
-    if &name[..len] != b"/proc/self/exe" {
-        return Err(ENOENT);
-    }
+pub fn readlinkat(dirfd: u64, addr: u64, buf: u64, size: u64) -> SysResult {
+    let path = path_at(dirfd, addr)?;
     if size == 0 || size > i32::MAX as u64 {
         return Err(EINVAL);
+    }
+    if path.as_bytes() != b"/proc/self/exe" {
+        user::check(buf, size)?;
+        return with_path(&path, true, |kind| match kind {
+            Kind::Host { handle, .. } => {
+                vima_calls::file_read_link(handle, buf, size.min(vima::call::FILE_PATH_MAX))
+            }
+            _ => Err(EINVAL),
+        });
     }
     let target = program().exe();
     let n = target
@@ -178,34 +537,15 @@ pub fn readlinkat(_dirfd: u64, path: u64, buf: u64, size: u64) -> SysResult {
     Ok(n as u64)
 }
 
-/// `fcntl(fd, cmd, arg)` on the standard streams: flags and close-on-exec read back as
-/// Linux gives them to a program started from a shell; duplication waits for the file
-/// table (docs/linux-abi.md).
-pub fn fcntl(fd: u64, cmd: u64, _arg: u64) -> SysResult {
-    const F_GETFD: u64 = 1;
-    const F_SETFD: u64 = 2;
-    const F_GETFL: u64 = 3;
-    const F_SETFL: u64 = 4;
-    const O_WRONLY: u64 = 1;
-    if !is_std(fd) {
-        return Err(EBADF);
-    }
-    match cmd {
-        F_GETFD | F_SETFD | F_SETFL => Ok(0),
-        F_GETFL => Ok(if fd == 0 { 0 } else { O_WRONLY }),
-        _ => Err(EINVAL),
-    }
-}
-
 const POLLIN: u16 = 0x1;
 const POLLOUT: u16 = 0x4;
 const POLLNVAL: u16 = 0x20;
 /// Most pollfds in one call (Linux allows RLIMIT_NOFILE).
 const POLL_MAX: u64 = 1024;
 
-/// `poll(fds, nfds, timeout_ms)` over the standard streams: stdout and stderr are
-/// always writable, stdin always readable (it reads as end of file until console input
-/// arrives), any other descriptor is POLLNVAL. With nothing ready the caller sleeps for
+/// `poll(fds, nfds, timeout_ms)`: stdout and stderr are always writable, stdin always
+/// readable (even before input arrives), files and devices both; a closed descriptor
+/// is POLLNVAL. With nothing ready the caller sleeps for
 /// the timeout (for ever with a negative one, as on Linux).
 pub fn poll(fds: u64, nfds: u64, timeout_ms: u64) -> SysResult {
     let timeout_ns = match i64::from_ne_bytes(timeout_ms.to_ne_bytes()) {
@@ -240,11 +580,14 @@ fn poll_ns(fds: u64, nfds: u64, timeout_ns: Option<u64>) -> SysResult {
         user::read(at, &mut entry)?;
         let fd = i32::from_le_bytes([entry[0], entry[1], entry[2], entry[3]]);
         let events = u16::from_le_bytes([entry[4], entry[5]]);
-        let revents = match fd {
-            fd if fd < 0 => 0,
-            0 => events & POLLIN,
-            1 | 2 => events & POLLOUT,
-            _ => POLLNVAL,
+        let revents = match u64::try_from(fd).ok().map(fs::get) {
+            None => 0,
+            Some(Err(_)) => POLLNVAL,
+            Some(Ok(open)) => match open.kind {
+                Kind::Stdin => events & POLLIN,
+                Kind::Stream(_) => events & POLLOUT,
+                _ => events & (POLLIN | POLLOUT),
+            },
         };
         if revents != 0 {
             ready += 1;

@@ -32,6 +32,9 @@ pub fn usize_of(x: u64) -> usize {
 /// A handler's result: the value, or the errno to negate.
 pub type SysResult = Result<u64, i64>;
 
+/// `AT_FDCWD`: paths relative to the working directory.
+const AT_FDCWD: u64 = -100i64 as u64;
+
 /// Calls above this number are counted together in the last slot.
 const COUNTED: usize = 512;
 
@@ -147,18 +150,33 @@ fn trace(number: u64, a: &[u64; 6], result: Option<SysResult>) {
 fn serve(number: u64, a: &[u64; 6]) -> SysResult {
     match number {
         nr::READ => files::read(a[0], a[1], a[2]),
+        nr::PREAD64 => files::pread64(a[0], a[1], a[2], a[3]),
+        nr::READV => files::readv(a[0], a[1], a[2]),
         nr::WRITE => files::write(a[0], a[1], a[2]),
         nr::WRITEV => files::writev(a[0], a[1], a[2]),
+        nr::PWRITE64 => files::pwrite64(a[0]),
+        nr::OPEN => files::open(a[0], a[1]),
+        nr::OPENAT => files::openat(a[0], a[1], a[2]),
         nr::CLOSE => files::close(a[0]),
         nr::POLL => files::poll(a[0], a[1], a[2]),
         nr::PPOLL => files::ppoll(a[0], a[1], a[2]),
         nr::FSTAT => files::fstat(a[0], a[1]),
+        nr::STAT => files::newfstatat(AT_FDCWD, a[0], a[1], 0),
+        nr::LSTAT => files::newfstatat(AT_FDCWD, a[0], a[1], 0x100),
         nr::NEWFSTATAT => files::newfstatat(a[0], a[1], a[2], a[3]),
-        nr::IOCTL => files::ioctl(a[0], a[1], a[2]),
-        nr::LSEEK => files::lseek(a[0]),
+        nr::ACCESS => files::faccessat(AT_FDCWD, a[0], a[1]),
+        nr::FACCESSAT | nr::FACCESSAT2 => files::faccessat(a[0], a[1], a[2]),
+        nr::IOCTL => files::ioctl(a[0]),
+        nr::LSEEK => files::lseek(a[0], a[1], a[2]),
+        nr::GETDENTS64 => files::getdents64(a[0], a[1], a[2]),
+        nr::GETCWD => files::getcwd(a[0], a[1]),
+        nr::UTIMENSAT => files::utimensat(a[0], a[1]),
+        nr::CHDIR => files::chdir(a[0]),
+        nr::DUP => files::dup(a[0]),
+        nr::DUP2 => files::dup2(a[0], a[1]),
+        nr::DUP3 => files::dup3(a[0], a[1], a[2]),
         nr::READLINK => files::readlink(a[0], a[1], a[2]),
         nr::READLINKAT => files::readlinkat(a[0], a[1], a[2], a[3]),
-        nr::OPEN | nr::OPENAT => files::open(),
         nr::FCNTL => files::fcntl(a[0], a[1], a[2]),
         nr::PRCTL => identity::prctl(a[0], a[1]),
         nr::BRK => memory::brk(a[0]),
