@@ -21,6 +21,7 @@ pub struct VmmStats {
     ipis_sent: AtomicU64,
     spin_wait_blocks: AtomicU64,
     stray_port_io: AtomicU64,
+    unimplemented: std::sync::Mutex<std::collections::BTreeMap<u64, (String, u64)>>,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -61,6 +62,13 @@ impl VmmStats {
         bump(&self.stray_port_io);
     }
 
+    /// A Linux system call the guest kernel answered with ENOSYS.
+    pub fn count_unimplemented_syscall(&self, number: u64, name: &str) {
+        let mut map = self.unimplemented.lock().expect("stats lock");
+        let entry = map.entry(number).or_insert_with(|| (name.to_string(), 0));
+        entry.1 += 1;
+    }
+
     /// A plain copy for the report.
     pub fn snapshot(&self) -> VmmStatsSnapshot {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
@@ -78,6 +86,17 @@ impl VmmStats {
             ipis_sent: get(&self.ipis_sent),
             spin_wait_blocks: get(&self.spin_wait_blocks),
             stray_port_io: get(&self.stray_port_io),
+            unimplemented_syscalls: self
+                .unimplemented
+                .lock()
+                .expect("stats lock")
+                .iter()
+                .map(|(&number, (name, count))| UnimplementedSyscall {
+                    number,
+                    name: name.clone(),
+                    count: *count,
+                })
+                .collect(),
         }
     }
 }
@@ -103,4 +122,18 @@ pub struct VmmStatsSnapshot {
     pub spin_wait_blocks: u64,
     /// `in`/`out` to ports other than the ViMA port.
     pub stray_port_io: u64,
+    /// A Linux program's system calls that got ENOSYS, by number.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unimplemented_syscalls: Vec<UnimplementedSyscall>,
+}
+
+/// One system call a Linux program made that the guest kernel does not implement.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct UnimplementedSyscall {
+    /// Its number.
+    pub number: u64,
+    /// Its name ("" when the guest kernel does not know it).
+    pub name: String,
+    /// How many times.
+    pub count: u64,
 }

@@ -435,6 +435,42 @@ fn the_root_is_a_host_directory_and_nothing_outside_it() {
     assert!(!root.join("new").exists());
 }
 
+/// A system call the guest kernel does not implement returns ENOSYS and is counted in
+/// `--stats-json` by number and name.
+#[test]
+fn unimplemented_system_calls_are_enosys_and_counted_by_name() {
+    let dir = Scratch::new("enosys");
+    let program = build(&dir.0, "enosys.c", "gcc", &["-static"]);
+    let stats = dir.0.join("stats.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_cvmm"))
+        .args(["run", "--mem-mib", "64", "--stats-json"])
+        .arg(&stats)
+        .arg("--")
+        .arg(&program)
+        .output()
+        .expect("cvmm runs");
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "memfd_create -1 errno 38\nsyscall 1000 -1 errno 38\nmemfd_create -1 errno 38\n"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&stats).unwrap()).unwrap();
+    let counted = json["nodes"][0]["unimplemented_syscalls"]
+        .as_array()
+        .unwrap();
+    let find = |number: u64| {
+        counted
+            .iter()
+            .find(|e| e["number"] == number)
+            .unwrap_or_else(|| panic!("{number} not counted in {counted:?}"))
+    };
+    assert_eq!(find(319)["name"], "memfd_create");
+    assert_eq!(find(319)["count"], 2);
+    assert_eq!(find(1000)["name"], "");
+    assert_eq!(find(1000)["count"], 1);
+}
+
 #[test]
 fn busybox_runs_unmodified() {
     let busybox = Path::new("/bin/busybox");

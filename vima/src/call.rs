@@ -127,10 +127,14 @@ pub enum Call {
     /// `FileReadLink(handle, buf, len) -> n`: the target of a symbolic link opened with
     /// [`FILE_OPEN_NOFOLLOW`], at most `len <= 4096` bytes.
     FileReadLink = 23,
+    /// `SyscallUnimplemented(number, name, len)`: the Linux program made a system call
+    /// the guest kernel does not implement (it got ENOSYS); `name` (`len <= 32` bytes,
+    /// 0 if unknown) is its name. Counted by number and name in `--stats-json`.
+    SyscallUnimplemented = 24,
 }
 
 /// Number of call numbers defined; numbers at or above this are `UnknownCall`.
-pub const CALL_COUNT: usize = 24;
+pub const CALL_COUNT: usize = 25;
 
 /// The registers of one call as the VMM read them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -168,6 +172,7 @@ impl Call {
         Call::FileReadDir,
         Call::FileClose,
         Call::FileReadLink,
+        Call::SyscallUnimplemented,
     ];
 
     /// Decodes the call number in `rax`.
@@ -205,6 +210,7 @@ impl Call {
             Call::FileReadDir => "file_read_dir",
             Call::FileClose => "file_close",
             Call::FileReadLink => "file_read_link",
+            Call::SyscallUnimplemented => "syscall_unimplemented",
         }
     }
 }

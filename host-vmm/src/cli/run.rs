@@ -114,18 +114,27 @@ pub fn run(args: &RunArgs) -> i32 {
         }
     };
     print_outcome(&report.outcome);
-    if let Some(path) = &args.stats_json {
-        let reports = [report.clone()];
-        let file = StatsFile { nodes: &reports };
-        let written = serde_json::to_string_pretty(&file)
-            .map_err(std::io::Error::other)
-            .and_then(|json| std::fs::write(path, json));
-        if let Err(e) = written {
-            eprintln!("cvmm: failed to write {}: {e}", path.display());
-            return 1;
-        }
+    if !write_stats(args, &report) {
+        return 1;
     }
     report.outcome.exit_code()
+}
+
+/// Writes `--stats-json` for a one-node run; false (after saying why) if it failed.
+fn write_stats(args: &RunArgs, report: &NodeReport) -> bool {
+    let Some(path) = &args.stats_json else {
+        return true;
+    };
+    let reports = [report.clone()];
+    let file = StatsFile { nodes: &reports };
+    let written = serde_json::to_string_pretty(&file)
+        .map_err(std::io::Error::other)
+        .and_then(|json| std::fs::write(path, json));
+    if let Err(e) = written {
+        eprintln!("cvmm: failed to write {}: {e}", path.display());
+        return false;
+    }
+    true
 }
 
 /// `cvmm run -- PATH ARGS...`: a Linux program from the host (docs/linux-abi.md). The
@@ -187,6 +196,9 @@ fn run_program(args: &RunArgs, path: &str) -> i32 {
         }
     };
     print_outcome(&report.outcome);
+    if !write_stats(args, &report) {
+        return 1;
+    }
     report.outcome.exit_code()
 }
 

@@ -227,6 +227,20 @@ fn handle(
         | Call::FileReadDir
         | Call::FileClose
         | Call::FileReadLink => super::file_calls::handle(server, call, a),
+        Call::SyscallUnimplemented => {
+            const NAME_MAX: u64 = 32;
+            if a[2] > NAME_MAX {
+                return Err(Status::BadArgument);
+            }
+            let name = if a[2] == 0 {
+                String::new()
+            } else {
+                let range = UncheckedRange::new(a[1], a[2]).check(logical, 1)?;
+                String::from_utf8_lossy(&server.read_guest(range)?).into_owned()
+            };
+            server.stats.count_unimplemented_syscall(a[0], &name);
+            Ok(Reply::Value(0))
+        }
         Call::SyscallEntrySet => {
             UncheckedRange::new(a[0], 1).check(logical, 1)?;
             local.syscall_entry = Some(a[0]);

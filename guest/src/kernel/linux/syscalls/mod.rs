@@ -1,6 +1,7 @@
 //! System call dispatch: the number in `rax` picks a handler from one of the families
 //! below; a handler returns the value or `-errno`. Calls this kernel does not implement
-//! return ENOSYS and are counted by number ([`unimplemented_count`]).
+//! return ENOSYS and are counted by the VMM, by number and name (`SyscallUnimplemented`,
+//! in `--stats-json`).
 //!
 //! Program pointers are checked against logical memory ([`user`]) and copied with
 //! volatile-free plain copies through raw pointers: the kernel never makes a Rust
@@ -15,7 +16,7 @@ pub mod signals;
 pub mod threads;
 pub mod time;
 
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use guest::linux_abi::errno::{EFAULT, ENOSYS};
 use guest::linux_abi::sysno as nr;
@@ -34,20 +35,6 @@ pub type SysResult = Result<u64, i64>;
 
 /// `AT_FDCWD`: paths relative to the working directory.
 const AT_FDCWD: u64 = -100i64 as u64;
-
-/// Calls above this number are counted together in the last slot.
-const COUNTED: usize = 512;
-
-static UNIMPLEMENTED: [AtomicU64; COUNTED] = [const { AtomicU64::new(0) }; COUNTED];
-
-/// How many times the program made unimplemented call `number`.
-#[allow(dead_code)] // read by the exit report (docs/linux-abi.md: next step)
-pub fn unimplemented_count(number: u64) -> u64 {
-    let slot = usize::try_from(number)
-        .unwrap_or(COUNTED - 1)
-        .min(COUNTED - 1);
-    UNIMPLEMENTED[slot].load(Ordering::Relaxed)
-}
 
 static STRACE: AtomicBool = AtomicBool::new(false);
 
@@ -213,10 +200,7 @@ fn serve(number: u64, a: &[u64; 6]) -> SysResult {
         nr::CLOCK_NANOSLEEP => time::clock_nanosleep(a[0], a[1], a[2]),
         nr::RT_SIGACTION => signals::rt_sigaction(a[0], a[1], a[2], a[3]),
         number => {
-            let slot = usize::try_from(number)
-                .unwrap_or(COUNTED - 1)
-                .min(COUNTED - 1);
-            UNIMPLEMENTED[slot].fetch_add(1, Ordering::Relaxed);
+            crate::vima_calls::syscall_unimplemented(number, guest::linux_abi::sysno::name(number));
             Err(ENOSYS)
         }
     }
