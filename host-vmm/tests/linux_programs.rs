@@ -435,6 +435,57 @@ fn the_root_is_a_host_directory_and_nothing_outside_it() {
     assert!(!root.join("new").exists());
 }
 
+/// /tmp is written by one thread and read by another (on another node with two nodes),
+/// the root is read, /tmp listed, descriptors duplicated: the same output as the same
+/// binary run natively chrooted into the same root (with a /tmp of its own).
+#[test]
+fn files_in_tmp_and_the_root_match_a_chrooted_native_run() {
+    let dir = Scratch::new("files");
+    for (compiler, flags) in [
+        ("gcc", &["-static", "-pthread"][..]),
+        ("musl-gcc", &["-static"][..]),
+    ] {
+        let root = dir.0.join(format!("root-{compiler}"));
+        std::fs::create_dir_all(root.join("tmp")).unwrap();
+        std::fs::write(root.join("words.txt"), b"one\ntwo\nthree\nfour\n").unwrap();
+        let built = build(&dir.0, "files.c", compiler, flags);
+        let program = root.join("files");
+        std::fs::copy(&built, &program).unwrap();
+        let want = Command::new("/usr/sbin/chroot")
+            .arg(&root)
+            .arg("/files")
+            .env_clear()
+            .output()
+            .expect("chroot runs");
+        assert_eq!(
+            want.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&want.stderr)
+        );
+        for shape in [
+            &["--nodes", "1"][..],
+            &["--nodes", "2", "--vps-per-node", "2"][..],
+        ] {
+            let got = Command::new(env!("CARGO_BIN_EXE_cvmm"))
+                .args(["run", "--mem-mib", "64"])
+                .args(shape)
+                .arg("--root")
+                .arg(&root)
+                .arg("--")
+                .arg(&program)
+                .output()
+                .expect("cvmm runs");
+            assert_eq!(
+                (got.status.code(), String::from_utf8_lossy(&got.stdout)),
+                (want.status.code(), String::from_utf8_lossy(&want.stdout)),
+                "{compiler} {shape:?}: {}",
+                String::from_utf8_lossy(&got.stderr)
+            );
+        }
+    }
+}
+
 /// A system call the guest kernel does not implement returns ENOSYS and is counted in
 /// `--stats-json` by number and name.
 #[test]

@@ -33,6 +33,10 @@ pub const EISDIR: i64 = 21;
 pub const EINVAL: i64 = 22;
 /// Too many open files.
 pub const EMFILE: i64 = 24;
+/// File too large.
+pub const EFBIG: i64 = 27;
+/// No space left on device.
+pub const ENOSPC: i64 = 28;
 /// Not a typewriter.
 pub const ENOTTY: i64 = 25;
 /// Illegal seek.
@@ -71,6 +75,8 @@ pub fn name(errno: i64) -> Option<&'static str> {
         EISDIR => "EISDIR",
         EINVAL => "EINVAL",
         EMFILE => "EMFILE",
+        EFBIG => "EFBIG",
+        ENOSPC => "ENOSPC",
         ENOTTY => "ENOTTY",
         ESPIPE => "ESPIPE",
         EROFS => "EROFS",

@@ -49,6 +49,7 @@ pub const NAMES: &[(u64, &str)] = &[
     (72, "fcntl"),
     (73, "flock"),
     (74, "fsync"),
+    (75, "fdatasync"),
     (77, "ftruncate"),
     (78, "getdents"),
     (79, "getcwd"),
@@ -210,6 +211,8 @@ pub const FCNTL: u64 = 72;
 pub const FLOCK: u64 = 73;
 /// `fsync`.
 pub const FSYNC: u64 = 74;
+/// `fdatasync`.
+pub const FDATASYNC: u64 = 75;
 /// `ftruncate`.
 pub const FTRUNCATE: u64 = 77;
 /// `getdents`.

@@ -5,6 +5,7 @@
 //! - `/proc` and `/sys`: generated text (cpuinfo with one entry per VP, meminfo, and
 //!   `/sys/devices/system/cpu/online` and `possible`, so that sysconf and libgomp see
 //!   every VP of the cluster), made at open into pages of the caller's node;
+//! - `/tmp`: a writable file system in logical memory ([`crate::linux::tmpfs`]);
 //! - everything else: the read-only root `cvmm run --root DIR` gives, served by node
 //!   0's VMM (the `File*` calls; a thread on another node moves to node 0 for them).
 //!   The VMM keeps every path inside DIR (openat2 RESOLVE_IN_ROOT).
@@ -48,6 +49,10 @@ pub enum Kind {
     },
     /// A directory the kernel makes up (lists as empty).
     KernelDir,
+    /// A file of `/tmp`, by its slot ([`crate::linux::tmpfs`]).
+    Tmp(usize),
+    /// `/tmp` itself.
+    TmpDir,
     /// Generated contents in kernel pages.
     Memory {
         /// First byte.
@@ -151,7 +156,7 @@ pub fn set_flags(fd: u64, flags: u64) -> Result<(), i64> {
     Ok(())
 }
 
-/// Installs a new description on the lowest free descriptor at or above `min`.
+/// Installs a new description on the lowest free descriptor.
 pub fn install(kind: Kind, flags: u64, cloexec: bool) -> Result<u64, i64> {
     let mut table = TABLE.lock();
     let slot = table.open.iter().position(Option::is_none).ok_or(EMFILE)?;
@@ -228,6 +233,7 @@ fn finish_close(kind: Kind) {
         Kind::Memory { addr, len } => {
             let _ = alloc::free_pages(addr, len.div_ceil(PAGE_SIZE).max(1));
         }
+        Kind::Tmp(slot) => crate::linux::tmpfs::close(slot),
         _ => {}
     }
 }
@@ -288,6 +294,8 @@ pub enum Node {
     Generated(Generated),
     /// A directory the kernel makes up (`/dev`, `/proc`, `/sys` and their parents).
     KernelDir,
+    /// A path of `/tmp` (`None`: `/tmp` itself).
+    Tmp(Option<([u8; crate::linux::tmpfs::NAME_MAX], usize)>),
     /// A path of the root.
     Root,
 }
@@ -328,6 +336,14 @@ pub fn lookup(path: &AbsPath) -> Result<Node, i64> {
         _ if path.is_under(b"/dev") || path.is_under(b"/proc") || path.is_under(b"/sys") => {
             return Err(ENOENT)
         }
+        _ if path.is_under(b"/tmp") => match crate::linux::tmpfs::name_of(path)? {
+            None => Node::Tmp(None),
+            Some(name) => {
+                let mut buf = [0u8; crate::linux::tmpfs::NAME_MAX];
+                buf[..name.len()].copy_from_slice(name);
+                Node::Tmp(Some((buf, name.len())))
+            }
+        },
         _ => Node::Root,
     })
 }

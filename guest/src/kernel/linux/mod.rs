@@ -17,6 +17,7 @@ pub mod entry;
 pub mod fs;
 mod rewrite;
 mod syscalls;
+pub mod tmpfs;
 
 use core::cell::UnsafeCell;
 

@@ -11,7 +11,7 @@ use vima::call::{FILE_READ_MAX, STREAM_WRITE_MAX};
 
 use super::{user, SysResult};
 use crate::linux::fs::{self, Generated, Kind, Node, O_RDONLY, O_WRONLY};
-use crate::linux::program;
+use crate::linux::{program, tmpfs};
 use crate::vima_calls;
 
 /// `AT_FDCWD`.
@@ -22,6 +22,7 @@ const AT_EMPTY_PATH: u64 = 0x1000;
 const IOV_MAX: u64 = 1024;
 const O_ACCMODE: u64 = 3;
 const O_CREAT: u64 = 0x40;
+const O_EXCL: u64 = 0x80;
 const O_TRUNC: u64 = 0x200;
 const O_APPEND: u64 = 0x400;
 const O_NONBLOCK: u64 = 0x800;
@@ -67,6 +68,14 @@ pub fn openat(dirfd: u64, addr: u64, flags: u64) -> SysResult {
         Node::KernelDir => Kind::KernelDir,
         Node::Generated(_) if writes => return Err(guest::linux_abi::errno::EACCES),
         Node::Generated(what) => fs::generate(what)?,
+        Node::Tmp(None) if writes => return Err(EISDIR),
+        Node::Tmp(None) => Kind::TmpDir,
+        Node::Tmp(Some((name, len))) => {
+            let exclusive = flags & O_CREAT != 0 && flags & O_EXCL != 0;
+            let truncate = flags & O_TRUNC != 0 && access != O_RDONLY;
+            let slot = tmpfs::open(&name[..len], flags & O_CREAT != 0, exclusive, truncate)?;
+            Kind::Tmp(slot)
+        }
         Node::Root => {
             let handle = match open_root(&path, false) {
                 Ok(handle) => handle,
@@ -91,10 +100,22 @@ pub fn openat(dirfd: u64, addr: u64, flags: u64) -> SysResult {
             }
         }
     };
-    if flags & O_DIRECTORY != 0 && !matches!(kind, Kind::KernelDir | Kind::Host { dir: true, .. }) {
+    if flags & O_DIRECTORY != 0
+        && !matches!(
+            kind,
+            Kind::KernelDir | Kind::TmpDir | Kind::Host { dir: true, .. }
+        )
+    {
+        if let Kind::Tmp(slot) = kind {
+            tmpfs::close(slot);
+        }
         return Err(ENOTDIR);
     }
-    fs::install(kind, status, cloexec)
+    let installed = fs::install(kind, status, cloexec);
+    if let (Err(_), Kind::Tmp(slot)) = (&installed, kind) {
+        tmpfs::close(slot);
+    }
+    installed
 }
 
 /// `open(path, flags, mode)`.
@@ -144,7 +165,8 @@ fn read_kind(kind: Kind, offset: u64, buf: u64, count: u64) -> SysResult {
             Ok(count)
         }
         Kind::Random => super::identity::getrandom(buf, count),
-        Kind::KernelDir | Kind::Host { dir: true, .. } => Err(EISDIR),
+        Kind::KernelDir | Kind::TmpDir | Kind::Host { dir: true, .. } => Err(EISDIR),
+        Kind::Tmp(slot) => tmpfs::read(slot, offset, buf, count),
         Kind::Host { handle, dir: false } => {
             crate::sched::move_to_node(0);
             vima_calls::file_read(handle, offset, buf, count.min(FILE_READ_MAX))
@@ -166,7 +188,7 @@ fn read_kind(kind: Kind, offset: u64, buf: u64, count: u64) -> SysResult {
 
 /// True for files with a position (regular files and generated ones).
 fn seekable(kind: Kind) -> bool {
-    matches!(kind, Kind::Host { .. } | Kind::Memory { .. })
+    matches!(kind, Kind::Host { .. } | Kind::Memory { .. } | Kind::Tmp(_))
 }
 
 /// `read(fd, buf, count)`.
@@ -254,6 +276,12 @@ pub fn write(fd: u64, buf: u64, count: u64) -> SysResult {
             Ok(count)
         }
         Kind::Null | Kind::Zero | Kind::Random => Ok(count),
+        Kind::Tmp(slot) => {
+            let append = open.flags & O_APPEND != 0;
+            let (n, end) = tmpfs::write(slot, open.offset, append, buf, count)?;
+            fs::set_offset(fd, end)?;
+            Ok(n)
+        }
         _ => Err(EBADF),
     }
 }
@@ -263,13 +291,58 @@ pub fn writev(fd: u64, iov: u64, iovcnt: u64) -> SysResult {
     for_each_iov(iov, iovcnt, |base, len| Ok((write(fd, base, len)?, true)))
 }
 
-/// `pwrite64(fd, buf, count, offset)`: nothing here has a writable position.
-pub fn pwrite64(fd: u64) -> SysResult {
+/// `pwrite64(fd, buf, count, offset)`: files of `/tmp`.
+pub fn pwrite64(fd: u64, buf: u64, count: u64, offset: u64) -> SysResult {
     let open = fs::get(fd)?;
-    if seekable(open.kind) {
-        Err(EBADF)
-    } else {
-        Err(ESPIPE)
+    match open.kind {
+        Kind::Tmp(slot) if open.flags & O_ACCMODE != O_RDONLY => {
+            if i64::try_from(offset).is_err() {
+                return Err(EINVAL);
+            }
+            Ok(tmpfs::write(slot, offset, false, buf, count)?.0)
+        }
+        kind if seekable(kind) => Err(EBADF),
+        _ => Err(ESPIPE),
+    }
+}
+
+/// `fsync(fd)` / `fdatasync(fd)`: memory is all there is; nothing to flush.
+pub fn fsync(fd: u64) -> SysResult {
+    fs::get(fd).map(|_| 0)
+}
+
+/// `ftruncate(fd, length)`: files of `/tmp` opened for writing.
+pub fn ftruncate(fd: u64, length: u64) -> SysResult {
+    let open = fs::get(fd)?;
+    match open.kind {
+        Kind::Tmp(slot) if open.flags & O_ACCMODE != O_RDONLY => {
+            let len =
+                u64::try_from(i64::from_ne_bytes(length.to_ne_bytes())).map_err(|_| EINVAL)?;
+            tmpfs::truncate(slot, len).map(|()| 0)
+        }
+        Kind::Host { .. } => Err(EROFS),
+        _ => Err(EINVAL),
+    }
+}
+
+/// `unlink(path)` / `unlinkat(dirfd, path, flags)`: files of `/tmp`.
+pub fn unlinkat(dirfd: u64, addr: u64, flags: u64) -> SysResult {
+    const AT_REMOVEDIR: u64 = 0x200;
+    let path = path_at(dirfd, addr)?;
+    match fs::lookup(&path)? {
+        Node::Tmp(Some((name, len))) if flags & AT_REMOVEDIR == 0 => {
+            tmpfs::unlink(&name[..len]).map(|()| 0)
+        }
+        Node::Tmp(Some((name, len))) => {
+            // No directories in /tmp.
+            Err(if tmpfs::lookup(&name[..len]).is_some() {
+                ENOTDIR
+            } else {
+                ENOENT
+            })
+        }
+        Node::Root => with_path(&path, true, |_| Err(EROFS)),
+        _ => Err(guest::linux_abi::errno::EACCES),
     }
 }
 
@@ -280,7 +353,25 @@ fn stat_of(kind: Kind, statbuf: u64) -> SysResult {
         Kind::Zero => (S_IFCHR | 0o666, 0, 0x105),
         Kind::Random => (S_IFCHR | 0o666, 0, 0x109),
         Kind::KernelDir => (S_IFDIR | 0o555, 0, 0),
+        Kind::TmpDir => (S_IFDIR | 0o1777, 0, 0),
         Kind::Memory { len, .. } => (S_IFREG | 0o444, len, 0),
+        Kind::Tmp(slot) => {
+            let (size, mtime) = tmpfs::stat(slot);
+            let st = Stat {
+                dev: 0x15,
+                ino: 100 + slot as u64,
+                nlink: 1,
+                mode: S_IFREG | 0o644,
+                size: i64::try_from(size).unwrap_or(i64::MAX),
+                blksize: 4096,
+                blocks: i64::try_from(size.div_ceil(512)).unwrap_or(0),
+                mtime_sec: i64::try_from(mtime / 1_000_000_000).unwrap_or(0),
+                mtime_nsec: i64::try_from(mtime % 1_000_000_000).unwrap_or(0),
+                ..Stat::default()
+            };
+            user::write(statbuf, &st.to_bytes())?;
+            return Ok(0);
+        }
         Kind::Host { handle, .. } => {
             user::check(statbuf, 144)?;
             crate::sched::move_to_node(0);
@@ -317,6 +408,13 @@ fn with_path(path: &AbsPath, nofollow: bool, f: impl FnOnce(Kind) -> SysResult) 
             addr: 0,
             len: if what == Generated::CpuList { 4 } else { 0 },
         }),
+        Node::Tmp(None) => f(Kind::TmpDir),
+        Node::Tmp(Some((name, len))) => {
+            let slot = tmpfs::open(&name[..len], false, false, false)?;
+            let result = f(Kind::Tmp(slot));
+            tmpfs::close(slot);
+            result
+        }
         Node::Root => {
             let handle = open_root(path, nofollow)?;
             let dir = is_dir_handle(handle).unwrap_or(false);
@@ -376,8 +474,9 @@ pub fn lseek(fd: u64, offset: u64, whence: u64) -> SysResult {
     let size = match open.kind {
         Kind::Null | Kind::Zero | Kind::Random => return Ok(0),
         Kind::Stdin | Kind::Stream(_) => return Err(ESPIPE),
-        Kind::KernelDir => 0,
+        Kind::KernelDir | Kind::TmpDir => 0,
         Kind::Memory { len, .. } => len,
+        Kind::Tmp(slot) => tmpfs::stat(slot).0,
         Kind::Host { dir: true, .. } => {
             // A directory's position is an entry cookie: only rewinding is meaningful.
             if whence == SEEK_SET {
@@ -414,6 +513,14 @@ pub fn getdents64(fd: u64, dirp: u64, count: u64) -> SysResult {
     let open = fs::get(fd)?;
     match open.kind {
         Kind::KernelDir => Ok(0),
+        Kind::TmpDir => {
+            let (n, next) = tmpfs::read_dir(open.offset, dirp, count)?;
+            if n == 0 && next < 2 + tmpfs::MAX_FILES as u64 {
+                return Err(EINVAL);
+            }
+            fs::set_offset(fd, next)?;
+            Ok(n)
+        }
         Kind::Host {
             handle, dir: true, ..
         } => {
@@ -456,7 +563,7 @@ pub fn getcwd(buf: u64, size: u64) -> SysResult {
 pub fn chdir(addr: u64) -> SysResult {
     let path = path_at(AT_FDCWD, addr)?;
     with_path(&path, false, |kind| match kind {
-        Kind::KernelDir | Kind::Host { dir: true, .. } => Ok(0),
+        Kind::KernelDir | Kind::TmpDir | Kind::Host { dir: true, .. } => Ok(0),
         _ => Err(ENOTDIR),
     })?;
     fs::set_cwd(path);

@@ -1,0 +1,92 @@
+/* Files: a file of /tmp written by one thread and read back by another (on another
+ * node when there are two), a file of the root read and stat'ed, /tmp listed, dup and
+ * pread, O_EXCL, ftruncate, unlink. The test runs it natively chrooted into the same
+ * root, so every line must match. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define BYTES (300 * 1000)
+
+static void *writer(void *arg) {
+    (void)arg;
+    int fd = open("/tmp/from-thread", O_CREAT | O_WRONLY | O_TRUNC, 0644);
+    if (fd < 0) return (void *)1;
+    char buf[1000];
+    for (int block = 0; block < BYTES / 1000; block++) {
+        for (int i = 0; i < 1000; i++) buf[i] = (char)(block * 7 + i);
+        if (write(fd, buf, sizeof buf) != sizeof buf) return (void *)2;
+    }
+    close(fd);
+    return NULL;
+}
+
+static int by_name(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+int main(void) {
+    pthread_t t;
+    void *r;
+    pthread_create(&t, NULL, writer, NULL);
+    pthread_join(t, &r);
+    printf("writer: %ld\n", (long)r);
+
+    int fd = open("/tmp/from-thread", O_RDONLY);
+    unsigned long sum = 0, n = 0;
+    char buf[4096];
+    ssize_t got;
+    while ((got = read(fd, buf, sizeof buf)) > 0)
+        for (ssize_t i = 0; i < got; i++) sum = sum * 31 + (unsigned char)buf[i], n++;
+    printf("read back %lu bytes, sum %lu\n", n, sum);
+    int copy = dup(fd);
+    char mid[8] = {0};
+    pread(copy, mid, 4, 1234);
+    printf("pread %d %d %d %d, offsets shared: %ld\n", mid[0], mid[1], mid[2], mid[3],
+           (long)lseek(copy, 0, SEEK_CUR));
+    close(copy);
+    close(fd);
+
+    struct stat st;
+    fd = open("/words.txt", O_RDONLY);
+    fstat(fd, &st);
+    int lines = 0;
+    while ((got = read(fd, buf, sizeof buf)) > 0)
+        for (ssize_t i = 0; i < got; i++) lines += buf[i] == '\n';
+    printf("/words.txt: %ld bytes, %d lines, regular %d\n", (long)st.st_size, lines,
+           S_ISREG(st.st_mode));
+    close(fd);
+
+    int excl = open("/tmp/from-thread", O_CREAT | O_EXCL | O_WRONLY, 0644);
+    printf("O_EXCL on an existing file: %s\n", excl < 0 ? strerror(errno) : "created");
+    fd = open("/tmp/second", O_CREAT | O_RDWR, 0600);
+    write(fd, "hello, tmp", 10);
+    ftruncate(fd, 5);
+    fstat(fd, &st);
+    lseek(fd, 0, SEEK_SET);
+    memset(buf, 0, 16);
+    read(fd, buf, 16);
+    printf("truncated to %ld: '%s'\n", (long)st.st_size, buf);
+    close(fd);
+
+    DIR *dir = opendir("/tmp");
+    char *names[16];
+    int count = 0;
+    struct dirent *e;
+    while ((e = readdir(dir)) && count < 16)
+        if (e->d_name[0] != '.') names[count++] = strdup(e->d_name);
+    closedir(dir);
+    qsort(names, count, sizeof names[0], by_name);
+    for (int i = 0; i < count; i++) printf("/tmp has %s\n", names[i]);
+
+    unlink("/tmp/second");
+    printf("after unlink: %s\n", access("/tmp/second", F_OK) < 0 ? strerror(errno) : "still there");
+    unlink("/tmp/from-thread");
+    return 0;
+}
