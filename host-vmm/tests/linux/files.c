@@ -27,6 +27,21 @@ static void *writer(void *arg) {
     return NULL;
 }
 
+/* A pipe between two threads: the producer writes more than the pipe holds, so both
+ * ends wait on each other. */
+static int pipe_fds[2];
+
+static void *producer(void *arg) {
+    (void)arg;
+    char buf[777];
+    for (int block = 0; block < 400; block++) {
+        for (int i = 0; i < (int)sizeof buf; i++) buf[i] = (char)(block + i * 3);
+        if (write(pipe_fds[1], buf, sizeof buf) != sizeof buf) return (void *)1;
+    }
+    close(pipe_fds[1]);
+    return NULL;
+}
+
 static int by_name(const void *a, const void *b) {
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
@@ -88,5 +103,15 @@ int main(void) {
     unlink("/tmp/second");
     printf("after unlink: %s\n", access("/tmp/second", F_OK) < 0 ? strerror(errno) : "still there");
     unlink("/tmp/from-thread");
+
+    pipe(pipe_fds);
+    pthread_create(&t, NULL, producer, NULL);
+    unsigned long piped = 0, psum = 0;
+    while ((got = read(pipe_fds[0], buf, sizeof buf)) > 0)
+        for (ssize_t i = 0; i < got; i++) psum = psum * 31 + (unsigned char)buf[i], piped++;
+    pthread_join(t, &r);
+    printf("pipe: %lu bytes, sum %lu, producer %ld, end of file %ld\n", piped, psum, (long)r,
+           (long)read(pipe_fds[0], buf, 1));
+    close(pipe_fds[0]);
     return 0;
 }

@@ -53,6 +53,13 @@ pub enum Kind {
     Tmp(usize),
     /// `/tmp` itself.
     TmpDir,
+    /// One end of a pipe ([`crate::linux::pipe`]).
+    Pipe {
+        /// The pipe.
+        index: usize,
+        /// The write end.
+        write: bool,
+    },
     /// Generated contents in kernel pages.
     Memory {
         /// First byte.
@@ -234,6 +241,7 @@ fn finish_close(kind: Kind) {
             let _ = alloc::free_pages(addr, len.div_ceil(PAGE_SIZE).max(1));
         }
         Kind::Tmp(slot) => crate::linux::tmpfs::close(slot),
+        Kind::Pipe { index, write } => crate::linux::pipe::close_end(index, write),
         _ => {}
     }
 }

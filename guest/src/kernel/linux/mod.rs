@@ -15,6 +15,7 @@
 
 pub mod entry;
 pub mod fs;
+pub mod pipe;
 mod rewrite;
 mod syscalls;
 pub mod tmpfs;

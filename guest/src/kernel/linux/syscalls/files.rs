@@ -11,7 +11,7 @@ use vima::call::{FILE_READ_MAX, STREAM_WRITE_MAX};
 
 use super::{user, SysResult};
 use crate::linux::fs::{self, Generated, Kind, Node, O_RDONLY, O_WRONLY};
-use crate::linux::{program, tmpfs};
+use crate::linux::{pipe, program, tmpfs};
 use crate::vima_calls;
 
 /// `AT_FDCWD`.
@@ -167,6 +167,7 @@ fn read_kind(kind: Kind, offset: u64, buf: u64, count: u64) -> SysResult {
         Kind::Random => super::identity::getrandom(buf, count),
         Kind::KernelDir | Kind::TmpDir | Kind::Host { dir: true, .. } => Err(EISDIR),
         Kind::Tmp(slot) => tmpfs::read(slot, offset, buf, count),
+        Kind::Pipe { .. } => Err(ESPIPE),
         Kind::Host { handle, dir: false } => {
             crate::sched::move_to_node(0);
             vima_calls::file_read(handle, offset, buf, count.min(FILE_READ_MAX))
@@ -197,6 +198,9 @@ pub fn read(fd: u64, buf: u64, count: u64) -> SysResult {
     let open = fs::get(fd)?;
     if open.flags & O_ACCMODE == O_WRONLY {
         return Err(EBADF);
+    }
+    if let Kind::Pipe { index, .. } = open.kind {
+        return pipe::read(index, buf, count, open.flags & O_NONBLOCK != 0);
     }
     let n = read_kind(open.kind, open.offset, buf, count)?;
     if seekable(open.kind) {
@@ -276,6 +280,7 @@ pub fn write(fd: u64, buf: u64, count: u64) -> SysResult {
             Ok(count)
         }
         Kind::Null | Kind::Zero | Kind::Random => Ok(count),
+        Kind::Pipe { index, .. } => pipe::write(index, buf, count, open.flags & O_NONBLOCK != 0),
         Kind::Tmp(slot) => {
             let append = open.flags & O_APPEND != 0;
             let (n, end) = tmpfs::write(slot, open.offset, append, buf, count)?;
@@ -348,7 +353,7 @@ pub fn unlinkat(dirfd: u64, addr: u64, flags: u64) -> SysResult {
 
 fn stat_of(kind: Kind, statbuf: u64) -> SysResult {
     let (mode, size, rdev) = match kind {
-        Kind::Stdin | Kind::Stream(_) => (S_IFIFO | 0o600, 0, 0),
+        Kind::Stdin | Kind::Stream(_) | Kind::Pipe { .. } => (S_IFIFO | 0o600, 0, 0),
         Kind::Null => (S_IFCHR | 0o666, 0, 0x103),
         Kind::Zero => (S_IFCHR | 0o666, 0, 0x105),
         Kind::Random => (S_IFCHR | 0o666, 0, 0x109),
@@ -473,7 +478,7 @@ pub fn lseek(fd: u64, offset: u64, whence: u64) -> SysResult {
     let open = fs::get(fd)?;
     let size = match open.kind {
         Kind::Null | Kind::Zero | Kind::Random => return Ok(0),
-        Kind::Stdin | Kind::Stream(_) => return Err(ESPIPE),
+        Kind::Stdin | Kind::Stream(_) | Kind::Pipe { .. } => return Err(ESPIPE),
         Kind::KernelDir | Kind::TmpDir => 0,
         Kind::Memory { len, .. } => len,
         Kind::Tmp(slot) => tmpfs::stat(slot).0,
@@ -570,6 +575,50 @@ pub fn chdir(addr: u64) -> SysResult {
     Ok(0)
 }
 
+/// `pipe2(fds, flags)` (and `pipe`): O_CLOEXEC and O_NONBLOCK.
+pub fn pipe2(fds: u64, flags: u64) -> SysResult {
+    if flags & !(O_CLOEXEC | O_NONBLOCK) != 0 {
+        return Err(EINVAL);
+    }
+    user::check(fds, 8)?;
+    let index = pipe::create()?;
+    let cloexec = flags & O_CLOEXEC != 0;
+    let status = flags & O_NONBLOCK;
+    let reader = fs::install(
+        Kind::Pipe {
+            index,
+            write: false,
+        },
+        O_RDONLY | status,
+        cloexec,
+    );
+    let reader = match reader {
+        Ok(fd) => fd,
+        Err(e) => {
+            pipe::close_end(index, false);
+            pipe::close_end(index, true);
+            return Err(e);
+        }
+    };
+    let writer = match fs::install(
+        Kind::Pipe { index, write: true },
+        O_WRONLY | status,
+        cloexec,
+    ) {
+        Ok(fd) => fd,
+        Err(e) => {
+            let _ = fs::close(reader);
+            pipe::close_end(index, true);
+            return Err(e);
+        }
+    };
+    let mut pair = [0u8; 8];
+    pair[..4].copy_from_slice(&u32::try_from(reader).unwrap_or(0).to_le_bytes());
+    pair[4..].copy_from_slice(&u32::try_from(writer).unwrap_or(0).to_le_bytes());
+    user::write(fds, &pair)?;
+    Ok(0)
+}
+
 /// `dup(fd)`.
 pub fn dup(fd: u64) -> SysResult {
     fs::duplicate(fd, None, 0, false)
@@ -646,14 +695,17 @@ pub fn readlinkat(dirfd: u64, addr: u64, buf: u64, size: u64) -> SysResult {
 
 const POLLIN: u16 = 0x1;
 const POLLOUT: u16 = 0x4;
+const POLLERR: u16 = 0x8;
+const POLLHUP: u16 = 0x10;
 const POLLNVAL: u16 = 0x20;
 /// Most pollfds in one call (Linux allows RLIMIT_NOFILE).
 const POLL_MAX: u64 = 1024;
 
 /// `poll(fds, nfds, timeout_ms)`: stdout and stderr are always writable, stdin always
 /// readable (even before input arrives), files and devices both; a closed descriptor
-/// is POLLNVAL. With nothing ready the caller sleeps for
-/// the timeout (for ever with a negative one, as on Linux).
+/// is POLLNVAL; pipes as their ends stand. With nothing ready the caller waits, looking
+/// again from time to time, until something is or the timeout passes (never, for a
+/// negative one, as on Linux).
 pub fn poll(fds: u64, nfds: u64, timeout_ms: u64) -> SysResult {
     let timeout_ns = match i64::from_ne_bytes(timeout_ms.to_ne_bytes()) {
         ms if ms < 0 => None,
@@ -675,11 +727,35 @@ pub fn ppoll(fds: u64, nfds: u64, timeout_ts: u64) -> SysResult {
     poll_ns(fds, nfds, timeout_ns)
 }
 
+/// Shortest and longest pause between two looks while nothing is ready.
+const POLL_PAUSE_NS: (u64, u64) = (100_000, 10_000_000);
+
 fn poll_ns(fds: u64, nfds: u64, timeout_ns: Option<u64>) -> SysResult {
     if nfds > POLL_MAX {
         return Err(EINVAL);
     }
     user::check(fds, nfds * 8)?;
+    let deadline = timeout_ns.map(|ns| crate::clock::tsc() + crate::clock::ns_to_tsc(ns));
+    let mut pause = POLL_PAUSE_NS.0;
+    loop {
+        let ready = poll_once(fds, nfds)?;
+        let now = crate::clock::tsc();
+        if ready > 0 || deadline.is_some_and(|d| now >= d) {
+            return Ok(ready);
+        }
+        // Nothing ready: look again a little later (a pipe's other end or stdin may
+        // change on any VP), pausing longer each time, never past the deadline.
+        let mut wake = now + crate::clock::ns_to_tsc(pause);
+        if let Some(d) = deadline {
+            wake = wake.min(d);
+        }
+        crate::sched::sleep_until(wake);
+        pause = (pause * 2).min(POLL_PAUSE_NS.1);
+    }
+}
+
+/// One pass over the pollfds: writes each revents, returns how many are ready.
+fn poll_once(fds: u64, nfds: u64) -> SysResult {
     let mut ready = 0;
     for i in 0..nfds {
         let at = fds + i * 8;
@@ -693,6 +769,20 @@ fn poll_ns(fds: u64, nfds: u64, timeout_ns: Option<u64>) -> SysResult {
             Some(Ok(open)) => match open.kind {
                 Kind::Stdin => events & POLLIN,
                 Kind::Stream(_) => events & POLLOUT,
+                Kind::Pipe { index, write } => {
+                    let (readable, writable, hung_up) = pipe::readiness(index, write);
+                    let mut r = 0;
+                    if readable {
+                        r |= events & POLLIN;
+                    }
+                    if writable {
+                        r |= events & POLLOUT;
+                    }
+                    if hung_up {
+                        r |= if write { POLLERR } else { POLLHUP };
+                    }
+                    r
+                }
                 _ => events & (POLLIN | POLLOUT),
             },
         };
@@ -700,18 +790,6 @@ fn poll_ns(fds: u64, nfds: u64, timeout_ns: Option<u64>) -> SysResult {
             ready += 1;
         }
         user::write(at + 6, &revents.to_le_bytes())?;
-    }
-    if ready == 0 && timeout_ns != Some(0) {
-        match timeout_ns {
-            Some(ns) => {
-                crate::sched::sleep_until(crate::clock::tsc() + crate::clock::ns_to_tsc(ns))
-            }
-            None => loop {
-                // Nothing here can become ready: sleep for ever, as Linux would.
-                crate::sched::prepare_to_sleep();
-                crate::sched::schedule();
-            },
-        }
     }
     Ok(ready)
 }

@@ -326,6 +326,17 @@ fn wake_op(uaddr: u64, count: u32, count2: u32, uaddr2: u64, encoded: u32) -> Sy
     Ok(u64::from(n))
 }
 
+/// Waits on the kernel's own futex word at `addr` while it holds `val` (a pipe's change
+/// counter): returns when woken, or at once if it changed.
+pub fn wait_on(addr: u64, val: u32) {
+    let _ = wait(addr, val, FUTEX_BITSET_MATCH_ANY, None);
+}
+
+/// Wakes every waiter on the kernel's futex word at `addr`.
+pub fn wake_on(addr: u64) {
+    let _ = wake(addr, u32::MAX, FUTEX_BITSET_MATCH_ANY);
+}
+
 /// Zeroes the thread id word at `addr` and wakes one waiter on it (a thread's exit with
 /// CLONE_CHILD_CLEARTID / set_tid_address: how pthread_join waits).
 pub fn clear_and_wake(addr: u64) {
