@@ -23,6 +23,7 @@
 //! ```
 
 pub mod cpu;
+pub mod linux;
 pub mod modeled;
 pub mod parse;
 pub mod plot;

@@ -20,6 +20,25 @@ pub enum BenchCommand {
     /// Remote fault latency on every available path (software/offload x udp/dpdk) plus
     /// the local fault floor, measured by the guest probe.
     FaultLatency(FaultLatencyArgs),
+    /// What a Linux program pays on the virtual server, next to the same binary run
+    /// natively: the null system call, thread create + join, futex ping-pong (one VP,
+    /// two VPs, two nodes), and a multi-threaded computation's speed-up over VPs and
+    /// nodes with remote faults per operation.
+    Linux(LinuxArgs),
+}
+
+/// Arguments of `cvmm bench linux`.
+#[derive(Debug, Args)]
+pub struct LinuxArgs {
+    /// Runs per case; rows are medians across them.
+    #[arg(long, default_value_t = 3)]
+    pub repeat: u32,
+    /// Scale every case's operation count (0.1 for a quick look).
+    #[arg(long, default_value_t = 1.0)]
+    pub scale: f64,
+    /// Write the results as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 /// Arguments of `cvmm bench fault-latency`.
@@ -55,7 +74,49 @@ pub struct FaultLatencyArgs {
 pub fn bench(args: &BenchArgs) -> i32 {
     match &args.which {
         BenchCommand::FaultLatency(args) => fault_latency_main(args),
+        BenchCommand::Linux(args) => linux_main(args),
     }
+}
+
+fn linux_main(args: &LinuxArgs) -> i32 {
+    use crate::bench::linux::{linux_bench, table, LinuxBenchOptions};
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => {
+            eprintln!("cvmm bench: cannot find the cvmm binary: {e}");
+            return 1;
+        }
+    };
+    if !(args.scale > 0.0 && args.scale <= 100.0) {
+        eprintln!("cvmm bench linux: --scale must be in (0, 100]");
+        return 2;
+    }
+    let options = LinuxBenchOptions {
+        exe,
+        repeat: args.repeat,
+        scale: args.scale,
+    };
+    let report = match linux_bench(&options, &mut std::io::stderr()) {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("cvmm bench linux: {e}");
+            return 1;
+        }
+    };
+    let mut status = 0;
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(&report).expect("the report serializes");
+        if let Err(e) = std::fs::write(path, json + "\n") {
+            eprintln!("cvmm bench: failed to write {}: {e}", path.display());
+            status = 1;
+        }
+    }
+    print!("{}", table(&report));
+    if report.rows.iter().all(|r| r.runs == 0) {
+        eprintln!("cvmm bench linux: no run produced a result");
+        status = 1;
+    }
+    status
 }
 
 fn fault_latency_main(args: &FaultLatencyArgs) -> i32 {
