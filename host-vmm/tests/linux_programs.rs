@@ -486,6 +486,70 @@ fn files_in_tmp_and_the_root_match_a_chrooted_native_run() {
     }
 }
 
+/// A hostile program (it trashes all of its own writable memory, then makes thousands
+/// of system calls with random numbers and arguments) ends with a status, never a hang
+/// or a crash of the VMM, and a virtual server running next to it is not disturbed.
+#[test]
+fn a_hostile_program_ends_cleanly_and_disturbs_nobody() {
+    let dir = Scratch::new("chaos");
+    let chaos = build(&dir.0, "chaos.c", "gcc", &["-static"]);
+    let good = build(&dir.0, "abi.c", "musl-gcc", &["-static"]);
+    let neighbour = std::thread::spawn({
+        let good = good.clone();
+        move || {
+            let want = native(&good, &["neighbour"]);
+            let got = in_cvmm(&good, &["neighbour"], 2, &["--nodes", "2"]);
+            (want, got)
+        }
+    });
+    let runs: [(&str, &[&str]); 6] = [
+        ("a", &[]),
+        ("b", &[]),
+        ("c", &["--vps-per-node", "2"]),
+        ("d", &[]),
+        ("e", &["--nodes", "2"]),
+        ("f", &["--nodes", "2", "--fabric", "offload"]),
+    ];
+    for (seed, flags) in runs {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cvmm"))
+            .args(["run", "--mem-mib", "64"])
+            .args(flags)
+            .arg("--")
+            .arg(&chaos)
+            .arg(seed)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cvmm runs");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("seed {seed} {flags:?}: the hostile program did not end");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // An exit status, not a signal: the VMM itself did not crash.
+        assert!(
+            status.code().is_some(),
+            "seed {seed}: cvmm was killed: {status:?}"
+        );
+        assert!(stderr.lines().count() <= 2, "seed {seed}: {stderr}");
+        assert!(!stderr.contains("panicked"), "seed {seed}: {stderr}");
+    }
+    let (want, got) = neighbour.join().unwrap();
+    assert_eq!(
+        want.stdout, got.stdout,
+        "the neighbouring server was disturbed"
+    );
+    assert_eq!(want.status.code(), got.status.code());
+}
+
 /// A system call the guest kernel does not implement returns ENOSYS and is counted in
 /// `--stats-json` by number and name.
 #[test]

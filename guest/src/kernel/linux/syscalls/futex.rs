@@ -43,12 +43,18 @@ static WAITERS: PageAligned<WaitList> = PageAligned(WaitList {
     head: AtomicPtr::new(null_mut()),
 });
 
-/// The futex word at `uaddr` (checked: aligned, in logical memory).
+/// The futex word at `uaddr` (checked: aligned, in the program's memory).
 fn word(uaddr: u64) -> Result<&'static AtomicU32, i64> {
-    if uaddr % 4 != 0 {
+    user::check(uaddr, 4)?;
+    kernel_word(uaddr)
+}
+
+/// A futex word anywhere in logical memory, the kernel's own included (a pipe's change
+/// counter); only aligned.
+fn kernel_word(uaddr: u64) -> Result<&'static AtomicU32, i64> {
+    if uaddr % 4 != 0 || uaddr < vima::layout::PAGE_SIZE {
         return Err(EINVAL);
     }
-    user::check(uaddr, 4)?;
     // SAFETY: the address is 4-byte aligned and in logical memory, mapped read/write for
     // the whole life of the virtual server; the program may change it at any time, which
     // is what an atomic is for.
@@ -125,7 +131,16 @@ fn read_timespec(addr: u64) -> Result<u64, i64> {
 }
 
 fn wait(uaddr: u64, val: u32, bitset: u32, deadline: Option<u64>) -> SysResult {
-    let word = word(uaddr)?;
+    wait_at(word(uaddr)?, uaddr, val, bitset, deadline)
+}
+
+fn wait_at(
+    word: &AtomicU32,
+    uaddr: u64,
+    val: u32,
+    bitset: u32,
+    deadline: Option<u64>,
+) -> SysResult {
     let me = sched::current();
     WAITERS.lock.lock();
     if word.load(Ordering::SeqCst) != val {
@@ -222,6 +237,10 @@ fn wake_all(mut taken: *mut Thread) {
 
 fn wake(uaddr: u64, count: u32, bitset: u32) -> SysResult {
     word(uaddr)?;
+    wake_at(uaddr, count, bitset)
+}
+
+fn wake_at(uaddr: u64, count: u32, bitset: u32) -> SysResult {
     let mut taken = null_mut();
     WAITERS.lock.lock();
     let n = take(uaddr, count, bitset, &mut taken);
@@ -329,12 +348,14 @@ fn wake_op(uaddr: u64, count: u32, count2: u32, uaddr2: u64, encoded: u32) -> Sy
 /// Waits on the kernel's own futex word at `addr` while it holds `val` (a pipe's change
 /// counter): returns when woken, or at once if it changed.
 pub fn wait_on(addr: u64, val: u32) {
-    let _ = wait(addr, val, FUTEX_BITSET_MATCH_ANY, None);
+    if let Ok(word) = kernel_word(addr) {
+        let _ = wait_at(word, addr, val, FUTEX_BITSET_MATCH_ANY, None);
+    }
 }
 
 /// Wakes every waiter on the kernel's futex word at `addr`.
 pub fn wake_on(addr: u64) {
-    let _ = wake(addr, u32::MAX, FUTEX_BITSET_MATCH_ANY);
+    let _ = wake_at(addr, u32::MAX, FUTEX_BITSET_MATCH_ANY);
 }
 
 /// Zeroes the thread id word at `addr` and wakes one waiter on it (a thread's exit with

@@ -216,10 +216,18 @@ fn serve(number: u64, a: &[u64; 6]) -> SysResult {
 pub mod user {
     use super::*;
 
-    /// Checks that `[addr, addr + len)` lies in logical memory (above the null page).
+    /// Checks that `[addr, addr + len)` lies in logical memory, above the null page and
+    /// off the kernel's image (its code, tables and locks): a system call never writes
+    /// the kernel's own state for the program (docs/design.md, "Isolation").
     pub fn check(addr: u64, len: u64) -> Result<(), i64> {
         let end = addr.checked_add(len).ok_or(EFAULT)?;
-        if len != 0 && (addr < PAGE_SIZE || end > kernel().config.header().logical_bytes) {
+        if len == 0 {
+            return Ok(());
+        }
+        if addr < PAGE_SIZE || end > kernel().config.header().logical_bytes {
+            return Err(EFAULT);
+        }
+        if addr < crate::alloc::image_end() && crate::alloc::image_start() < end {
             return Err(EFAULT);
         }
         Ok(())
