@@ -1,13 +1,13 @@
-//! Boot on VP 0 and the kernel's shared view of the machine.
+//! Boot on VP 0.
 //!
 //! `_start` is the ELF entry: VP 0 arrives with `rsp = BOOT_STACK_TOP`, `rsi = 0` (its
 //! VP id) and interrupts masked. It clears `.bss` (logical memory starts zeroed, but the
 //! kernel should not depend on how its image was loaded), then [`boot_main`] reads and
-//! checks the configuration, sets up the allocator and interrupts, prepares the workload
-//! and hands over to [`crate::smp`].
+//! checks the configuration, publishes it ([`crate::machine`]), sets up the allocator and
+//! interrupts, prepares the workload and hands over to [`crate::smp`]. Nothing imports
+//! from this module: the core it boots (machine, smp, sched, interrupts) stands alone.
 
 use core::cell::UnsafeCell;
-use core::fmt;
 
 use vima::config::{Config, ConfigError};
 use vima::layout::MAX_VPS;
@@ -15,7 +15,7 @@ use vima::layout::MAX_VPS;
 use guest::cmdline::{self, Workload};
 use guest::page_alloc::PageAllocError;
 
-use crate::sync::Once;
+use crate::machine::{self, fail, kernel, Kernel};
 use crate::vima_calls::{self, CallError};
 use crate::{alloc, smp, workloads};
 
@@ -52,43 +52,6 @@ unsafe impl Sync for ConfigBuffer {}
 
 static CONFIG_BUFFER: ConfigBuffer = ConfigBuffer(UnsafeCell::new([0; CONFIG_BUFFER_BYTES]));
 
-/// What every VP knows about the virtual server, set by VP 0 before it starts the others.
-#[derive(Debug)]
-pub struct Kernel {
-    /// The configuration.
-    pub config: Config<'static>,
-    /// The workload of the command line.
-    pub workload: Workload,
-}
-
-impl Kernel {
-    /// Number of VPs.
-    pub fn vp_count(&self) -> usize {
-        self.config.vp_count()
-    }
-
-    /// The node VP `vp` runs on.
-    pub fn node_of(&self, vp: usize) -> u32 {
-        self.config.vp(vp).map_or(0, |desc| desc.node_id)
-    }
-
-    /// True when no VP below `vp` runs on `vp`'s node.
-    pub fn is_first_on_node(&self, vp: usize) -> bool {
-        let node = self.node_of(vp);
-        self.config.vps().take(vp).all(|desc| desc.node_id != node)
-    }
-}
-
-static KERNEL: Once<Kernel> = Once::new();
-
-/// The kernel's shared state; VPs other than VP 0 run only after it is set.
-pub fn kernel() -> &'static Kernel {
-    match KERNEL.get() {
-        Some(kernel) => kernel,
-        None => fail(1, format_args!("kernel state used before boot set it")),
-    }
-}
-
 /// Why boot failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {
@@ -115,7 +78,10 @@ pub enum BootError {
     Workload(#[from] workloads::WorkloadError),
     /// The Linux program could not be started.
     #[error("{0}")]
-    Linux(crate::linux::LinuxError),
+    Linux(#[from] crate::linux::LinuxError),
+    /// The other VPs could not be started.
+    #[error("{0}")]
+    Smp(#[from] smp::SmpError),
 }
 
 fn read_config() -> Result<Config<'static>, BootError> {
@@ -138,13 +104,6 @@ fn read_config() -> Result<Config<'static>, BootError> {
         return Err(BootError::TooManyVps(config.vp_count()));
     }
     Ok(config)
-}
-
-/// Prints `error: <message>` and ends the virtual server with `status`.
-pub fn fail(status: u64, message: fmt::Arguments<'_>) -> ! {
-    println!("error: {message}");
-    crate::console::flush();
-    vima_calls::vs_exit(status)
 }
 
 extern "sysv64" fn boot_main(_arg: u64, vp: u64) -> ! {
@@ -176,9 +135,7 @@ impl BootError {
 }
 
 fn boot(config: Config<'static>, workload: Workload) -> Result<(), BootError> {
-    KERNEL
-        .set(Kernel { config, workload })
-        .map_err(|_| BootError::Twice)?;
+    machine::set(Kernel { config, workload }).map_err(|_| BootError::Twice)?;
     // A Linux program's image and break are the program's: read where they lie before
     // the allocator takes the rest of memory.
     let program_range = match workload {

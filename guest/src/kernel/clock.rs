@@ -1,7 +1,7 @@
 //! The kernel's clock: the time stamp counter (guest TSC = host TSC, read natively at
 //! CPL3) and the configuration's `tsc_khz` to convert it.
 
-use crate::boot::kernel;
+use crate::machine::kernel;
 
 /// The time stamp counter.
 pub fn tsc() -> u64 {

@@ -22,7 +22,7 @@ pub fn exception(
     let rip = frame.frame.rip;
     let kernel_text = crate::alloc::image_start()..crate::alloc::image_end();
     if kernel_text.contains(&rip) {
-        crate::boot::fail(
+        crate::machine::fail(
             KERNEL_FAULT_STATUS,
             format_args!(
                 "kernel fault: exception {vector} (error code {:#x}) at rip {rip:#x}, address {:#x}",

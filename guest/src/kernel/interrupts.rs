@@ -160,7 +160,8 @@ extern "sysv64" fn handle_interrupt(
     match u8::try_from(vector) {
         Ok(VECTOR_TIMER) => {
             // With threads every VP ticks; the node's tick advances on its first VP.
-            if !PREEMPTIVE.load(Ordering::Relaxed) || crate::boot::kernel().is_first_on_node(vp) {
+            if !PREEMPTIVE.load(Ordering::Relaxed) || crate::machine::kernel().is_first_on_node(vp)
+            {
                 node_tick().fetch_add(1, Ordering::Relaxed);
             }
         }

@@ -32,6 +32,7 @@ mod clock;
 mod faults;
 mod interrupts;
 mod linux;
+mod machine;
 mod mem;
 mod sched;
 mod smp;
@@ -52,5 +53,5 @@ extern "C" fn rust_eh_personality() {
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
-    boot::fail(1, format_args!("panic: {info}"))
+    machine::fail(1, format_args!("panic: {info}"))
 }

@@ -11,7 +11,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use vima::interrupt::VECTOR_IPI;
 use vima::layout::PAGE_SIZE;
 
-use crate::boot::{fail, kernel, BootError, Kernel};
+use crate::machine::{fail, kernel, Kernel};
 use crate::sync::PageAligned;
 use crate::{alloc, interrupts, spinlock, vima_calls, workloads};
 
@@ -38,8 +38,22 @@ extern "C" {
     fn vp_entry();
 }
 
+/// Why a VP could not be set up or started.
+#[derive(Debug, thiserror::Error)]
+pub enum SmpError {
+    /// A ViMA call failed.
+    #[error("{0}")]
+    Call(#[from] crate::vima_calls::CallError),
+    /// No memory for a VP's stack.
+    #[error("{0}")]
+    Alloc(#[from] guest::page_alloc::PageAllocError),
+    /// A VP number that does not fit.
+    #[error("VP {0} cannot be addressed")]
+    TooManyVps(usize),
+}
+
 /// Per-VP setup: the virtual IDT, the node tick on the node's first VP, interrupts on.
-pub fn init_this_vp(vp: usize) -> Result<(), BootError> {
+pub fn init_this_vp(vp: usize) -> Result<(), SmpError> {
     interrupts::install()?;
     if kernel().is_first_on_node(vp) {
         interrupts::start_node_tick()?;
@@ -49,10 +63,10 @@ pub fn init_this_vp(vp: usize) -> Result<(), BootError> {
 }
 
 /// Starts VPs 1.. at [`vp_entry`].
-pub fn start_others(kernel: &Kernel) -> Result<(), BootError> {
+pub fn start_others(kernel: &Kernel) -> Result<(), SmpError> {
     for vp in 1..kernel.vp_count() {
         let stack = alloc::alloc_pages(VP_STACK_BYTES / PAGE_SIZE, kernel.node_of(vp))?;
-        let vp_id = u32::try_from(vp).map_err(|_| BootError::TooManyVps(vp))?;
+        let vp_id = u32::try_from(vp).map_err(|_| SmpError::TooManyVps(vp))?;
         vima_calls::vp_start(
             vp_id,
             vp_entry as *const () as u64,

@@ -39,7 +39,7 @@ pub fn wait_while_equal(word: &AtomicU64, value: u64) -> u64 {
             continue;
         }
         if let Err(err) = vima_calls::spin_wait(word, value, SPIN_WAIT_TIMEOUT_NS) {
-            crate::boot::fail(1, format_args!("{err}"));
+            crate::machine::fail(1, format_args!("{err}"));
         }
     }
 }

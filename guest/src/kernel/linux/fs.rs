@@ -17,8 +17,8 @@ use guest::linux_abi::path::AbsPath;
 use vima::layout::PAGE_SIZE;
 
 use crate::alloc;
-use crate::boot::kernel;
 use crate::interrupts::current_vp;
+use crate::machine::kernel;
 use crate::spinlock::SpinLock;
 use crate::vima_calls;
 

@@ -27,8 +27,8 @@ use vima::program::{ProgramDesc, MAX_PROGRAM_DESC_BYTES};
 
 use guest::linux_abi::stack::{self, StackInput};
 
-use crate::boot::{kernel, BootError};
 use crate::interrupts::current_vp;
+use crate::machine::kernel;
 use crate::sync::Once;
 use crate::{alloc, vima_calls};
 
@@ -52,7 +52,7 @@ static PROGRAM: Once<ProgramDesc<'static>> = Once::new();
 pub fn program() -> &'static ProgramDesc<'static> {
     match PROGRAM.get() {
         Some(desc) => desc,
-        None => crate::boot::fail(1, format_args!("no Linux program was loaded")),
+        None => crate::machine::fail(1, format_args!("no Linux program was loaded")),
     }
 }
 
@@ -106,12 +106,6 @@ pub fn load(strace: bool, trap_syscalls: bool) -> Result<(u64, u64), LinuxError>
     PROGRAM.set(desc).map_err(|_| LinuxError::Twice)?;
     syscalls::memory::init(h.image_end, h.brk_limit);
     Ok((h.image_start, h.brk_limit))
-}
-
-impl From<LinuxError> for BootError {
-    fn from(err: LinuxError) -> Self {
-        BootError::Linux(err)
-    }
 }
 
 /// Points this VP's ways into the kernel at it: `syscall` (MSR LSTAR, for sites not

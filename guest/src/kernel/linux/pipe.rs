@@ -14,8 +14,8 @@ use vima::layout::PAGE_SIZE;
 
 use super::syscalls::{futex, user, usize_of};
 use crate::alloc;
-use crate::boot::kernel;
 use crate::interrupts::current_vp;
+use crate::machine::kernel;
 use crate::spinlock::SpinLock;
 use crate::sync::PageAligned;
 

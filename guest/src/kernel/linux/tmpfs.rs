@@ -13,8 +13,8 @@ use vima::layout::PAGE_SIZE;
 
 use super::syscalls::user;
 use crate::alloc;
-use crate::boot::kernel;
 use crate::interrupts::current_vp;
+use crate::machine::kernel;
 use crate::spinlock::SpinLock;
 
 /// Most files at once.

@@ -26,9 +26,9 @@ use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
 use vima::layout::{MAX_VPS, PAGE_SIZE};
 
-use crate::boot::kernel;
 use crate::interrupts::{self, current_vp};
 use crate::linux::entry::SyscallFrame;
+use crate::machine::kernel;
 use crate::spinlock::RawSpinLock;
 use crate::sync::PageAligned;
 use crate::{alloc, vima_calls};
@@ -650,7 +650,7 @@ pub fn exit_thread() -> u64 {
     }
     current().state.store(DEAD, Ordering::Release);
     schedule();
-    crate::boot::fail(1, format_args!("a dead thread ran again"))
+    crate::machine::fail(1, format_args!("a dead thread ran again"))
 }
 
 /// The VP's scheduler loop: runs queued threads, steals, and otherwise waits in the VMM
@@ -662,7 +662,7 @@ pub fn idle_loop() -> ! {
     if !kernel().is_first_on_node(vp as usize) {
         // The first VP of each node already ticks (it also advances the node's tick).
         if let Err(err) = interrupts::start_node_tick() {
-            crate::boot::fail(1, format_args!("VP {vp}: {err}"));
+            crate::machine::fail(1, format_args!("VP {vp}: {err}"));
         }
     }
     loop {
@@ -679,7 +679,7 @@ pub fn idle_loop() -> ! {
         // this read of the queue, so the wait returns at once.
         if q.len.load(Ordering::SeqCst) == 0 && wait != 0 {
             if let Err(err) = vima_calls::spin_wait(&q.kick, kick, wait) {
-                crate::boot::fail(1, format_args!("VP {vp}: {err}"));
+                crate::machine::fail(1, format_args!("VP {vp}: {err}"));
             }
         }
         q.waiting.store(0, Ordering::Relaxed);

@@ -1,7 +1,7 @@
 //! `hello`: every VP prints `hello from vp V on node N`, with V and N from `SelfInfo`
 //! (the VMM's view, checked against the VP the kernel thinks it runs as).
 
-use crate::boot::Kernel;
+use crate::machine::Kernel;
 use crate::vima_calls;
 
 use super::WorkloadError;

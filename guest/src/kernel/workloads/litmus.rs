@@ -16,7 +16,7 @@ use guest::litmus::{LitmusTally, LitmusTest, MAX_THREADS};
 
 use crate::alloc;
 use crate::barrier::Barrier;
-use crate::boot::Kernel;
+use crate::machine::Kernel;
 use crate::sync::{Once, PageAligned};
 
 use super::WorkloadError;

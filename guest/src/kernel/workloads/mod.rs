@@ -15,7 +15,7 @@ use guest::page_alloc::PageAllocError;
 use guest::probe::ProbeError;
 use guest::sort::MergeError;
 
-use crate::boot::Kernel;
+use crate::machine::Kernel;
 use crate::vima_calls::CallError;
 
 /// Why a workload failed.

@@ -47,8 +47,8 @@ use vima::layout::{MAX_NODES, PAGE_SIZE};
 
 use crate::alloc;
 use crate::barrier::Barrier;
-use crate::boot::Kernel;
 use crate::interrupts::without_interrupts;
+use crate::machine::Kernel;
 use crate::sync::{Once, PageAligned};
 use crate::vima_calls;
 

@@ -11,7 +11,7 @@ use guest::split::share;
 use vima::layout::MAX_VPS;
 
 use crate::alloc;
-use crate::boot::Kernel;
+use crate::machine::Kernel;
 use crate::sync::Once;
 
 use super::WorkloadError;

@@ -7,8 +7,8 @@ use guest::linux_abi::errno::EINVAL;
 use guest::linux_abi::layout::utsname;
 
 use super::{user, SysResult};
-use crate::boot::kernel;
 use crate::linux::program;
+use crate::machine::kernel;
 
 /// The program's process (and main thread) id.
 pub const PID: u64 = 1;

@@ -14,8 +14,8 @@ use vima::layout::PAGE_SIZE;
 
 use super::{user, SysResult};
 use crate::alloc;
-use crate::boot::kernel;
 use crate::interrupts::current_vp;
+use crate::machine::kernel;
 use crate::spinlock::SpinLock;
 
 const PROT_WRITE: u64 = 0x2;

@@ -23,7 +23,7 @@ use guest::linux_abi::sysno as nr;
 use vima::layout::PAGE_SIZE;
 
 use super::entry::SyscallFrame;
-use crate::boot::kernel;
+use crate::machine::kernel;
 
 /// `x` as a length (lossless: the kernel is x86-64 only).
 pub fn usize_of(x: u64) -> usize {

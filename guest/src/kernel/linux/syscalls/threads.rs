@@ -12,9 +12,9 @@ use core::sync::atomic::Ordering;
 use guest::linux_abi::errno::{EINVAL, ENOSYS, EPERM, ESRCH};
 
 use super::{futex, user, SysResult};
-use crate::boot::kernel;
 use crate::interrupts::current_vp;
 use crate::linux::entry::SyscallFrame;
+use crate::machine::kernel;
 use crate::sched::{self, switch::FX_BYTES};
 use crate::vima_calls;
 
@@ -118,7 +118,7 @@ pub fn exit(status: u64) -> SysResult {
 }
 
 fn unreachable_exit() -> SysResult {
-    crate::boot::fail(1, format_args!("an exited thread returned"))
+    crate::machine::fail(1, format_args!("an exited thread returned"))
 }
 
 /// `exit_group(status)`: ends the program (every thread, every VP) with `status`.
