@@ -86,6 +86,9 @@ pub struct Thread {
     rq_next: AtomicPtr<Thread>,
     /// Where it goes when it yields, or NO_VP for the VP it yields (a migration).
     move_to: AtomicU32,
+    /// The VP its next child thread goes to, chosen when the child's stack was mapped
+    /// ([`reserve_placement`]), or NO_VP.
+    next_child_vp: AtomicU32,
     /// The futex word it waits on (the futex lock; `crate::linux` futexes).
     pub futex_addr: AtomicU64,
     /// FUTEX_WAIT_BITSET's bits (the futex lock).
@@ -123,6 +126,7 @@ impl Thread {
             ],
             rq_next: AtomicPtr::new(null_mut()),
             move_to: AtomicU32::new(NO_VP),
+            next_child_vp: AtomicU32::new(NO_VP),
             futex_addr: AtomicU64::new(0),
             futex_bitset: AtomicU32::new(0),
             futex_queued: AtomicU32::new(0),
@@ -344,6 +348,14 @@ pub fn place() -> u32 {
         }
     }
     best
+}
+
+/// Places the calling thread's next child now (its stack is being mapped, and should
+/// come from the memory of the node it will run on); [`spawn`] keeps the choice.
+pub fn reserve_placement() -> u32 {
+    let vp = place();
+    current().next_child_vp.store(vp, Ordering::Relaxed);
+    vp
 }
 
 /// Makes `thread` run again after a sleep; false if it was not asleep (a wake-up that
@@ -612,7 +624,12 @@ pub fn spawn(
     fs_base: u64,
     on: Option<u32>,
 ) -> Result<&'static Thread, SpawnError> {
-    let vp = on.unwrap_or_else(place);
+    let reserved = current().next_child_vp.swap(NO_VP, Ordering::Relaxed);
+    let vp = on.unwrap_or(if reserved != NO_VP && reserved < vp_count() {
+        reserved
+    } else {
+        place()
+    });
     let node = kernel().node_of(vp as usize);
     let base = alloc::alloc_pages(THREAD_PAGES, node)?;
     let ptr = base as *mut Thread;

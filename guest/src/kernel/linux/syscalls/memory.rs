@@ -24,6 +24,7 @@ const MAP_PRIVATE: u64 = 0x02;
 const MAP_FIXED: u64 = 0x10;
 const MAP_ANONYMOUS: u64 = 0x20;
 const MAP_FIXED_NOREPLACE: u64 = 0x10_0000;
+const MAP_STACK: u64 = 0x2_0000;
 const MREMAP_MAYMOVE: u64 = 1;
 const MADV_DONTNEED: u64 = 4;
 
@@ -113,7 +114,15 @@ pub fn mmap(addr: u64, len: u64, prot: u64, flags: u64, _fd: u64, offset: u64) -
         }
         return Ok(addr);
     }
-    let node = kernel().node_of(current_vp() as usize);
+    // A thread stack (glibc and musl map them MAP_STACK just before clone) comes from
+    // the node the next thread will run on: the scheduler places it now and clone
+    // keeps the choice.
+    let vp = if flags & MAP_STACK != 0 {
+        crate::sched::reserve_placement()
+    } else {
+        current_vp()
+    };
+    let node = kernel().node_of(vp as usize);
     let block = alloc::alloc_pages(pages, node).map_err(|_| ENOMEM)?;
     if mem
         .vmas
