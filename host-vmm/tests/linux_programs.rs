@@ -195,7 +195,7 @@ fn a_program_runs_the_same_on_several_nodes_and_both_fabrics() {
 fn c_threads_match_native_on_one_two_and_four_nodes() {
     let dir = Scratch::new("threads");
     let glibc = build(&dir.0, "threads.c", "gcc", &["-static", "-pthread"]);
-    assert_same_with(&glibc, &[], 2, &["--mem-mib", "512"]);
+    assert_same_with(&glibc, &[], 2, &["--mem-mib", "1024"]);
     assert_same_with(&glibc, &[], 1, &["--nodes", "2", "--mem-mib", "256"]);
     let musl = build(&dir.0, "threads.c", "musl-gcc", &["-static"]);
     let lossy = [
@@ -244,7 +244,7 @@ fn rust_threads_match_native() {
     let bytes = std::fs::read(&program).unwrap();
     // ELF type 3 (ET_DYN) without an interpreter: a static-pie.
     assert_eq!(bytes[16], 3, "rustc made a fixed-address executable");
-    assert_same_with(&program, &[], 2, &["--mem-mib", "512"]);
+    assert_same_with(&program, &[], 2, &["--mem-mib", "1024"]);
     assert_same_with(&program, &[], 1, &["--nodes", "2", "--mem-mib", "256"]);
 }
 
