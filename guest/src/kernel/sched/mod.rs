@@ -103,6 +103,10 @@ pub struct Thread {
     deadline: AtomicU64,
     /// Next in the timer list (that VP's timer lock).
     timer_next: AtomicPtr<Thread>,
+    /// TSC ticks it ran before its current run.
+    cpu_ticks: AtomicU64,
+    /// TSC when its current run began.
+    run_start: AtomicU64,
 }
 
 impl Thread {
@@ -134,6 +138,8 @@ impl Thread {
             timer_vp: AtomicU32::new(NO_VP),
             deadline: AtomicU64::new(0),
             timer_next: AtomicPtr::new(null_mut()),
+            cpu_ticks: AtomicU64::new(0),
+            run_start: AtomicU64::new(0),
         }
     }
 
@@ -198,6 +204,8 @@ static QUEUES: [PageAligned<RunQueue>; MAX_VPS] = [const { PageAligned(RunQueue:
 
 /// Program threads alive.
 static LIVE: PageAligned<AtomicU64> = PageAligned(AtomicU64::new(0));
+/// TSC ticks every program thread ran, up to its last switch out.
+static PROGRAM_TICKS: PageAligned<AtomicU64> = PageAligned(AtomicU64::new(0));
 /// The next thread id (the main thread is 1, the process id).
 static NEXT_TID: PageAligned<AtomicU32> = PageAligned(AtomicU32::new(1));
 /// Where the last placement looked first, so ties spread round the VPs.
@@ -557,6 +565,13 @@ pub fn resched_point() {
 fn switch(prev: &'static Thread, next: &'static Thread) {
     let vp = current_vp();
     let mask = interrupts::mask();
+    let now = crate::clock::tsc();
+    if !prev.is_idle() {
+        let ran = now.saturating_sub(prev.run_start.load(Ordering::Relaxed));
+        prev.cpu_ticks.fetch_add(ran, Ordering::Relaxed);
+        PROGRAM_TICKS.fetch_add(ran, Ordering::Relaxed);
+    }
+    next.run_start.store(now, Ordering::Relaxed);
     prev.fs_base.store(read_fs_base(), Ordering::Relaxed);
     next.state.store(RUNNING, Ordering::Relaxed);
     next.on_cpu.store(1, Ordering::Relaxed);
@@ -656,6 +671,22 @@ pub fn spawn(
 /// Queues a thread [`spawn`] made.
 pub fn start(thread: &'static Thread) {
     enqueue(thread, thread.vp.load(Ordering::Relaxed));
+}
+
+/// CPU time of the calling thread, in TSC ticks (CLOCK_THREAD_CPUTIME_ID).
+pub fn thread_cpu_ticks() -> u64 {
+    let me = current();
+    let running = crate::clock::tsc().saturating_sub(me.run_start.load(Ordering::Relaxed));
+    me.cpu_ticks.load(Ordering::Relaxed) + running
+}
+
+/// CPU time of the whole program, in TSC ticks (CLOCK_PROCESS_CPUTIME_ID): every
+/// thread's time up to its last switch, plus the caller's current run (other threads'
+/// current runs are not seen until they switch: at most a tick each).
+pub fn program_cpu_ticks() -> u64 {
+    let me = current();
+    let running = crate::clock::tsc().saturating_sub(me.run_start.load(Ordering::Relaxed));
+    PROGRAM_TICKS.load(Ordering::Relaxed) + running
 }
 
 /// Ends the calling thread; returns the program threads still alive (the caller ends

@@ -201,6 +201,7 @@ fn serve(number: u64, a: &[u64; 6]) -> SysResult {
         nr::CLOCK_GETTIME => time::clock_gettime(a[0], a[1]),
         nr::CLOCK_GETRES => time::clock_getres(a[0], a[1]),
         nr::GETTIMEOFDAY => time::gettimeofday(a[0]),
+        nr::GETRUSAGE => time::getrusage(a[0], a[1]),
         nr::TIME => time::time(a[0]),
         nr::NANOSLEEP => time::nanosleep(a[0]),
         nr::CLOCK_NANOSLEEP => time::clock_nanosleep(a[0], a[1], a[2]),

@@ -44,8 +44,9 @@ fn clock_ns(clock: u64) -> Result<u64, i64> {
             Ok(program().header().realtime_ns.saturating_add(mono))
         }
         CLOCK_MONOTONIC | CLOCK_MONOTONIC_RAW | CLOCK_MONOTONIC_COARSE | CLOCK_BOOTTIME => Ok(mono),
-        // One thread that never waits: its CPU time is the time since it started.
-        CLOCK_PROCESS_CPUTIME_ID | CLOCK_THREAD_CPUTIME_ID => Ok(mono),
+        // Time on a VP, counted at every switch (sched).
+        CLOCK_PROCESS_CPUTIME_ID => Ok(clock::tsc_to_ns(crate::sched::program_cpu_ticks())),
+        CLOCK_THREAD_CPUTIME_ID => Ok(clock::tsc_to_ns(crate::sched::thread_cpu_ticks())),
         _ => Err(EINVAL),
     }
 }
@@ -85,6 +86,26 @@ pub fn time(t: u64) -> SysResult {
         user::write(t, &secs.to_le_bytes())?;
     }
     Ok(secs)
+}
+
+/// `getrusage(who, usage)`: user time is the CPU time on VPs (RUSAGE_SELF: the program,
+/// RUSAGE_THREAD: the caller), system time 0 (the kernel's time is not told apart), the
+/// rest 0.
+pub fn getrusage(who: u64, usage: u64) -> SysResult {
+    const RUSAGE_SELF: u64 = 0;
+    const RUSAGE_THREAD: u64 = 1;
+    const RUSAGE_CHILDREN: u64 = -1i64 as u64;
+    let ticks = match who {
+        RUSAGE_SELF => crate::sched::program_cpu_ticks(),
+        RUSAGE_THREAD => crate::sched::thread_cpu_ticks(),
+        RUSAGE_CHILDREN => 0,
+        _ => return Err(EINVAL),
+    };
+    let ns = clock::tsc_to_ns(ticks);
+    let mut buf = [0u8; 144];
+    buf[..16].copy_from_slice(&two_words(ns / 1_000_000_000, ns % 1_000_000_000 / 1000));
+    user::write(usage, &buf)?;
+    Ok(0)
 }
 
 /// `nanosleep(req, rem)`.
