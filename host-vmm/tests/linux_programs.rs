@@ -259,6 +259,16 @@ fn signal_handlers_run_as_on_linux() {
     }
 }
 
+/// pthread_kill to a thread spinning in program code and to one asleep in a condition
+/// variable: each handler runs in its thread; on one VP, two VPs and two nodes.
+#[test]
+fn signals_reach_other_threads_on_any_node() {
+    let dir = Scratch::new("thread-signals");
+    let program = build(&dir.0, "thread_signals.c", "gcc", &["-static", "-pthread"]);
+    assert_same_with(&program, &[], 1, &["--mem-mib", "512"]);
+    assert_same_with(&program, &[], 1, &["--nodes", "2", "--mem-mib", "256"]);
+}
+
 /// Faults the program does not handle end it with Linux's status (128 + the signal,
 /// checked against a native run of the same binary), and one line on stderr naming the
 /// signal, the faulting address and the instruction. A null write faults even though

@@ -174,10 +174,15 @@ extern "sysv64" fn handle_interrupt(
         }
     }
     if PREEMPTIVE.load(Ordering::Acquire) {
-        // SAFETY: the VMM pushed the frame and the entry stub passes its address; it
-        // stays on this stack until the handler returns.
-        let rip = unsafe { (*frame).rip };
-        crate::sched::preempt_from_interrupt(rip);
+        // SAFETY: the VMM pushed the frame and the entry stub passes its address, with
+        // the registers and SSE state it saved just below; they stay on this stack
+        // until the handler returns, and nothing else refers to them.
+        let (frame, saved, fx) = unsafe { (&mut *frame, &mut *saved, &*fx.cast::<[u8; 512]>()) };
+        crate::sched::preempt_from_interrupt(frame.rip);
+        let kernel_text = crate::alloc::image_start()..crate::alloc::image_end();
+        if !kernel_text.contains(&frame.rip) && !crate::sched::current_is_idle() {
+            crate::linux::at_interrupt(frame, saved, fx);
+        }
     }
 }
 

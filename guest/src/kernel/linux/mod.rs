@@ -210,6 +210,15 @@ pub fn fault(
     syscalls::signals::fault(vector, frame, saved, fx);
 }
 
+/// An interrupt returns to program code: a signal another thread sent is taken now.
+pub fn at_interrupt(
+    frame: &mut vima::interrupt::InterruptFrame,
+    saved: &mut crate::interrupts::SavedRegs,
+    fx: &[u8; 512],
+) {
+    syscalls::signals::at_interrupt(frame, saved, fx);
+}
+
 /// The flags a program starts with (bit 1 is always set; interrupts on).
 const INITIAL_RFLAGS: u64 = 0x202;
 

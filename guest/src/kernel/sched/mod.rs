@@ -204,6 +204,11 @@ static QUEUES: [PageAligned<RunQueue>; MAX_VPS] = [const { PageAligned(RunQueue:
 
 /// Program threads alive.
 static LIVE: PageAligned<AtomicU64> = PageAligned(AtomicU64::new(0));
+/// Most program threads alive at once.
+pub const MAX_THREADS: usize = 1024;
+/// Every live program thread, so a thread id finds its thread (tgkill).
+static THREADS: crate::spinlock::SpinLock<[usize; MAX_THREADS]> =
+    crate::spinlock::SpinLock::new([0; MAX_THREADS]);
 /// TSC ticks every program thread ran, up to its last switch out.
 static PROGRAM_TICKS: PageAligned<AtomicU64> = PageAligned(AtomicU64::new(0));
 /// The next thread id (the main thread is 1, the process id).
@@ -555,6 +560,11 @@ pub fn preempt_from_interrupt(interrupted_rip: u64) {
     }
 }
 
+/// True when this VP runs its idle context (no program thread).
+pub fn current_is_idle() -> bool {
+    current().is_idle()
+}
+
 /// At a system call's exit: switches if an interrupt asked for it.
 pub fn resched_point() {
     if queue(current_vp()).resched.load(Ordering::Relaxed) != 0 {
@@ -628,6 +638,9 @@ pub enum SpawnError {
     /// No memory for its kernel stack.
     #[error("no memory for a thread: {0}")]
     Memory(#[from] guest::page_alloc::PageAllocError),
+    /// MAX_THREADS threads are alive.
+    #[error("too many threads")]
+    TooMany,
 }
 
 /// Makes a thread that enters the program with `frame`'s registers, `fx`'s SSE state
@@ -664,6 +677,17 @@ pub fn spawn(
     // SAFETY: the stack top is page aligned and the stack is the new thread's.
     let rsp = unsafe { switch::build_initial_stack(thread.kernel_stack_top(), frame, fx) };
     thread.saved_rsp.store(rsp, Ordering::Relaxed);
+    {
+        let mut threads = THREADS.lock();
+        match threads.iter_mut().find(|slot| **slot == 0) {
+            Some(slot) => *slot = core::ptr::from_ref(thread) as usize,
+            None => {
+                drop(threads);
+                let _ = alloc::free_pages(base, THREAD_PAGES);
+                return Err(SpawnError::TooMany);
+            }
+        }
+    }
     LIVE.fetch_add(1, Ordering::Relaxed);
     Ok(thread)
 }
@@ -671,6 +695,31 @@ pub fn spawn(
 /// Queues a thread [`spawn`] made.
 pub fn start(thread: &'static Thread) {
     enqueue(thread, thread.vp.load(Ordering::Relaxed));
+}
+
+/// Runs `f` on the live thread with id `tid` (None if there is none), with the thread
+/// table locked so the thread cannot go away meanwhile.
+pub fn with_thread<R>(tid: u32, f: impl FnOnce(&'static Thread) -> R) -> Option<R> {
+    let threads = THREADS.lock();
+    let found = threads.iter().filter(|&&p| p != 0).find_map(|&p| {
+        // SAFETY: a registered pointer is a live thread's header; exit_thread removes it
+        // under this lock before the thread can be freed.
+        let thread: &'static Thread = unsafe { &*(p as *const Thread) };
+        (thread.id() == tid).then_some(thread)
+    });
+    found.map(f)
+}
+
+/// Makes a thread that sleeps come back to look at a signal sent to it; a running one
+/// gets an IPI on its VP (it looks when it next returns to the program).
+pub fn interrupt_thread(thread: &'static Thread) {
+    if wake(thread) {
+        return;
+    }
+    let vp = thread.vp.load(Ordering::Relaxed);
+    if vp != current_vp() && thread.on_cpu.load(Ordering::Relaxed) != 0 {
+        let _ = vima_calls::ipi_send(vp, vima::interrupt::VECTOR_IPI);
+    }
 }
 
 /// CPU time of the calling thread, in TSC ticks (CLOCK_THREAD_CPUTIME_ID).
@@ -692,6 +741,13 @@ pub fn program_cpu_ticks() -> u64 {
 /// Ends the calling thread; returns the program threads still alive (the caller ends
 /// the program when none is). Does not return if others remain.
 pub fn exit_thread() -> u64 {
+    {
+        let me = core::ptr::from_ref(current()) as usize;
+        let mut threads = THREADS.lock();
+        if let Some(slot) = threads.iter_mut().find(|slot| **slot == me) {
+            *slot = 0;
+        }
+    }
     let left = LIVE.fetch_sub(1, Ordering::AcqRel) - 1;
     if left == 0 {
         return 0;

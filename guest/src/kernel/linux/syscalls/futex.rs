@@ -12,7 +12,7 @@
 use core::ptr::null_mut;
 use core::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 
-use guest::linux_abi::errno::{EAGAIN, EINVAL, ENOSYS, ETIMEDOUT};
+use guest::linux_abi::errno::{EAGAIN, EINTR, EINVAL, ENOSYS, ETIMEDOUT};
 use guest::linux_abi::layout::timespec_ns;
 
 use super::{time, user, SysResult};
@@ -169,8 +169,11 @@ fn wait_at(
     }
     WAITERS.lock.unlock();
     if still_waiting {
-        // Only a deadline (or a wake-up that raced with it and lost) ends a wait
-        // without a waker taking the thread off the list.
+        // A signal sent to the thread woke it; otherwise only a deadline (or a wake-up
+        // that raced with it and lost) ends a wait without a waker taking it off.
+        if super::signals::signal_pending() {
+            return Err(EINTR);
+        }
         return Err(ETIMEDOUT);
     }
     Ok(0)

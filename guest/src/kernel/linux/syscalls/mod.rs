@@ -71,6 +71,7 @@ pub extern "sysv64" fn dispatch(frame: &mut SyscallFrame) {
         Ok(value) => value,
         Err(errno) => (-errno) as u64,
     };
+    signals::at_syscall_exit(frame);
     crate::sched::resched_point();
 }
 

@@ -328,23 +328,7 @@ fn fault_siginfo(vector: u8, frame: &ExceptionFrame) -> (i32, u64) {
 pub fn fault(vector: u8, frame: &mut ExceptionFrame, saved: &mut SavedRegs, fx: &[u8; 512]) {
     let (sig, name, what) = for_exception(vector);
     if let Some(act) = handler_for(sig) {
-        let f = &frame.frame;
-        let regs = UserRegs {
-            r: [
-                saved.r8, saved.r9, saved.r10, saved.r11, saved.r12, saved.r13, saved.r14,
-                saved.r15,
-            ],
-            rdi: f.rdi,
-            rsi: f.rsi,
-            rbp: saved.rbp,
-            rbx: saved.rbx,
-            rdx: f.rdx,
-            rax: f.rax,
-            rcx: saved.rcx,
-            rsp: f.rsp,
-            rip: f.rip,
-            rflags: f.rflags,
-        };
+        let regs = interrupted_regs(&frame.frame, saved);
         let info = FaultInfo {
             err: frame.error_code,
             trapno: u64::from(vector),
@@ -355,14 +339,7 @@ pub fn fault(vector: u8, frame: &mut ExceptionFrame, saved: &mut SavedRegs, fx: 
         let in_use = current_rsp().saturating_sub(KERNEL_STACK_MARGIN);
         let code = fault_siginfo(vector, frame);
         if let Ok(entry) = push_frame(sig, &act, &regs, &info, code, fx, in_use) {
-            let f = &mut frame.frame;
-            f.rip = entry.rip;
-            f.rsp = entry.rsp;
-            f.rdi = entry.rdi;
-            f.rsi = entry.rsi;
-            f.rdx = entry.rdx;
-            f.rax = entry.rax;
-            f.rflags = entry.rflags;
+            enter_handler(&mut frame.frame, &entry);
             return;
         }
         // No room for the frame: Linux forces SIGSEGV with its default action.
@@ -419,8 +396,13 @@ fn ignored_by_default(sig: u64) -> bool {
 /// once (the call returns 0 to the code the handler returns to); the default action
 /// ends the program with 128 + the signal, or does nothing; ignored, nothing.
 fn raise_self(frame: &SyscallFrame, sig: u64, code: i32) -> SysResult {
+    deliver_from_syscall(frame, sig, code, 0)
+}
+
+/// Takes `sig` in the calling thread at the end of a system call that returns `result`.
+fn deliver_from_syscall(frame: &SyscallFrame, sig: u64, code: i32, result: u64) -> SysResult {
     if let Some(act) = handler_for(sig) {
-        let regs = syscall_regs(frame, 0);
+        let regs = syscall_regs(frame, result);
         let fx = syscall_fx(frame);
         let entry = push_frame(
             sig,
@@ -447,18 +429,140 @@ fn raise_self(frame: &SyscallFrame, sig: u64, code: i32) -> SysResult {
     crate::vima_calls::vs_exit(128 + sig)
 }
 
-/// `tgkill(tgid, tid, sig)` / `tkill(tid, sig)`: to the calling thread only, so far.
+/// `tgkill(tgid, tid, sig)` / `tkill(tid, sig)`. To the calling thread: delivered at
+/// once. To another thread of the program: pending on it, which is woken if it sleeps
+/// (its wait ends early, a futex wait with EINTR) or sent an IPI if it runs, and takes
+/// the signal when it next returns to the program ([`at_syscall_exit`],
+/// [`at_interrupt`]).
 pub fn tgkill(frame: &SyscallFrame, tgid: u64, tid: u64, sig: u64) -> SysResult {
-    if tgid != PID || tid != u64::from(sched::current().id()) {
+    if tgid != PID {
         return Err(ESRCH);
     }
     if sig > NSIG {
         return Err(EINVAL);
     }
-    if sig == 0 {
-        return Ok(0);
+    let me = sched::current();
+    if tid == u64::from(me.id()) {
+        return if sig == 0 {
+            Ok(0)
+        } else {
+            raise_self(frame, sig, SI_TKILL)
+        };
     }
-    raise_self(frame, sig, SI_TKILL)
+    let tid = u32::try_from(tid).map_err(|_| ESRCH)?;
+    sched::with_thread(tid, |thread| {
+        if sig != 0 {
+            thread.sigpending.fetch_or(bit(sig), Ordering::SeqCst);
+            sched::interrupt_thread(thread);
+        }
+    })
+    .ok_or(ESRCH)?;
+    Ok(0)
+}
+
+/// The lowest pending signal the calling thread does not block, taken off its set.
+fn take_pending() -> Option<u64> {
+    let me = sched::current();
+    let ready = me.sigpending.load(Ordering::SeqCst) & !me.sigmask.load(Ordering::Relaxed);
+    if ready == 0 {
+        return None;
+    }
+    let sig = u64::from(ready.trailing_zeros()) + 1;
+    me.sigpending.fetch_and(!bit(sig), Ordering::SeqCst);
+    Some(sig)
+}
+
+/// True when the calling thread has a pending signal it does not block.
+pub fn signal_pending() -> bool {
+    let me = sched::current();
+    me.sigpending.load(Ordering::Relaxed) & !me.sigmask.load(Ordering::Relaxed) != 0
+}
+
+/// At the end of every system call: a pending signal another thread sent is taken now
+/// (its handler runs; the call's result is what the handler returns to).
+pub fn at_syscall_exit(frame: &SyscallFrame) {
+    if let Some(sig) = take_pending() {
+        let _ = deliver_from_syscall(frame, sig, SI_TKILL, frame.rax);
+    }
+}
+
+/// When an interrupt returns to program code: a pending signal is taken now, by
+/// entering its handler in place of the interrupted instruction.
+pub fn at_interrupt(
+    frame: &mut vima::interrupt::InterruptFrame,
+    saved: &mut SavedRegs,
+    fx: &[u8; 512],
+) {
+    let Some(sig) = take_pending() else {
+        return;
+    };
+    match handler_for_pending(sig) {
+        Pending::Handler(act) => {
+            let regs = interrupted_regs(frame, saved);
+            let in_use = current_rsp().saturating_sub(KERNEL_STACK_MARGIN);
+            if let Ok(entry) = push_frame(
+                sig,
+                &act,
+                &regs,
+                &FaultInfo::default(),
+                (SI_TKILL, PID),
+                fx,
+                in_use,
+            ) {
+                enter_handler(frame, &entry);
+            }
+        }
+        Pending::Ignore => {}
+        Pending::Terminate => {
+            crate::console::flush();
+            crate::vima_calls::vs_exit(128 + sig)
+        }
+    }
+}
+
+enum Pending {
+    Handler(SigAction),
+    Ignore,
+    Terminate,
+}
+
+fn handler_for_pending(sig: u64) -> Pending {
+    let act = action(sig);
+    if act.handler > SIG_IGN && act.flags & SA_RESTORER != 0 {
+        Pending::Handler(act)
+    } else if act.handler == SIG_IGN || ignored_by_default(sig) {
+        Pending::Ignore
+    } else {
+        Pending::Terminate
+    }
+}
+
+fn interrupted_regs(f: &vima::interrupt::InterruptFrame, saved: &SavedRegs) -> UserRegs {
+    UserRegs {
+        r: [
+            saved.r8, saved.r9, saved.r10, saved.r11, saved.r12, saved.r13, saved.r14, saved.r15,
+        ],
+        rdi: f.rdi,
+        rsi: f.rsi,
+        rbp: saved.rbp,
+        rbx: saved.rbx,
+        rdx: f.rdx,
+        rax: f.rax,
+        rcx: saved.rcx,
+        rsp: f.rsp,
+        rip: f.rip,
+        rflags: f.rflags,
+    }
+}
+
+fn enter_handler(f: &mut vima::interrupt::InterruptFrame, entry: &UserRegs) {
+    f.rip = entry.rip;
+    f.rsp = entry.rsp;
+    f.rdi = entry.rdi;
+    f.rsi = entry.rsi;
+    f.rdx = entry.rdx;
+    f.rax = entry.rax;
+    f.rflags = entry.rflags;
 }
 
 /// `kill(pid, sig)` to the program itself (pid 1, 0 or -1): delivered to the caller.
