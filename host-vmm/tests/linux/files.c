@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -76,6 +77,10 @@ int main(void) {
         for (ssize_t i = 0; i < got; i++) lines += buf[i] == '\n';
     printf("/words.txt: %ld bytes, %d lines, regular %d\n", (long)st.st_size, lines,
            S_ISREG(st.st_mode));
+    /* A private read-only mapping of the file holds its bytes, then zeros. */
+    char *mapped = mmap(NULL, 8192, PROT_READ, MAP_PRIVATE, fd, 0);
+    printf("mapped: %.*s| then %d\n", (int)st.st_size, mapped, mapped[st.st_size + 100]);
+    munmap(mapped, 8192);
     close(fd);
 
     int excl = open("/tmp/from-thread", O_CREAT | O_EXCL | O_WRONLY, 0644);

@@ -209,6 +209,21 @@ pub fn read(fd: u64, buf: u64, count: u64) -> SysResult {
     Ok(n)
 }
 
+/// Whether `fd` can be mapped (mmap of a file): `Ok(true)` for /dev/zero (a mapping of
+/// zeros), `Ok(false)` for a file to copy; EBADF for a closed descriptor, EACCES for a
+/// write-only one, ENODEV for one that is not a file.
+pub fn check_mappable(fd: u64) -> Result<bool, i64> {
+    let open = fs::get(fd)?;
+    if open.flags & O_ACCMODE == O_WRONLY {
+        return Err(guest::linux_abi::errno::EACCES);
+    }
+    match open.kind {
+        Kind::Zero => Ok(true),
+        Kind::Host { dir: false, .. } | Kind::Memory { .. } | Kind::Tmp(_) => Ok(false),
+        _ => Err(guest::linux_abi::errno::ENODEV),
+    }
+}
+
 /// `pread64(fd, buf, count, offset)`.
 pub fn pread64(fd: u64, buf: u64, count: u64, offset: u64) -> SysResult {
     user::check(buf, count)?;

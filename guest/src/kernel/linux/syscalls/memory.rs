@@ -4,8 +4,9 @@
 //! The break grows up from the end of the loaded image into the range the VMM kept for
 //! it (`ProgramHeader::brk_limit`, outside the allocator). `mmap` takes zeroed blocks
 //! from the allocator, on the calling VP's node, and records them in a [`VmaTable`], so
-//! `munmap` gives back only what `mmap` handed out. Not yet: file-backed mappings,
-//! `MAP_FIXED` outside the program's own mappings, and protection (`mprotect` and
+//! `munmap` gives back only what `mmap` handed out. A file mapping is a private copy
+//! of the file's bytes. Not yet: shared writable file mappings, `MAP_FIXED` outside the
+//! program's own mappings, and protection (`mprotect` and
 //! PROT_NONE guard pages are accepted but not enforced; docs/linux-abi.md).
 
 use guest::linux_abi::errno::{EEXIST, EFAULT, EINVAL, ENODEV, ENOMEM};
@@ -85,15 +86,40 @@ pub fn brk(addr: u64) -> SysResult {
 }
 
 /// `mmap(addr, len, prot, flags, fd, offset)`.
-pub fn mmap(addr: u64, len: u64, prot: u64, flags: u64, _fd: u64, offset: u64) -> SysResult {
-    let pages = pages_of(len)?;
-    let bytes = pages * PAGE_SIZE;
+pub fn mmap(addr: u64, len: u64, prot: u64, flags: u64, fd: u64, offset: u64) -> SysResult {
     if flags & (MAP_SHARED | MAP_PRIVATE) == 0 || offset % PAGE_SIZE != 0 {
         return Err(EINVAL);
     }
-    if flags & MAP_ANONYMOUS == 0 {
+    if flags & MAP_ANONYMOUS != 0 {
+        return map_anonymous(addr, len, prot, flags);
+    }
+    // A file: a private copy of its bytes (a shared writable mapping would have to
+    // write back, which no file here supports).
+    if flags & MAP_SHARED != 0 && prot & PROT_WRITE != 0 {
         return Err(ENODEV);
     }
+    if super::files::check_mappable(fd)? {
+        return map_anonymous(addr, len, prot, flags | MAP_ANONYMOUS);
+    }
+    let block = map_anonymous(addr, len, prot | PROT_WRITE, flags | MAP_ANONYMOUS)?;
+    let mut done = 0;
+    while done < len {
+        // Not under the memory lock: reading the root may move the thread to node 0.
+        match super::files::pread64(fd, block + done, len - done, offset + done) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) => {
+                let _ = munmap(block, len);
+                return Err(e);
+            }
+        }
+    }
+    Ok(block)
+}
+
+fn map_anonymous(addr: u64, len: u64, prot: u64, flags: u64) -> SysResult {
+    let pages = pages_of(len)?;
+    let bytes = pages * PAGE_SIZE;
     let mut mem = MEMORY.lock();
     if flags & (MAP_FIXED | MAP_FIXED_NOREPLACE) != 0 {
         if addr % PAGE_SIZE != 0 {
