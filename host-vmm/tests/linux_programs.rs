@@ -259,6 +259,22 @@ fn signal_handlers_run_as_on_linux() {
     }
 }
 
+/// sched_setaffinity moves a thread to the VP it names, children inherit it; the test
+/// machine has two CPUs and the virtual server two VPs (on one node, then on two), so
+/// the native run prints the same numbers.
+#[test]
+fn affinity_pins_threads_to_vps() {
+    let dir = Scratch::new("affinity");
+    let program = build(&dir.0, "affinity.c", "gcc", &["-static", "-pthread"]);
+    if std::thread::available_parallelism().map_or(0, |n| n.get()) != 2 {
+        // The native run names CPUs 0 and 1 only where there are exactly two.
+        eprintln!("skipped: this machine does not have exactly two CPUs");
+        return;
+    }
+    assert_same_with(&program, &[], 2, &["--mem-mib", "512"]);
+    assert_same_with(&program, &[], 1, &["--nodes", "2", "--mem-mib", "256"]);
+}
+
 /// pthread_kill to a thread spinning in program code and to one asleep in a condition
 /// variable: each handler runs in its thread; on one VP, two VPs and two nodes.
 #[test]

@@ -78,6 +78,8 @@ pub struct Thread {
     pub robust_list: AtomicU64,
     /// The blocked signals (`rt_sigprocmask`).
     pub sigmask: AtomicU64,
+    /// The VPs it may run on, a bit each (`sched_setaffinity`).
+    pub affinity: AtomicU64,
     /// Signals sent to it while blocked (delivered when unblocked).
     pub sigpending: AtomicU64,
     /// The alternate signal stack (`sigaltstack`): base, size, flags.
@@ -110,6 +112,11 @@ pub struct Thread {
 }
 
 impl Thread {
+    /// True when its affinity allows VP `vp`.
+    pub fn may_run_on(&self, vp: u32) -> bool {
+        self.affinity.load(Ordering::Relaxed) & (1u64 << (vp % 64)) != 0
+    }
+
     const fn idle() -> Self {
         Self {
             saved_rsp: AtomicU64::new(0),
@@ -122,6 +129,7 @@ impl Thread {
             clear_child_tid: AtomicU64::new(0),
             robust_list: AtomicU64::new(0),
             sigmask: AtomicU64::new(0),
+            affinity: AtomicU64::new(u64::MAX),
             sigpending: AtomicU64::new(0),
             altstack: [
                 AtomicU64::new(0),
@@ -309,13 +317,20 @@ fn enqueue(thread: &'static Thread, vp: u32) {
 }
 
 fn pop(vp: u32) -> Option<&'static Thread> {
+    pop_for(vp, None)
+}
+
+/// The head of `vp`'s queue; with `thief`, only if that VP may run it.
+fn pop_for(vp: u32, thief: Option<u32>) -> Option<&'static Thread> {
     let q = queue(vp);
     if q.len.load(Ordering::Relaxed) == 0 {
         return None;
     }
     q.lock.lock();
     let head = q.head.load(Ordering::Relaxed);
-    let thread = if head.is_null() {
+    // SAFETY: as in `enqueue`.
+    let allowed = |t: *mut Thread| thief.is_none_or(|v| unsafe { (*t).may_run_on(v) });
+    let thread = if head.is_null() || !allowed(head) {
         None
     } else {
         // SAFETY: as in `enqueue`.
@@ -342,7 +357,7 @@ fn steal(vp: u32) -> Option<&'static Thread> {
             if (k.node_of(other as usize) == node) != same_node {
                 continue;
             }
-            if let Some(thread) = pop(other) {
+            if let Some(thread) = pop_for(other, Some(vp)) {
                 return Some(thread);
             }
         }
@@ -350,17 +365,37 @@ fn steal(vp: u32) -> Option<&'static Thread> {
     None
 }
 
-/// The VP a new thread starts on: the least loaded, ties going round the VPs.
+/// The VP a new thread of the caller starts on: the least loaded of those the caller's
+/// affinity allows (a child inherits it), ties going round the VPs.
 pub fn place() -> u32 {
+    place_within(current().affinity.load(Ordering::Relaxed))
+}
+
+/// The least loaded VP of `mask` (any VP if the mask names none).
+fn place_within(mask: u64) -> u32 {
     let count = vp_count();
     let start = PLACE_CURSOR.fetch_add(1, Ordering::Relaxed) % count;
-    let mut best = start;
-    for vp in (0..count).map(|i| (start + i) % count) {
-        if queue(vp).load() < queue(best).load() {
-            best = vp;
+    let allowed = |vp: u32| mask & (1u64 << (vp % 64)) != 0;
+    let mut best: Option<u32> = None;
+    for vp in (0..count)
+        .map(|i| (start + i) % count)
+        .filter(|&vp| allowed(vp))
+    {
+        if best.is_none_or(|b| queue(vp).load() < queue(b).load()) {
+            best = Some(vp);
         }
     }
-    best
+    best.unwrap_or(start)
+}
+
+/// Restricts the calling thread to the VPs of `mask` (already checked to name one) and
+/// moves it if it runs elsewhere.
+pub fn set_own_affinity(mask: u64) {
+    let me = current();
+    me.affinity.store(mask, Ordering::Relaxed);
+    if !me.may_run_on(current_vp()) {
+        move_to_vp(place_within(mask));
+    }
 }
 
 /// Places the calling thread's next child now (its stack is being mapped, and should
@@ -384,7 +419,13 @@ pub fn wake(thread: &'static Thread) -> bool {
     while thread.on_cpu.load(Ordering::Acquire) != 0 {
         spin_loop();
     }
-    enqueue(thread, thread.vp.load(Ordering::Relaxed));
+    let last = thread.vp.load(Ordering::Relaxed);
+    let vp = if thread.may_run_on(last) {
+        last
+    } else {
+        place_within(thread.affinity.load(Ordering::Relaxed))
+    };
+    enqueue(thread, vp);
     true
 }
 
@@ -524,6 +565,15 @@ pub fn move_to_node(node: u32) {
     else {
         return;
     };
+    move_to_vp(target);
+}
+
+/// Moves the calling thread to VP `target`; returns once it runs there.
+pub fn move_to_vp(target: u32) {
+    let vp = current_vp();
+    if target == vp {
+        return;
+    }
     let me = current();
     let q = queue(vp);
     me.move_to.store(target, Ordering::Relaxed);
@@ -670,6 +720,10 @@ pub fn spawn(
     };
     thread.tid.store(tid, Ordering::Relaxed);
     thread.base.store(base, Ordering::Relaxed);
+    thread.affinity.store(
+        current().affinity.load(Ordering::Relaxed),
+        Ordering::Relaxed,
+    );
     thread.fs_base.store(fs_base, Ordering::Relaxed);
     thread.on_cpu.store(0, Ordering::Relaxed);
     thread.vp.store(vp, Ordering::Relaxed);

@@ -3,7 +3,7 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use guest::linux_abi::errno::EINVAL;
+use guest::linux_abi::errno::{EINVAL, ESRCH};
 use guest::linux_abi::layout::utsname;
 
 use super::{user, SysResult};
@@ -28,23 +28,64 @@ pub fn uname(buf: u64) -> SysResult {
 }
 
 /// `sched_getaffinity(pid, len, mask)`: every VP of the virtual server.
-pub fn sched_getaffinity(len: u64, mask: u64) -> SysResult {
+pub fn sched_getaffinity(tid: u64, len: u64, mask: u64) -> SysResult {
     let vps = kernel().vp_count() as u64;
     let bytes = vps.div_ceil(64) * 8;
     if len < bytes || len % 8 != 0 {
         return Err(EINVAL);
     }
-    for word in 0..bytes / 8 {
-        let first = word * 64;
-        let count = (vps - first).min(64);
-        let bits = if count == 64 {
-            u64::MAX
-        } else {
-            (1u64 << count) - 1
-        };
-        user::write(mask + word * 8, &bits.to_le_bytes())?;
-    }
+    let all = if vps >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << vps) - 1
+    };
+    let affinity = thread_affinity(tid)?;
+    user::write(mask, &(affinity & all).to_le_bytes())?;
     Ok(bytes)
+}
+
+/// The affinity of thread `tid` (0: the caller).
+fn thread_affinity(tid: u64) -> Result<u64, i64> {
+    let me = crate::sched::current();
+    if tid == 0 || tid == u64::from(me.id()) {
+        return Ok(me.affinity.load(core::sync::atomic::Ordering::Relaxed));
+    }
+    let tid = u32::try_from(tid).map_err(|_| ESRCH)?;
+    crate::sched::with_thread(tid, |t| {
+        t.affinity.load(core::sync::atomic::Ordering::Relaxed)
+    })
+    .ok_or(ESRCH)
+}
+
+/// `sched_setaffinity(tid, len, mask)`: the VPs a thread may run on (the caller, or
+/// another thread of the program, which moves when it next switches); a mask naming no
+/// VP of the virtual server is EINVAL.
+pub fn sched_setaffinity(tid: u64, len: u64, mask: u64) -> SysResult {
+    let vps = kernel().vp_count() as u64;
+    let all = if vps >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << vps) - 1
+    };
+    let mut bytes = [0u8; 8];
+    let n = usize::try_from(len.min(8)).unwrap_or(8);
+    user::read(mask, &mut bytes[..n])?;
+    let wanted = u64::from_le_bytes(bytes) & all;
+    if wanted == 0 {
+        return Err(EINVAL);
+    }
+    let me = crate::sched::current();
+    if tid == 0 || tid == u64::from(me.id()) {
+        crate::sched::set_own_affinity(wanted);
+        return Ok(0);
+    }
+    let tid = u32::try_from(tid).map_err(|_| ESRCH)?;
+    crate::sched::with_thread(tid, |t| {
+        t.affinity
+            .store(wanted, core::sync::atomic::Ordering::Relaxed);
+    })
+    .ok_or(ESRCH)?;
+    Ok(0)
 }
 
 /// The thread's name (PR_SET_NAME), NUL padded.
