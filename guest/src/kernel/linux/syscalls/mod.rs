@@ -113,6 +113,49 @@ impl core::fmt::Write for LineBuf {
 
 /// Prints `name(args) = result` on stderr as strace does (arguments in hex, not yet
 /// decoded); `None` for a call that does not return.
+/// Which argument of system call `number` is a path, for `--strace`.
+fn path_argument(number: u64) -> Option<usize> {
+    match number {
+        nr::OPEN | nr::STAT | nr::LSTAT | nr::ACCESS | nr::READLINK | nr::CHDIR | nr::UNLINK => {
+            Some(0)
+        }
+        nr::OPENAT
+        | nr::NEWFSTATAT
+        | nr::FACCESSAT
+        | nr::FACCESSAT2
+        | nr::READLINKAT
+        | nr::UNLINKAT
+        | nr::UTIMENSAT => Some(1),
+        _ => None,
+    }
+}
+
+/// Writes the program's string at `addr` quoted (at most 64 bytes, non-printable bytes
+/// escaped), or the address if it cannot be read.
+fn write_path(line: &mut LineBuf, addr: u64) {
+    use core::fmt::Write;
+    let mut buf = [0u8; 65];
+    let Ok(len) = user::read_path(addr, &mut buf).or_else(|e| {
+        if e == guest::linux_abi::errno::ENAMETOOLONG {
+            Ok(64)
+        } else {
+            Err(e)
+        }
+    }) else {
+        let _ = write!(line, "{addr:#x}");
+        return;
+    };
+    let _ = line.write_str("\"");
+    for &b in &buf[..len.min(64)] {
+        let _ = if (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\' {
+            line.write_char(char::from(b))
+        } else {
+            write!(line, "\\x{b:02x}")
+        };
+    }
+    let _ = line.write_str(if len >= 64 { "\"..." } else { "\"" });
+}
+
 fn trace(number: u64, a: &[u64; 6], result: Option<SysResult>) {
     use core::fmt::Write;
     let mut line = LineBuf::new();
@@ -120,9 +163,15 @@ fn trace(number: u64, a: &[u64; 6], result: Option<SysResult>) {
         Some(name) => write!(line, "{name}("),
         None => write!(line, "syscall_{number}("),
     };
+    let path_arg = path_argument(number);
     for (i, arg) in a.iter().enumerate() {
         let sep = if i == 0 { "" } else { ", " };
-        let _ = write!(line, "{sep}{arg:#x}");
+        if path_arg == Some(i) {
+            let _ = write!(line, "{sep}");
+            write_path(&mut line, *arg);
+        } else {
+            let _ = write!(line, "{sep}{arg:#x}");
+        }
     }
     let _ = match result {
         None => writeln!(line, ") = ?"),
