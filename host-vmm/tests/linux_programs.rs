@@ -576,6 +576,52 @@ fn a_hostile_program_ends_cleanly_and_disturbs_nobody() {
     assert_eq!(want.status.code(), got.status.code());
 }
 
+/// The kernel's own files describe the virtual server: one /proc/cpuinfo entry and one
+/// /sys online CPU per VP of every node, the program's mappings in /proc/self/maps.
+#[test]
+fn kernel_files_describe_the_virtual_server() {
+    let busybox = Path::new("/bin/busybox");
+    let cat = |file: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_cvmm"))
+            .args([
+                "run",
+                "--nodes",
+                "2",
+                "--vps-per-node",
+                "2",
+                "--mem-mib",
+                "64",
+                "--",
+            ])
+            .arg(busybox)
+            .args(["cat", file])
+            .output()
+            .expect("cvmm runs");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let cpuinfo = cat("/proc/cpuinfo");
+    assert_eq!(cpuinfo.matches("processor\t:").count(), 4, "{cpuinfo}");
+    assert_eq!(cpuinfo.matches("node\t\t: 1").count(), 2, "{cpuinfo}");
+    assert_eq!(cat("/sys/devices/system/cpu/online"), "0-3\n");
+    let maps = cat("/proc/self/maps");
+    assert!(
+        maps.contains("r-xp 00000000 00:00 0 /usr/bin/busybox") || maps.contains("/bin/busybox"),
+        "{maps}"
+    );
+    assert!(
+        maps.contains("[heap]") && maps.contains("[stack]"),
+        "{maps}"
+    );
+    let meminfo = cat("/proc/meminfo");
+    assert!(meminfo.starts_with("MemTotal:"), "{meminfo}");
+}
+
 /// A system call the guest kernel does not implement returns ENOSYS and is counted in
 /// `--stats-json` by number and name.
 #[test]

@@ -2,7 +2,7 @@
 //! CLONE_FILES says), open file descriptions shared by duplicated descriptors, and the
 //! file systems a path can name:
 //! - `/dev`: null, zero, urandom, stdin, stdout, stderr;
-//! - `/proc` and `/sys`: generated text (cpuinfo with one entry per VP, meminfo, and
+//! - `/proc` and `/sys`: generated text (cpuinfo with one entry per VP, meminfo, maps,
 //!   `/sys/devices/system/cpu/online` and `possible`, so that sysconf and libgomp see
 //!   every VP of the cluster), made at open into pages of the caller's node;
 //! - `/tmp`: a writable file system in logical memory ([`crate::linux::tmpfs`]);
@@ -317,6 +317,8 @@ pub enum Generated {
     MemInfo,
     /// /sys/devices/system/cpu/online and possible.
     CpuList,
+    /// /proc/self/maps.
+    Maps,
 }
 
 /// Which file system `path` belongs to, and what it names there.
@@ -331,6 +333,7 @@ pub fn lookup(path: &AbsPath) -> Result<Node, i64> {
         b"/dev/stderr" | b"/proc/self/fd/2" => Node::Device(Kind::Stream(2)),
         b"/proc/cpuinfo" => Node::Generated(Generated::CpuInfo),
         b"/proc/meminfo" => Node::Generated(Generated::MemInfo),
+        b"/proc/self/maps" => Node::Generated(Generated::Maps),
         b"/sys/devices/system/cpu/online" | b"/sys/devices/system/cpu/possible" => {
             Node::Generated(Generated::CpuList)
         }
@@ -356,28 +359,41 @@ pub fn lookup(path: &AbsPath) -> Result<Node, i64> {
     })
 }
 
-/// A small formatter into a fixed buffer.
+/// A formatter into kernel pages; what does not fit is cut.
 struct Text {
-    buf: [u8; 8192],
+    addr: u64,
+    cap: usize,
     len: usize,
 }
 
 impl core::fmt::Write for Text {
     fn write_str(&mut self, s: &str) -> core::fmt::Result {
-        let n = s.len().min(self.buf.len() - self.len);
-        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        let n = s.len().min(self.cap - self.len);
+        // SAFETY: [addr, addr + cap) are the scratch pages `generate` allocated for this
+        // text alone; n bytes fit after len.
+        unsafe {
+            core::ptr::copy_nonoverlapping(s.as_ptr(), (self.addr + self.len as u64) as *mut u8, n)
+        };
         self.len += n;
         Ok(())
     }
 }
+
+/// Pages of scratch a generated file is formatted into (its text is then copied into a
+/// block of its own size).
+const SCRATCH_PAGES: u64 = 8;
 
 /// Makes the contents of a generated file in pages of the caller's node.
 pub fn generate(what: Generated) -> Result<Kind, i64> {
     use core::fmt::Write;
     let k = kernel();
     let vps = k.vp_count();
+    let node = k.node_of(current_vp() as usize);
+    let nomem = |_| guest::linux_abi::errno::ENOMEM;
+    let scratch = alloc::alloc_pages(SCRATCH_PAGES, node).map_err(nomem)?;
     let mut text = Text {
-        buf: [0; 8192],
+        addr: scratch,
+        cap: usize::try_from(SCRATCH_PAGES * PAGE_SIZE).unwrap_or(0),
         len: 0,
     };
     match what {
@@ -403,12 +419,15 @@ pub fn generate(what: Generated) -> Result<Kind, i64> {
                 "MemTotal:       {total:8} kB\nMemFree:        {free:8} kB\nMemAvailable:   {free:8} kB\n"
             );
         }
+        Generated::Maps => crate::linux::syscalls::memory::write_maps(&mut text),
     }
     let len = text.len as u64;
     let pages = len.div_ceil(PAGE_SIZE).max(1);
-    let node = k.node_of(current_vp() as usize);
-    let addr = alloc::alloc_pages(pages, node).map_err(|_| guest::linux_abi::errno::ENOMEM)?;
-    // SAFETY: the allocator gave `pages` pages at `addr` to this file alone.
-    unsafe { core::ptr::copy_nonoverlapping(text.buf.as_ptr(), addr as *mut u8, text.len) };
-    Ok(Kind::Memory { addr, len })
+    let made = alloc::alloc_pages(pages, node).map_err(nomem);
+    if let Ok(addr) = made {
+        // SAFETY: both blocks are this file's alone and do not overlap.
+        unsafe { core::ptr::copy_nonoverlapping(scratch as *const u8, addr as *mut u8, text.len) };
+    }
+    let _ = alloc::free_pages(scratch, SCRATCH_PAGES);
+    Ok(Kind::Memory { addr: made?, len })
 }

@@ -252,3 +252,43 @@ pub fn mremap(old: u64, old_len: u64, new_len: u64, flags: u64) -> SysResult {
     munmap(old, old_bytes)?;
     Ok(new)
 }
+
+/// The program's mappings as `/proc/self/maps` lines: its image, the break, its main
+/// stack and every mapping `mmap` made (`rw-p`, or `---p` while never writable).
+pub fn write_maps(out: &mut impl core::fmt::Write) {
+    let desc = crate::linux::program();
+    let h = desc.header();
+    let exe = core::str::from_utf8(desc.exe()).unwrap_or("?");
+    let mem = MEMORY.lock();
+    let mut lines: [(u64, u64, &str, &str); 4] = [
+        (h.image_start, h.image_end, "r-xp", exe),
+        (
+            mem.brk_start,
+            mem.brk.next_multiple_of(PAGE_SIZE),
+            "rw-p",
+            "[heap]",
+        ),
+        (mem.stack.0, mem.stack.1, "rw-p", "[stack]"),
+        (0, 0, "", ""),
+    ];
+    lines.sort_unstable_by_key(|l| l.0);
+    let mut fixed = lines.iter().filter(|l| l.1 > l.0).peekable();
+    let line = |out: &mut dyn core::fmt::Write, start: u64, end: u64, perms: &str, name: &str| {
+        let _ = writeln!(out, "{start:08x}-{end:08x} {perms} 00000000 00:00 0 {name}");
+    };
+    for v in mem.vmas.iter() {
+        while let Some(f) = fixed.next_if(|f| f.0 < v.start) {
+            line(out, f.0, f.1, f.2, f.3);
+        }
+        line(
+            out,
+            v.start,
+            v.end,
+            if v.written { "rw-p" } else { "---p" },
+            "",
+        );
+    }
+    for f in fixed {
+        line(out, f.0, f.1, f.2, f.3);
+    }
+}
