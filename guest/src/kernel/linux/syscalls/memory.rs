@@ -209,7 +209,7 @@ pub fn madvise(addr: u64, len: u64, advice: u64) -> SysResult {
         if !mem.vmas.covers(addr, end) {
             return Err(EINVAL);
         }
-        user::zero(addr, end - addr)?;
+        user::zero_mostly_zero(addr, end - addr)?;
     }
     Ok(0)
 }

@@ -317,6 +317,33 @@ pub mod user {
         Ok(())
     }
 
+    /// Zeroes `[addr, addr + len)` of the program, writing only words that are not zero
+    /// already: a page that reads as zero stays clean (on a cluster, a shared copy is
+    /// not upgraded to a writable one and invalidated elsewhere). For memory that is
+    /// mostly zero, as what `madvise(MADV_DONTNEED)` of a thread's unused stack covers.
+    pub fn zero_mostly_zero(addr: u64, len: u64) -> Result<(), i64> {
+        check(addr, len)?;
+        let mut at = addr;
+        let end = addr + len;
+        // Unaligned head and tail bytes are simply written.
+        let head = addr.next_multiple_of(8).min(end);
+        let tail = (end & !7).max(head);
+        // SAFETY: as in `write`; every address below lies in [addr, end).
+        unsafe {
+            core::ptr::write_bytes(at as *mut u8, 0, usize_of(head - at));
+            at = head;
+            while at < tail {
+                let word = at as *mut u64;
+                if word.read_volatile() != 0 {
+                    word.write_volatile(0);
+                }
+                at += 8;
+            }
+            core::ptr::write_bytes(tail as *mut u8, 0, usize_of(end - tail));
+        }
+        Ok(())
+    }
+
     /// Reads a NUL-terminated path of at most `buf.len() - 1` bytes into `buf`; returns
     /// its length.
     pub fn read_path(addr: u64, buf: &mut [u8]) -> Result<usize, i64> {
