@@ -63,10 +63,10 @@ impl VmmStats {
     }
 
     /// A Linux system call the guest kernel answered with ENOSYS.
-    pub fn count_unimplemented_syscall(&self, number: u64, name: &str) {
+    pub fn count_unimplemented_syscall(&self, number: u64, name: &str, count: u64) {
         let mut map = self.unimplemented.lock().expect("stats lock");
         let entry = map.entry(number).or_insert_with(|| (name.to_string(), 0));
-        entry.1 += 1;
+        entry.1 = entry.1.saturating_add(count);
     }
 
     /// A plain copy for the report.

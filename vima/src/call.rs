@@ -127,9 +127,10 @@ pub enum Call {
     /// `FileReadLink(handle, buf, len) -> n`: the target of a symbolic link opened with
     /// [`FILE_OPEN_NOFOLLOW`], at most `len <= 4096` bytes.
     FileReadLink = 23,
-    /// `SyscallUnimplemented(number, name, len)`: the Linux program made a system call
-    /// the guest kernel does not implement (it got ENOSYS); `name` (`len <= 32` bytes,
-    /// 0 if unknown) is its name. Counted by number and name in `--stats-json`.
+    /// `SyscallUnimplemented(number, name, len, count)`: the Linux program got ENOSYS
+    /// `count` times (0 counts as 1) for system call `number`, which the guest kernel
+    /// does not implement; `name` (`len <= 32` bytes, 0 if unknown) is its name. Counted
+    /// by number and name in `--stats-json`.
     SyscallUnimplemented = 24,
 }
 

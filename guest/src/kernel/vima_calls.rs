@@ -262,9 +262,9 @@ pub fn file_read_link(handle: u64, buf: u64, len: u64) -> Result<u64, i64> {
     file_call(Call::FileReadLink, [handle, buf, len, 0, 0])
 }
 
-/// `SyscallUnimplemented`: tells the VMM the program got ENOSYS for `number` (`name`:
-/// its name, if known), for `--stats-json`. Best effort.
-pub fn syscall_unimplemented(number: u64, name: Option<&str>) {
+/// `SyscallUnimplemented`: tells the VMM the program got ENOSYS `count` times for
+/// `number` (`name`: its name, if known), for `--stats-json`. Best effort.
+pub fn syscall_unimplemented(number: u64, name: Option<&str>, count: u64) {
     let (ptr, len) = name.map_or((0, 0), |n| (n.as_ptr() as u64, n.len() as u64));
-    let _ = raw_call(Call::SyscallUnimplemented, [number, ptr, len, 0, 0]);
+    let _ = raw_call(Call::SyscallUnimplemented, [number, ptr, len, count, 0]);
 }

@@ -238,7 +238,9 @@ fn handle(
                 let range = UncheckedRange::new(a[1], a[2]).check(logical, 1)?;
                 String::from_utf8_lossy(&server.read_guest(range)?).into_owned()
             };
-            server.stats.count_unimplemented_syscall(a[0], &name);
+            server
+                .stats
+                .count_unimplemented_syscall(a[0], &name, a[3].max(1));
             Ok(Reply::Value(0))
         }
         Call::SyscallEntrySet => {

@@ -38,6 +38,47 @@ const AT_FDCWD: u64 = -100i64 as u64;
 
 static STRACE: AtomicBool = AtomicBool::new(false);
 
+/// Numbers below this have their ENOSYS counted here and told to the VMM in one call at
+/// the end ([`end_program`]); the first of each number is told at once (so a program
+/// that never ends cleanly still shows it), and larger numbers every time.
+const COUNTED: usize = 512;
+
+/// ENOSYS counts not yet told to the VMM, by number.
+static UNTOLD: [core::sync::atomic::AtomicU64; COUNTED] =
+    [const { core::sync::atomic::AtomicU64::new(0) }; COUNTED];
+/// Numbers already told once.
+static TOLD: [AtomicBool; COUNTED] = [const { AtomicBool::new(false) }; COUNTED];
+
+/// One ENOSYS for system call `number`: an exit to the VMM only the first time (glibc
+/// tries clone3 and rseq for every thread; each exit would cost ~25 us).
+fn count_unimplemented(number: u64) {
+    let name = guest::linux_abi::sysno::name(number);
+    match usize::try_from(number).ok().filter(|&n| n < COUNTED) {
+        Some(n) if TOLD[n].swap(true, Ordering::Relaxed) => {
+            UNTOLD[n].fetch_add(1, Ordering::Relaxed);
+        }
+        _ => crate::vima_calls::syscall_unimplemented(number, name, 1),
+    }
+}
+
+/// Ends the program with `status`: tells the VMM the ENOSYS counts it has not heard
+/// yet, flushes the console and ends the virtual server.
+pub fn end_program(status: u64) -> ! {
+    for (n, untold) in UNTOLD.iter().enumerate() {
+        let count = untold.swap(0, Ordering::Relaxed);
+        if count > 0 {
+            let number = n as u64;
+            crate::vima_calls::syscall_unimplemented(
+                number,
+                guest::linux_abi::sysno::name(number),
+                count,
+            );
+        }
+    }
+    crate::console::flush();
+    crate::vima_calls::vs_exit(status)
+}
+
 /// Turns `--strace` on or off.
 pub fn set_strace(on: bool) {
     STRACE.store(on, Ordering::Relaxed);
@@ -257,7 +298,7 @@ fn serve(number: u64, a: &[u64; 6]) -> SysResult {
         nr::CLOCK_NANOSLEEP => time::clock_nanosleep(a[0], a[1], a[2]),
         nr::RT_SIGACTION => signals::rt_sigaction(a[0], a[1], a[2], a[3]),
         number => {
-            crate::vima_calls::syscall_unimplemented(number, guest::linux_abi::sysno::name(number));
+            count_unimplemented(number);
             Err(ENOSYS)
         }
     }

@@ -353,8 +353,7 @@ pub fn fault(vector: u8, frame: &mut ExceptionFrame, saved: &mut SavedRegs, fx: 
         ),
     );
     line.write_to_stderr();
-    crate::console::flush();
-    crate::vima_calls::vs_exit(128 + sig)
+    super::end_program(128 + sig)
 }
 
 /// The registers a system call returns to (as `sysret` leaves them: rcx = rip,
@@ -425,8 +424,7 @@ fn deliver_from_syscall(frame: &SyscallFrame, sig: u64, code: i32, result: u64) 
         me.sigpending.fetch_or(bit(sig), Ordering::Relaxed);
         return Ok(0);
     }
-    crate::console::flush();
-    crate::vima_calls::vs_exit(128 + sig)
+    super::end_program(128 + sig)
 }
 
 /// `tgkill(tgid, tid, sig)` / `tkill(tid, sig)`. To the calling thread: delivered at
@@ -513,10 +511,7 @@ pub fn at_interrupt(
             }
         }
         Pending::Ignore => {}
-        Pending::Terminate => {
-            crate::console::flush();
-            crate::vima_calls::vs_exit(128 + sig)
-        }
+        Pending::Terminate => super::end_program(128 + sig),
     }
 }
 
@@ -586,8 +581,7 @@ pub fn kill(frame: &SyscallFrame, pid: u64, sig: u64) -> SysResult {
 pub fn rt_sigreturn(frame: &SyscallFrame) -> ! {
     let mut uc = [0u8; UCONTEXT_BYTES];
     if user::read(frame.rsp, &mut uc).is_err() {
-        crate::console::flush();
-        crate::vima_calls::vs_exit(128 + SIGSEGV);
+        super::end_program(128 + SIGSEGV);
     }
     let (regs, fpstate, mask) = decode_ucontext(&uc);
     sched::current()
@@ -595,8 +589,7 @@ pub fn rt_sigreturn(frame: &SyscallFrame) -> ! {
         .store(mask & !UNBLOCKABLE, Ordering::Relaxed);
     let mut fx = syscall_fx(frame);
     if fpstate != 0 && user::read(fpstate, &mut fx.0).is_err() {
-        crate::console::flush();
-        crate::vima_calls::vs_exit(128 + SIGSEGV);
+        super::end_program(128 + SIGSEGV);
     }
     // fxrstor faults on reserved MXCSR bits: keep only the defined ones.
     let mxcsr = u32::from_le_bytes([fx.0[24], fx.0[25], fx.0[26], fx.0[27]]) & 0xffff;

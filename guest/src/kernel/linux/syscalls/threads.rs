@@ -16,7 +16,6 @@ use crate::interrupts::current_vp;
 use crate::linux::entry::SyscallFrame;
 use crate::machine::kernel;
 use crate::sched::{self, switch::FX_BYTES};
-use crate::vima_calls;
 
 const CLONE_VM: u64 = 0x100;
 const CLONE_FS: u64 = 0x200;
@@ -111,8 +110,7 @@ pub fn exit(status: u64) -> SysResult {
     let me = sched::current();
     futex::clear_and_wake(me.clear_child_tid.load(Ordering::Relaxed));
     if sched::exit_thread() == 0 {
-        crate::console::flush();
-        vima_calls::vs_exit(status & 0xff);
+        super::end_program(status & 0xff);
     }
     unreachable_exit()
 }
@@ -123,7 +121,7 @@ fn unreachable_exit() -> SysResult {
 
 /// `exit_group(status)`: ends the program (every thread, every VP) with `status`.
 pub fn exit_group(status: u64) -> SysResult {
-    vima_calls::vs_exit(status & 0xff)
+    super::end_program(status & 0xff)
 }
 
 /// `gettid()`.
