@@ -408,7 +408,7 @@ fn the_root_is_a_host_directory_and_nothing_outside_it() {
     std::os::unix::fs::symlink("sub/inner", root.join("link")).unwrap();
     let busybox = root.join("busybox");
     std::fs::copy("/bin/busybox", &busybox).expect("busybox-static is installed");
-    let cases: [&[&str]; 9] = [
+    let cases: [&[&str]; 10] = [
         &["cat", "/words.txt"],
         &["wc", "-l", "/words.txt"],
         &["sort", "-u", "/words.txt"],
@@ -418,6 +418,7 @@ fn the_root_is_a_host_directory_and_nothing_outside_it() {
         &["cat", "/escape"],
         &["cat", "/../../etc/hostname"],
         &["cat", "/sub/../../../etc/hostname"],
+        &["cat", "words.txt", "sub/../link"],
     ];
     for args in cases {
         let want = Command::new("/usr/sbin/chroot")

@@ -34,7 +34,9 @@ const O_CLOEXEC: u64 = 0x8_0000;
 fn path_at(dirfd: u64, addr: u64) -> Result<AbsPath, i64> {
     let mut name = [0u8; path::PATH_BYTES];
     let len = user::read_path(addr, &mut name)?;
-    if len > 0 && name[0] != b'/' && dirfd != AT_FDCWD {
+    // The descriptor is an `int`: AT_FDCWD arrives as 0xffffff9c from glibc, sign
+    // extended from others.
+    if len > 0 && name[0] != b'/' && dirfd & 0xffff_ffff != AT_FDCWD & 0xffff_ffff {
         fs::get(dirfd)?;
         return Err(EOPNOTSUPP);
     }
@@ -722,9 +724,15 @@ const POLL_MAX: u64 = 1024;
 /// again from time to time, until something is or the timeout passes (never, for a
 /// negative one, as on Linux).
 pub fn poll(fds: u64, nfds: u64, timeout_ms: u64) -> SysResult {
-    let timeout_ns = match i64::from_ne_bytes(timeout_ms.to_ne_bytes()) {
+    // An `int`: only the low 32 bits count.
+    let low = i32::from_ne_bytes(
+        u32::try_from(timeout_ms & 0xffff_ffff)
+            .unwrap_or(0)
+            .to_ne_bytes(),
+    );
+    let timeout_ns = match low {
         ms if ms < 0 => None,
-        ms => Some(ms.unsigned_abs().saturating_mul(1_000_000)),
+        ms => Some(u64::from(ms.unsigned_abs()).saturating_mul(1_000_000)),
     };
     poll_ns(fds, nfds, timeout_ns)
 }
