@@ -46,11 +46,6 @@ int cvmm_dpdk_eal_init(int argc, char **argv)
 	return 0;
 }
 
-int cvmm_dpdk_eal_cleanup(void)
-{
-	return neg(rte_eal_cleanup());
-}
-
 void *cvmm_dpdk_pool_create(const char *name, uint32_t count, uint16_t data_room, int *err)
 {
 	/* No per-lcore cache: the threads that send are not EAL lcores, so a cache would

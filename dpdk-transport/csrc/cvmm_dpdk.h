@@ -21,9 +21,6 @@
  * Returns 0 or a negative errno value. */
 int cvmm_dpdk_eal_init(int argc, char **argv);
 
-/* Releases the EAL's resources (after every port is closed). */
-int cvmm_dpdk_eal_cleanup(void);
-
 /* A packet mbuf pool of `count` buffers with `data_room` bytes of data each (plus
  * headroom). NULL on failure, with *err set to a negative errno value. */
 void *cvmm_dpdk_pool_create(const char *name, uint32_t count, uint16_t data_room, int *err);

@@ -12,6 +12,7 @@
 
 use std::collections::VecDeque;
 use std::io;
+use std::mem::ManuallyDrop;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -88,12 +89,17 @@ struct RxState {
 /// One DPDK endpoint (see the module docs). At most one per process.
 #[derive(Debug)]
 pub struct DpdkDatagram {
-    // Field order is drop order: received mbufs go back to the pool, then the ports
-    // close, then the pool is freed, then the EAL is cleaned up.
+    // Field order is drop order: received mbufs go back to the pool first. The ports and
+    // the pool are never released: closing a memif port hands its interrupt handles back
+    // while the EAL's interrupt thread may still be polling them, and in DPDK 22.11 that
+    // thread then dies of SIGSEGV (seen in a 4-node memif cluster on a loaded machine: the
+    // node lost its statistics). One endpoint lives as long as its process (the EAL cannot
+    // start twice), so the kernel releases the sockets and memory at exit, and a memif peer
+    // sees the link drop then, as when a node is killed.
     rx: Mutex<RxState>,
-    ports: Vec<Port>,
+    ports: ManuallyDrop<Vec<Port>>,
     infos: Vec<PortInfo>,
-    pool: Pool,
+    pool: ManuallyDrop<Pool>,
     _eal: Eal,
     mac: MacAddr,
     local: DpdkAddr,
@@ -155,9 +161,9 @@ impl DpdkDatagram {
         };
         Ok(Self {
             rx: Mutex::new(RxState::default()),
-            ports,
+            ports: ManuallyDrop::new(ports),
             infos,
-            pool,
+            pool: ManuallyDrop::new(pool),
             _eal: eal,
             mac: config.mac,
             local: port0,

@@ -9,8 +9,17 @@
 //!
 //! The runtime directory (`/var/run/dpdk/<file-prefix>` for root) holds the shared
 //! configuration for secondary processes, which cvmm never starts. It is removed as soon
-//! as the EAL is up (the EAL keeps what it mapped from it) and again at cleanup, so even a
-//! node killed by a signal leaves nothing behind.
+//! as the EAL is up (the EAL keeps what it mapped from it) and again when the EAL is
+//! dropped, so even a node killed by a signal leaves nothing behind.
+//!
+//! Dropping does not call `rte_eal_cleanup`. In DPDK 22.11 it unmaps the EAL's memory
+//! while the EAL's interrupt thread still runs, and that thread reads the interrupt
+//! handles kept there: on a 4-node memif cluster about one node in four died of SIGSEGV
+//! in `eal-intr-thread` (inside `rte_intr_fd_get`) while `rte_eal_cleanup` was in
+//! `rte_mem_unmap`. Cleanup would buy nothing: the EAL cannot start again in this process
+//! anyway, and the kernel frees the memory (cvmm runs the EAL without hugepages) when the
+//! process ends. For the same reason the endpoint leaves its ports open (see
+//! `DpdkDatagram`).
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -29,8 +38,7 @@ enum EalState {
 
 static EAL: Mutex<EalState> = Mutex::new(EalState::Unused);
 
-/// The running EAL of this process; cleaned up when dropped (after the ports and pool
-/// that use it).
+/// The running EAL of this process; dropped after the ports and pool that use it.
 #[derive(Debug)]
 pub(super) struct Eal {
     runtime_dir: Option<PathBuf>,
@@ -66,9 +74,7 @@ fn remove_runtime_dir(dir: Option<&PathBuf>) {
 
 impl Drop for Eal {
     fn drop(&mut self) {
-        if let Err(e) = sys::eal_cleanup() {
-            debug!("{e}");
-        }
+        // No rte_eal_cleanup: see the module docs.
         remove_runtime_dir(self.runtime_dir.as_ref());
         *EAL.lock().expect("EAL state lock poisoned") = EalState::Finished;
     }

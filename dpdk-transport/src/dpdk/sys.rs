@@ -47,7 +47,6 @@ pub struct PortCounters {
 // Declared by hand from csrc/cvmm_dpdk.h (ours) and rte_eal.h / rte_log.h (DPDK 22.11).
 extern "C" {
     fn cvmm_dpdk_eal_init(argc: c_int, argv: *mut *mut c_char) -> c_int;
-    fn cvmm_dpdk_eal_cleanup() -> c_int;
     fn cvmm_dpdk_pool_create(
         name: *const c_char,
         count: u32,
@@ -155,12 +154,6 @@ pub(super) fn eal_init(args: &[String]) -> Result<(), DpdkCallError> {
     // so they outlive the EAL. The shim restores this thread's CPU affinity afterwards.
     let ret = unsafe { cvmm_dpdk_eal_init(argc, argv.as_mut_ptr()) };
     check("rte_eal_init", ret).map(drop)
-}
-
-/// Releases the EAL (every port and pool must be gone). Only `eal.rs` calls this.
-pub(super) fn eal_cleanup() -> Result<(), DpdkCallError> {
-    // SAFETY: no arguments; `eal.rs` calls it once, after every Port and Pool dropped.
-    check("rte_eal_cleanup", unsafe { cvmm_dpdk_eal_cleanup() }).map(drop)
 }
 
 /// The EAL's runtime directory (`/var/run/dpdk/<file-prefix>` for root).
