@@ -68,6 +68,28 @@ pub struct Run {
 }
 
 impl Run {
+    /// Asserts a clean run: exit 0, the console line `want`, and no node process that
+    /// died of a signal (even after the result was printed: a node that crashes while
+    /// it shuts down loses its statistics).
+    pub fn check(&self, want: &str) {
+        assert_eq!(
+            self.code, 0,
+            "exit {}\n{:?}\n{}",
+            self.code, self.lines, self.stderr
+        );
+        assert!(
+            self.has_line(want),
+            "no line {want:?} in {:?}\n{}",
+            self.lines,
+            self.stderr
+        );
+        assert!(
+            !self.stderr.contains("was killed by signal"),
+            "a node died\n{}",
+            self.stderr
+        );
+    }
+
     /// True when a console line equals `want`.
     pub fn has_line(&self, want: &str) -> bool {
         self.lines.iter().any(|l| l == want)

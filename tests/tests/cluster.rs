@@ -6,39 +6,19 @@ use tests::{cvmm_run, matmul_reference, sort_reference, Run};
 
 const SHAPES: [(&str, &str, u64); 3] = [("2", "1", 2), ("4", "1", 4), ("2", "2", 4)];
 
-fn check(run: &Run, want: &str) {
-    assert_eq!(
-        run.code, 0,
-        "exit {}\n{:?}\n{}",
-        run.code, run.lines, run.stderr
-    );
-    assert!(
-        run.has_line(want),
-        "no line {want:?} in {:?}\n{}",
-        run.lines,
-        run.stderr
-    );
-}
-
 #[test]
 fn workloads_give_exact_results_on_every_shape() {
     for (nodes, vps, total_vps) in SHAPES {
         let flags = ["--nodes", nodes, "--vps-per-node", vps];
         let run = cvmm_run(&flags, &["matmul", "64"]);
-        check(
-            &run,
-            &format!("matmul 64 checksum = {}", matmul_reference(64)),
-        );
+        run.check(&format!("matmul 64 checksum = {}", matmul_reference(64)));
         assert!(run.total("remote_read_faults") > 0, "{}", run.stats);
 
         let run = cvmm_run(&flags, &["sort", "1000"]);
-        check(
-            &run,
-            &format!("sort 1000 checksum = {}", sort_reference(1000)),
-        );
+        run.check(&format!("sort 1000 checksum = {}", sort_reference(1000)));
 
         let run = cvmm_run(&flags, &["counter", "2000"]);
-        check(&run, &format!("counter = {}", total_vps * 2000));
+        run.check(&format!("counter = {}", total_vps * 2000));
         assert!(run.total("invalidations_sent") > 0, "{}", run.stats);
         assert_eq!(
             run.total("invalidations_sent"),
@@ -73,17 +53,11 @@ fn every_vp_greets_from_its_own_node() {
 fn lossy_wire_gives_the_same_results() {
     let flags = ["--nodes", "2", "--vps-per-node", "2", "--wire-loss", "0.05"];
     let run = cvmm_run(&flags, &["matmul", "64"]);
-    check(
-        &run,
-        &format!("matmul 64 checksum = {}", matmul_reference(64)),
-    );
+    run.check(&format!("matmul 64 checksum = {}", matmul_reference(64)));
     let run2 = cvmm_run(&flags, &["counter", "2000"]);
-    check(&run2, "counter = 8000");
+    run2.check("counter = 8000");
     let run3 = cvmm_run(&flags, &["sort", "1000"]);
-    check(
-        &run3,
-        &format!("sort 1000 checksum = {}", sort_reference(1000)),
-    );
+    run3.check(&format!("sort 1000 checksum = {}", sort_reference(1000)));
     let retransmits =
         run.total("retransmits") + run2.total("retransmits") + run3.total("retransmits");
     assert!(
@@ -96,10 +70,7 @@ fn lossy_wire_gives_the_same_results() {
 #[test]
 fn nodes_in_separate_network_namespaces() {
     let run = cvmm_run(&["--nodes", "2", "--netns"], &["matmul", "64"]);
-    check(
-        &run,
-        &format!("matmul 64 checksum = {}", matmul_reference(64)),
-    );
+    run.check(&format!("matmul 64 checksum = {}", matmul_reference(64)));
     assert!(run.total("remote_read_faults") > 0, "{}", run.stats);
 }
 

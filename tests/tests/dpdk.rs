@@ -9,21 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tests::node_children;
-use tests::{cvmm_bin, cvmm_run, matmul_reference, sort_reference, Run};
-
-fn check(run: &Run, want: &str) {
-    assert_eq!(
-        run.code, 0,
-        "exit {}\n{:?}\n{}",
-        run.code, run.lines, run.stderr
-    );
-    assert!(
-        run.has_line(want),
-        "no line {want:?} in {:?}\n{}",
-        run.lines,
-        run.stderr
-    );
-}
+use tests::{cvmm_bin, cvmm_run, matmul_reference, sort_reference};
 
 fn dpdk_flags<'a>(nodes: &'a str, vps: &'a str, fabric: &'a str) -> [&'a str; 8] {
     [
@@ -71,7 +57,7 @@ fn new_leaks(before: &[String]) -> Vec<String> {
 fn matmul_on_two_software_nodes_over_memif() {
     let before = leaked_runtime_dirs();
     let run = cvmm_run(&dpdk_flags("2", "1", "software"), &["matmul", "64"]);
-    check(&run, "matmul 64 checksum = 60153385783");
+    run.check("matmul 64 checksum = 60153385783");
     assert_eq!(matmul_reference(64), 60153385783);
     assert!(run.total("remote_read_faults") > 0, "{}", run.stats);
     assert!(run.total("pages_sent") > 0, "{}", run.stats);
@@ -83,7 +69,7 @@ fn matmul_on_two_software_nodes_over_memif() {
 fn matmul_on_two_offload_nodes_over_memif() {
     let before = leaked_runtime_dirs();
     let run = cvmm_run(&dpdk_flags("2", "1", "offload"), &["matmul", "64"]);
-    check(&run, "matmul 64 checksum = 60153385783");
+    run.check("matmul 64 checksum = 60153385783");
     assert!(run.total("remote_read_faults") > 0, "{}", run.stats);
     assert_eq!(new_leaks(&before), Vec::<String>::new());
 }
@@ -94,22 +80,17 @@ fn workloads_on_two_and_four_nodes_on_both_paths() {
         for (nodes, vps, total_vps) in [("2", "2", 4), ("4", "1", 4)] {
             let flags = dpdk_flags(nodes, vps, fabric);
             let run = cvmm_run(&flags, &["counter", "2000"]);
-            check(&run, &format!("counter = {}", total_vps * 2000));
+            run.check(&format!("counter = {}", total_vps * 2000));
             assert!(run.total("invalidations_sent") > 0, "{}", run.stats);
             let run = cvmm_run(&flags, &["sort", "1000"]);
-            check(
-                &run,
-                &format!("sort 1000 checksum = {}", sort_reference(1000)),
-            );
+            run.check(&format!("sort 1000 checksum = {}", sort_reference(1000)));
             let run = cvmm_run(&flags, &["matmul", "64"]);
-            check(
-                &run,
-                &format!("matmul 64 checksum = {}", matmul_reference(64)),
-            );
+            run.check(&format!("matmul 64 checksum = {}", matmul_reference(64)));
             assert_eq!(
                 run.stats["nodes"].as_array().map(Vec::len),
                 Some(nodes.parse().unwrap()),
-                "{fabric} on {nodes} nodes"
+                "{fabric} on {nodes} nodes: every node writes its statistics\n{}",
+                run.stderr
             );
         }
     }
@@ -121,13 +102,10 @@ fn a_mixed_cluster_shares_one_dpdk_wire() {
     for nodes in ["2", "4"] {
         let flags = dpdk_flags(nodes, "1", "offload,software");
         let run = cvmm_run(&flags, &["matmul", "64"]);
-        check(
-            &run,
-            &format!("matmul 64 checksum = {}", matmul_reference(64)),
-        );
+        run.check(&format!("matmul 64 checksum = {}", matmul_reference(64)));
         let run = cvmm_run(&flags, &["counter", "2000"]);
         let total: u64 = nodes.parse::<u64>().unwrap() * 2000;
-        check(&run, &format!("counter = {total}"));
+        run.check(&format!("counter = {total}"));
     }
 }
 
@@ -141,10 +119,7 @@ fn litmus_tests_over_dpdk() {
         let mut flags = dpdk_flags(nodes, "1", fabric).to_vec();
         flags.extend(["--mem-mib", "16"]);
         let run = cvmm_run(&flags, &["litmus", name, &iters.to_string()]);
-        check(
-            &run,
-            &format!("litmus {name} forbidden = 0 allowed = {iters}"),
-        );
+        run.check(&format!("litmus {name} forbidden = 0 allowed = {iters}"));
     }
 }
 
@@ -153,12 +128,9 @@ fn a_lossy_dpdk_wire_gives_the_same_results() {
     let mut flags = dpdk_flags("2", "2", "software").to_vec();
     flags.extend(["--wire-loss", "0.05"]);
     let run = cvmm_run(&flags, &["counter", "2000"]);
-    check(&run, "counter = 8000");
+    run.check("counter = 8000");
     let run2 = cvmm_run(&flags, &["matmul", "64"]);
-    check(
-        &run2,
-        &format!("matmul 64 checksum = {}", matmul_reference(64)),
-    );
+    run2.check(&format!("matmul 64 checksum = {}", matmul_reference(64)));
     assert!(
         run.total("retransmits") + run2.total("retransmits") > 0,
         "no retransmissions with 5% loss: {}",
@@ -173,10 +145,7 @@ fn af_packet_between_network_namespaces() {
         let mut flags = dpdk_flags("2", "1", fabric).to_vec();
         flags.push("--netns");
         let run = cvmm_run(&flags, &["matmul", "64"]);
-        check(
-            &run,
-            &format!("matmul 64 checksum = {}", matmul_reference(64)),
-        );
+        run.check(&format!("matmul 64 checksum = {}", matmul_reference(64)));
         assert!(run.total("remote_read_faults") > 0, "{}", run.stats);
     }
     assert_eq!(new_leaks(&before), Vec::<String>::new());

@@ -8,20 +8,6 @@ use std::time::{Duration, Instant};
 
 use tests::{cvmm_bin, cvmm_run, matmul_reference, sort_reference, Run};
 
-fn check(run: &Run, want: &str) {
-    assert_eq!(
-        run.code, 0,
-        "exit {}\n{:?}\n{}",
-        run.code, run.lines, run.stderr
-    );
-    assert!(
-        run.has_line(want),
-        "no line {want:?} in {:?}\n{}",
-        run.lines,
-        run.stderr
-    );
-}
-
 /// The fabric each node reported in its statistics.
 fn fabrics(run: &Run) -> Vec<String> {
     run.stats["nodes"]
@@ -38,7 +24,7 @@ fn fabrics(run: &Run) -> Vec<String> {
 #[test]
 fn matmul_on_two_offload_nodes() {
     let run = cvmm_run(&["--nodes", "2", "--fabric", "offload"], &["matmul", "64"]);
-    check(&run, "matmul 64 checksum = 60153385783");
+    run.check("matmul 64 checksum = 60153385783");
     assert_eq!(matmul_reference(64), 60153385783);
     assert_eq!(fabrics(&run), ["offload", "offload"], "{}", run.stats);
     assert!(run.total("remote_read_faults") > 0, "{}", run.stats);
@@ -57,7 +43,7 @@ fn workloads_on_offload_clusters_of_two_and_four_nodes() {
             "offload",
         ];
         let run = cvmm_run(&flags, &["counter", "2000"]);
-        check(&run, &format!("counter = {}", total_vps * 2000));
+        run.check(&format!("counter = {}", total_vps * 2000));
         assert!(run.total("invalidations_sent") > 0, "{}", run.stats);
         assert_eq!(
             run.total("invalidations_sent"),
@@ -66,15 +52,9 @@ fn workloads_on_offload_clusters_of_two_and_four_nodes() {
             run.stats
         );
         let run = cvmm_run(&flags, &["sort", "1000"]);
-        check(
-            &run,
-            &format!("sort 1000 checksum = {}", sort_reference(1000)),
-        );
+        run.check(&format!("sort 1000 checksum = {}", sort_reference(1000)));
         let run = cvmm_run(&flags, &["matmul", "64"]);
-        check(
-            &run,
-            &format!("matmul 64 checksum = {}", matmul_reference(64)),
-        );
+        run.check(&format!("matmul 64 checksum = {}", matmul_reference(64)));
         assert_eq!(
             run.stats["nodes"].as_array().map(Vec::len),
             Some(nodes.parse().unwrap())
@@ -111,12 +91,9 @@ fn a_lossy_wire_gives_the_same_results_on_the_offload_path() {
         "offload",
     ];
     let run = cvmm_run(&flags, &["counter", "2000"]);
-    check(&run, "counter = 8000");
+    run.check("counter = 8000");
     let run2 = cvmm_run(&flags, &["matmul", "64"]);
-    check(
-        &run2,
-        &format!("matmul 64 checksum = {}", matmul_reference(64)),
-    );
+    run2.check(&format!("matmul 64 checksum = {}", matmul_reference(64)));
     assert!(
         run.total("retransmits") + run2.total("retransmits") > 0,
         "no retransmissions with 5% loss: {}",
@@ -129,10 +106,7 @@ fn litmus(nodes: &str, fabric: &str, name: &str, iters: u32) {
         &["--nodes", nodes, "--mem-mib", "16", "--fabric", fabric],
         &["litmus", name, &iters.to_string()],
     );
-    check(
-        &run,
-        &format!("litmus {name} forbidden = 0 allowed = {iters}"),
-    );
+    run.check(&format!("litmus {name} forbidden = 0 allowed = {iters}"));
 }
 
 #[test]
@@ -154,19 +128,13 @@ fn a_mixed_cluster_gives_the_same_results() {
         "offload,software",
     ];
     let run = cvmm_run(&flags, &["matmul", "64"]);
-    check(
-        &run,
-        &format!("matmul 64 checksum = {}", matmul_reference(64)),
-    );
+    run.check(&format!("matmul 64 checksum = {}", matmul_reference(64)));
     assert_eq!(fabrics(&run), ["offload", "software"], "{}", run.stats);
     let run = cvmm_run(&flags, &["counter", "2000"]);
-    check(&run, "counter = 8000");
+    run.check("counter = 8000");
     let flags4 = ["--nodes", "4", "--fabric", "software,offload"];
     let run = cvmm_run(&flags4, &["sort", "1000"]);
-    check(
-        &run,
-        &format!("sort 1000 checksum = {}", sort_reference(1000)),
-    );
+    run.check(&format!("sort 1000 checksum = {}", sort_reference(1000)));
     assert_eq!(
         fabrics(&run),
         ["software", "offload", "software", "offload"],
