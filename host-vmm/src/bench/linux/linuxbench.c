@@ -7,7 +7,9 @@
  *   spawn N           pthread_create + pthread_join of a thread that returns at once
  *   pingpong N        two threads hand a futex word back and forth N times (one round
  *                     trip = two hand-overs)
- *   compute T WORK    T threads each sum WORK pages of their own memory 16 times; the
+ *   compute T WORK [PASSES]
+ *                     T threads each sum WORK pages of their own memory PASSES times
+ *                     (16 if not given); the
  *                     time from the first thread's start to the last one's end is the
  *                     result (the speed-up over VPs and nodes) */
 #define _GNU_SOURCE
@@ -64,6 +66,7 @@ static void *ponger(void *arg) {
 
 struct work {
     long pages;
+    long passes;
     uint64_t sum;
     uint64_t start, end;
 };
@@ -78,7 +81,7 @@ static void *compute(void *arg) {
     pthread_barrier_wait(&start_line);
     w->start = now_ns();
     uint64_t sum = 0;
-    for (int pass = 0; pass < 16; pass++)
+    for (long pass = 0; pass < w->passes; pass++)
         for (size_t i = 0; i < bytes / 8; i++) sum += mem[i] ^ (uint64_t)pass;
     w->sum = sum;
     w->end = now_ns();
@@ -88,7 +91,7 @@ static void *compute(void *arg) {
 
 int main(int argc, char **argv) {
     if (argc < 3) {
-        fprintf(stderr, "usage: %s getpid|spawn|pingpong N | compute THREADS PAGES\n", argv[0]);
+        fprintf(stderr, "usage: %s getpid|spawn|pingpong N | compute THREADS PAGES [PASSES]\n", argv[0]);
         return 2;
     }
     const char *mode = argv[1];
@@ -130,12 +133,15 @@ int main(int argc, char **argv) {
     } else if (!strcmp(mode, "compute") && argc >= 4) {
         long threads = n;
         long pages = atol(argv[3]);
+        long passes = argc >= 5 ? atol(argv[4]) : 16;
+        if (passes < 1) return 2;
         pthread_t t[64];
         struct work w[64];
         if (threads < 1 || threads > 64) return 2;
         pthread_barrier_init(&start_line, NULL, (unsigned)threads + 1);
         for (long i = 0; i < threads; i++) {
             w[i].pages = pages;
+            w[i].passes = passes;
             pthread_create(&t[i], NULL, compute, &w[i]);
         }
         pthread_barrier_wait(&start_line);
@@ -150,7 +156,7 @@ int main(int argc, char **argv) {
         uint64_t wall = last - first;
         for (int b = 0; b < BATCHES; b++) per_op[b] = (double)wall;
         printf("checksum %llu\n", (unsigned long long)total);
-        report(mode, threads * pages * 16, per_op, BATCHES, wall);
+        report(mode, threads * pages * passes, per_op, BATCHES, wall);
         return 0;
     } else {
         fprintf(stderr, "unknown mode %s\n", mode);

@@ -140,8 +140,16 @@ fn cases(scale: f64) -> Vec<Case> {
     for shape in [Shape::cvmm(2, 1, "software"), Shape::cvmm(2, 1, "offload")] {
         all.push(case("pingpong", vec![n(640)], shape));
     }
-    let compute =
-        |threads: u32, shape| case("compute", vec![threads.to_string(), "512".into()], shape);
+    // 2 MiB per thread read 256 times: ~20 ms of work, so the rows measure the
+    // computation and not the cross-node wake-up of the start barrier.
+    let passes = n(256);
+    let compute = |threads: u32, shape| {
+        case(
+            "compute",
+            vec![threads.to_string(), "512".into(), passes.clone()],
+            shape,
+        )
+    };
     all.push(compute(1, Shape::NATIVE));
     all.push(compute(2, Shape::NATIVE));
     all.push(compute(1, Shape::cvmm(1, 1, "software")));
