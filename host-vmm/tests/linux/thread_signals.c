@@ -1,14 +1,17 @@
 /* Signals between threads: pthread_kill to a thread spinning in program code (the
  * signal comes in through the interrupt that the IPI brings) and to a thread asleep in
  * pthread_cond_wait (its futex wait ends early, the handler runs, the wait goes on).
- * Each handler records which thread it ran in. */
+ * A thread in a 10 s nanosleep takes its signal at once: the sleep ends with EINTR
+ * and the time left. Each handler records which thread it ran in. */
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
 static volatile sig_atomic_t stop_spinning, usr2_count;
-static pthread_t spinner_id, sleeper_id;
+static pthread_t spinner_id, sleeper_id, napper_id;
+static volatile sig_atomic_t winch_in_napper, napping;
 static volatile int usr1_in_spinner, usr2_in_sleeper;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
@@ -24,6 +27,22 @@ static void on_usr2(int sig) {
     (void)sig;
     usr2_in_sleeper = pthread_equal(pthread_self(), sleeper_id);
     usr2_count++;
+}
+
+static void on_winch(int sig) {
+    (void)sig;
+    winch_in_napper = pthread_equal(pthread_self(), napper_id);
+}
+
+/* Sleeps 10 s; returns 1 when the sleep ended early with EINTR and 1 to 9 s left. */
+static void *napper(void *arg) {
+    (void)arg;
+    struct timespec nap = {10, 0}, left = {0, 0};
+    napping = 1;
+    int ret = nanosleep(&nap, &left);
+    int ok = ret == -1 && errno == EINTR && left.tv_sec >= 1 && left.tv_sec < 10 &&
+             left.tv_nsec >= 0 && left.tv_nsec < 1000000000L;
+    return (void *)(long)ok;
 }
 
 static void *spinner(void *arg) {
@@ -69,5 +88,17 @@ int main(void) {
     pthread_join(sleeper_id, NULL);
     printf("sleeper handled %d signal(s), in the sleeper: %d, then woke normally\n",
            (int)usr2_count, usr2_in_sleeper);
+
+    sa.sa_handler = on_winch;
+    sa.sa_flags = SA_RESTART; /* a sleep is never restarted, even so */
+    sigaction(SIGWINCH, &sa, NULL);
+    pthread_create(&napper_id, NULL, napper, NULL);
+    while (!napping) nanosleep(&pause, NULL);
+    nanosleep(&pause, NULL);
+    pthread_kill(napper_id, SIGWINCH);
+    void *early;
+    pthread_join(napper_id, &early);
+    printf("napper's sleep ended with EINTR and the time left: %d, handler in the napper: %d\n",
+           (int)(long)early, winch_in_napper);
     return 0;
 }

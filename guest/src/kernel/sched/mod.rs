@@ -592,6 +592,35 @@ pub fn sleep_until(deadline: u64) {
     }
 }
 
+/// Sleeps like [`sleep_until`] but ends early once `interrupted` holds (a signal came):
+/// true if the deadline passed, false if interrupted. `interrupted` is looked at after
+/// the thread is marked SLEEPING, so a sender that sets its condition and then wakes the
+/// thread is never missed: either it sees SLEEPING and wakes it, or this sees the
+/// condition.
+pub fn sleep_until_unless(deadline: u64, interrupted: impl Fn() -> bool) -> bool {
+    let me = current();
+    while crate::clock::tsc() < deadline {
+        prepare_to_sleep();
+        core::sync::atomic::fence(Ordering::SeqCst);
+        if interrupted() {
+            // Take the sleep back, unless a waker already won it: then it queues this
+            // thread once it is off the VP, so go through the scheduler.
+            if me
+                .state
+                .compare_exchange(SLEEPING, RUNNING, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+            {
+                schedule();
+            }
+            return false;
+        }
+        arm_deadline(deadline);
+        schedule();
+        disarm_deadline();
+    }
+    true
+}
+
 /// Gives the VP away if the interrupt that calls this hit program code and another
 /// thread is waiting; otherwise asks the system call exit to look again.
 pub fn preempt_from_interrupt(interrupted_rip: u64) {

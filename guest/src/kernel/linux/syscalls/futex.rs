@@ -6,7 +6,8 @@
 //! cannot miss it; wakers take waiters off the list under the lock and wake them after
 //! it ([`crate::sched::wake`]). A waiter that its deadline woke finds itself still on the
 //! list and leaves with ETIMEDOUT; one a waker took off returns 0, so no wake is lost.
-//! Not yet: EINTR (no signals are delivered), PI futexes, a hashed list (one lock for
+//! A signal sent to a waiter wakes it and the wait ends with EINTR. Not yet: PI
+//! futexes, a hashed list (one lock for
 //! every futex of the program is simple and correct; issue 13 measures it).
 
 use core::ptr::null_mut;

@@ -294,8 +294,8 @@ fn serve(number: u64, a: &[u64; 6]) -> SysResult {
         nr::GETTIMEOFDAY => time::gettimeofday(a[0]),
         nr::GETRUSAGE => time::getrusage(a[0], a[1]),
         nr::TIME => time::time(a[0]),
-        nr::NANOSLEEP => time::nanosleep(a[0]),
-        nr::CLOCK_NANOSLEEP => time::clock_nanosleep(a[0], a[1], a[2]),
+        nr::NANOSLEEP => time::nanosleep(a[0], a[1]),
+        nr::CLOCK_NANOSLEEP => time::clock_nanosleep(a[0], a[1], a[2], a[3]),
         nr::RT_SIGACTION => signals::rt_sigaction(a[0], a[1], a[2], a[3]),
         number => {
             count_unimplemented(number);

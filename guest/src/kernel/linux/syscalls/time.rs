@@ -2,7 +2,7 @@
 //! scaled with the configuration's `tsc_khz`. CLOCK_REALTIME is the host's real time of
 //! node 0, read by the VMM together with a TSC value (`ProgramHeader::realtime_*`).
 
-use guest::linux_abi::errno::EINVAL;
+use guest::linux_abi::errno::{EINTR, EINVAL};
 use guest::linux_abi::layout::{timespec, timespec_ns, two_words};
 
 use super::{user, SysResult};
@@ -109,14 +109,15 @@ pub fn getrusage(who: u64, usage: u64) -> SysResult {
 }
 
 /// `nanosleep(req, rem)`.
-pub fn nanosleep(req: u64) -> SysResult {
-    clock_nanosleep(CLOCK_MONOTONIC, 0, req)
+pub fn nanosleep(req: u64, rem: u64) -> SysResult {
+    clock_nanosleep(CLOCK_MONOTONIC, 0, req, rem)
 }
 
 /// `clock_nanosleep(clock, flags, req, rem)`: the thread sleeps in the scheduler until
-/// its deadline (the VP runs other threads or waits in the VMM, using no CPU). Nothing
-/// interrupts a sleep yet, so `rem` is never written.
-pub fn clock_nanosleep(clock: u64, flags: u64, req: u64) -> SysResult {
+/// its deadline (the VP runs other threads or waits in the VMM, using no CPU). A signal
+/// for the thread ends the sleep with EINTR (after its handler, as Linux never restarts
+/// a sleep); a relative sleep then writes the time left to `rem` if it is not null.
+pub fn clock_nanosleep(clock: u64, flags: u64, req: u64, rem: u64) -> SysResult {
     const TIMER_ABSTIME: u64 = 1;
     let mut b = [0u8; 16];
     user::read(req, &mut b)?;
@@ -127,6 +128,14 @@ pub fn clock_nanosleep(clock: u64, flags: u64, req: u64) -> SysResult {
     } else {
         ns
     };
-    crate::sched::sleep_until(monotonic_to_tsc(since_start_ns().saturating_add(wait)));
-    Ok(0)
+    let end_ns = since_start_ns().saturating_add(wait);
+    let slept =
+        crate::sched::sleep_until_unless(monotonic_to_tsc(end_ns), super::signals::signal_pending);
+    if slept {
+        return Ok(0);
+    }
+    if flags & TIMER_ABSTIME == 0 && rem != 0 {
+        user::write(rem, &timespec(end_ns.saturating_sub(since_start_ns())))?;
+    }
+    Err(EINTR)
 }
