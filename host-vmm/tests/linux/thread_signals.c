@@ -2,16 +2,21 @@
  * signal comes in through the interrupt that the IPI brings) and to a thread asleep in
  * pthread_cond_wait (its futex wait ends early, the handler runs, the wait goes on).
  * A thread in a 10 s nanosleep takes its signal at once: the sleep ends with EINTR
- * and the time left. Each handler records which thread it ran in. */
+ * and the time left; one in poll with no timeout on an empty pipe too, with EINTR.
+ * Each handler records which thread it ran in. */
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 static volatile sig_atomic_t stop_spinning, usr2_count;
 static pthread_t spinner_id, sleeper_id, napper_id;
-static volatile sig_atomic_t winch_in_napper, napping;
+static volatile sig_atomic_t winch_in_napper, napping, polling;
+static pthread_t poller_id;
+static int empty_pipe[2];
 static volatile int usr1_in_spinner, usr2_in_sleeper;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
@@ -43,6 +48,15 @@ static void *napper(void *arg) {
     int ok = ret == -1 && errno == EINTR && left.tv_sec >= 1 && left.tv_sec < 10 &&
              left.tv_nsec >= 0 && left.tv_nsec < 1000000000L;
     return (void *)(long)ok;
+}
+
+/* Polls an empty pipe for ever; returns 1 when the poll ended with EINTR. */
+static void *poller(void *arg) {
+    (void)arg;
+    struct pollfd p = {.fd = empty_pipe[0], .events = POLLIN};
+    polling = 1;
+    int ret = poll(&p, 1, -1);
+    return (void *)(long)(ret == -1 && errno == EINTR);
 }
 
 static void *spinner(void *arg) {
@@ -100,5 +114,14 @@ int main(void) {
     pthread_join(napper_id, &early);
     printf("napper's sleep ended with EINTR and the time left: %d, handler in the napper: %d\n",
            (int)(long)early, winch_in_napper);
+
+    pipe(empty_pipe);
+    pthread_create(&poller_id, NULL, poller, NULL);
+    while (!polling) nanosleep(&pause, NULL);
+    nanosleep(&pause, NULL);
+    pthread_kill(poller_id, SIGWINCH);
+    void *interrupted;
+    pthread_join(poller_id, &interrupted);
+    printf("poller's poll ended with EINTR: %d\n", (int)(long)interrupted);
     return 0;
 }

@@ -3,7 +3,8 @@
 //! read-only root of `--root` (served by node 0's VMM).
 
 use guest::linux_abi::errno::{
-    EBADF, EFAULT, EINVAL, EISDIR, ENOENT, ENOTDIR, ENOTTY, EOPNOTSUPP, ERANGE, EROFS, ESPIPE,
+    EBADF, EFAULT, EINTR, EINVAL, EISDIR, ENOENT, ENOTDIR, ENOTTY, EOPNOTSUPP, ERANGE, EROFS,
+    ESPIPE,
 };
 use guest::linux_abi::layout::{Stat, S_IFCHR, S_IFDIR, S_IFIFO, S_IFREG};
 use guest::linux_abi::path::{self, AbsPath};
@@ -721,8 +722,8 @@ const POLL_MAX: u64 = 1024;
 /// `poll(fds, nfds, timeout_ms)`: stdout and stderr are always writable, stdin always
 /// readable (even before input arrives), files and devices both; a closed descriptor
 /// is POLLNVAL; pipes as their ends stand. With nothing ready the caller waits, looking
-/// again from time to time, until something is or the timeout passes (never, for a
-/// negative one, as on Linux).
+/// again from time to time, until something is, the timeout passes (never, for a
+/// negative one, as on Linux) or a signal comes (EINTR).
 pub fn poll(fds: u64, nfds: u64, timeout_ms: u64) -> SysResult {
     // An `int`: only the low 32 bits count.
     let low = i32::from_ne_bytes(
@@ -738,7 +739,7 @@ pub fn poll(fds: u64, nfds: u64, timeout_ms: u64) -> SysResult {
 }
 
 /// `ppoll(fds, nfds, timeout_ts, sigmask)`: [`poll`] with a timespec (NULL: for ever);
-/// the signal mask is not needed while no signal is delivered.
+/// the signal mask is not applied yet (signals the caller blocks stay blocked).
 pub fn ppoll(fds: u64, nfds: u64, timeout_ts: u64) -> SysResult {
     let timeout_ns = if timeout_ts == 0 {
         None
@@ -772,7 +773,10 @@ fn poll_ns(fds: u64, nfds: u64, timeout_ns: Option<u64>) -> SysResult {
         if let Some(d) = deadline {
             wake = wake.min(d);
         }
-        crate::sched::sleep_until(wake);
+        if !crate::sched::sleep_until_unless(wake, super::signals::signal_pending) {
+            // As on Linux, a signal ends a poll (never restarted, even with SA_RESTART).
+            return Err(EINTR);
+        }
         pause = (pause * 2).min(POLL_PAUSE_NS.1);
     }
 }
