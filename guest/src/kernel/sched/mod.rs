@@ -584,12 +584,7 @@ pub fn move_to_vp(target: u32) {
 
 /// Sleeps the calling thread until `deadline` (TSC), or longer if woken late.
 pub fn sleep_until(deadline: u64) {
-    while crate::clock::tsc() < deadline {
-        prepare_to_sleep();
-        arm_deadline(deadline);
-        schedule();
-        disarm_deadline();
-    }
+    sleep_until_unless(deadline, || false);
 }
 
 /// Sleeps like [`sleep_until`] but ends early once `interrupted` holds (a signal came):
