@@ -10,7 +10,8 @@
 //!              ([`syscall_trampoline_page`]), so null reads then read it
 //! 0x0000_1000  per-node region (PER_NODE_BYTES): a different physical copy on every node,
 //!              never coherent. Starts with one VpShared block per VP, then guest data
-//!              (the per-node tick, as the paper's jiffies page).
+//!              (the per-node tick, as the paper's jiffies page), then the VMM's
+//!              remote-fault counts (REMOTE_FAULTS_BASE)
 //! 0x0010_0000  boot stack of VP 0, growing down from BOOT_STACK_TOP
 //! 0x0020_0000  guest image (the ELF is linked here), then free memory up to the end of
 //!              logical memory, split into one home range per node (the configuration
@@ -28,6 +29,12 @@ pub const VP_SHARED_BYTES: u64 = 64;
 /// First byte of the per-node region that the guest may use freely (after the VpShared
 /// blocks of [`MAX_VPS`] VPs).
 pub const PER_NODE_GUEST_BASE: u64 = PER_NODE_BASE + MAX_VPS as u64 * VP_SHARED_BYTES;
+/// Start of the remote-fault counts in the per-node region, its last page: one `u32` per
+/// (VP, home node), [`remote_faults_addr`]. The VMM of each node adds one for every page it
+/// fetches for a VP from memory homed on another node or held there (wrapping); the guest
+/// scheduler reads the differences (paper 4.9.5: memory in the load vector). The guest's
+/// own data in the per-node region ends before it.
+pub const REMOTE_FAULTS_BASE: u64 = PER_NODE_BASE + PER_NODE_BYTES - PAGE_SIZE;
 /// Lowest address of VP 0's boot stack.
 pub const BOOT_STACK_BASE: u64 = 0x10_0000;
 /// Initial `rsp` of VP 0.
@@ -44,7 +51,8 @@ pub const MAX_VPS: usize = 64;
 pub const MAX_NODES: usize = 16;
 
 // The regions must not overlap; checked at compile time.
-const _: () = assert!(PER_NODE_GUEST_BASE < PER_NODE_BASE + PER_NODE_BYTES);
+const _: () = assert!(PER_NODE_GUEST_BASE < REMOTE_FAULTS_BASE);
+const _: () = assert!((MAX_VPS * MAX_NODES * 4) as u64 <= PAGE_SIZE);
 const _: () = assert!(PER_NODE_BASE + PER_NODE_BYTES <= BOOT_STACK_BASE);
 const _: () = assert!(BOOT_STACK_TOP <= GUEST_IMAGE_BASE);
 const _: () = assert!(GUEST_IMAGE_BASE < MIN_LOGICAL_BYTES);
@@ -122,6 +130,12 @@ pub const fn syscall_trampoline_page() -> [u8; PAGE_SIZE as usize] {
 /// Address of VP `vp`'s [`crate::interrupt::VpShared`] block.
 pub const fn vp_shared_addr(vp: u32) -> u64 {
     PER_NODE_BASE + vp as u64 * VP_SHARED_BYTES
+}
+
+/// Address of the remote-fault count of VP `vp` for memory homed on node `home` (both
+/// below [`MAX_VPS`] and [`MAX_NODES`]).
+pub const fn remote_faults_addr(vp: u32, home: u32) -> u64 {
+    REMOTE_FAULTS_BASE + (vp as u64 * MAX_NODES as u64 + home as u64) * 4
 }
 
 /// True when `addr` lies in the per-node region.

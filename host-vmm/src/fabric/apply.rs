@@ -74,7 +74,7 @@ impl Actions for Applier<'_> {
                 if !matches!(read, Some(Ok(()))) {
                     warn!("reading page {} for sending failed", send.page.0);
                 }
-                fabric.stats.count_page_sent();
+                fabric.core.stats.count_page_sent();
                 fabric.send(&send.message(&data));
             }
             Action::InstallPage { page, state, data } => {

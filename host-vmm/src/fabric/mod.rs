@@ -11,13 +11,13 @@
 
 mod apply;
 mod control;
+mod core;
 mod offload;
 mod stats;
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dpdk_transport::{Event, NodeId, Transport};
 use log::warn;
@@ -25,11 +25,12 @@ use nic_firmware::engine::{
     DirEntry, Engine, EngineConfig, EngineStorage, HomeMap, HomeRequest, LocalFault, LogicalPage,
     PageState as EngineState, PendingFault,
 };
-use vima::wire::{self, is_coherent_page, Body, Message, MAX_MESSAGE_BYTES};
+use vima::wire::{self, Body, Message, MAX_MESSAGE_BYTES};
 
 use crate::memory::{FetchRequest, LogicalMemory, PageResolver, PageState};
 use crate::server::{Outcome, VirtualServer};
 
+pub use self::core::{FabricCore, Intake};
 pub use offload::{NicProcess, OffloadError, OffloadFabric};
 pub use stats::{FabricStats, FabricStatsSnapshot, FaultKindLatency};
 
@@ -90,11 +91,8 @@ pub struct Fabric {
     transport: Arc<dyn Transport>,
     memory: Arc<LogicalMemory>,
     server: OnceLock<Weak<VirtualServer>>,
-    vp_of_thread: Mutex<HashMap<u32, u32>>,
-    first_local_vp: u32,
-    started: Mutex<HashMap<u64, (Instant, FaultKindLatency)>>,
-    /// Counters and latencies.
-    pub stats: FabricStats,
+    /// Fault intake, counters and latencies (shared with the offload fabric).
+    pub core: FabricCore,
 }
 
 impl std::fmt::Debug for Fabric {
@@ -141,22 +139,14 @@ impl Fabric {
             node_count: nodes,
         };
         let engine = Engine::new(engine_config, homes, storage).map_err(FabricError::Engine)?;
-        for page in 0..memory.page_count() {
-            let home = homes.home_of(LogicalPage(page));
-            if is_coherent_page(page) && home != Some(node16) {
-                memory.set_page_state(page, PageState::Invalid)?;
-            }
-        }
+        let core = FabricCore::new(node16, homes, local_vps, memory.clone())?;
         Ok(Arc::new(Fabric {
             node: node16,
             engine: Mutex::new(engine),
             transport,
             memory,
             server: OnceLock::new(),
-            vp_of_thread: Mutex::new(HashMap::new()),
-            first_local_vp: local_vps.first().copied().unwrap_or(0),
-            started: Mutex::new(HashMap::new()),
-            stats: FabricStats::default(),
+            core,
         }))
     }
 
@@ -176,10 +166,7 @@ impl Fabric {
 
     /// Records the calling thread as VP `vp`'s (faults are steered by thread).
     pub fn register_vp_thread(&self, vp: u32) {
-        // SAFETY: gettid has no preconditions.
-        let tid = unsafe { libc::gettid() };
-        let tid = u32::try_from(tid).unwrap_or(0);
-        self.vp_of_thread.lock().expect("tid lock").insert(tid, vp);
+        self.core.register_vp_thread(vp);
     }
 
     /// Encodes and sends a message; a dead peer or a shut-down transport is logged and
@@ -189,7 +176,7 @@ impl Fabric {
         match wire::encode(msg, &mut buf) {
             Ok(len) => {
                 if let Err(e) = self.transport.send(NodeId(u32::from(msg.dst)), &buf[..len]) {
-                    self.stats.count_send_failure();
+                    self.core.stats.count_send_failure();
                     warn!("send to node {} failed: {e}", msg.dst);
                 }
             }
@@ -227,7 +214,7 @@ impl Fabric {
         let mut engine = self.engine.lock().expect("engine lock");
         let mut applier = apply::Applier::new(self);
         if let Err(e) = input(&mut engine, &mut applier) {
-            self.stats.count_engine_error();
+            self.core.stats.count_engine_error();
             warn!("coherence engine refused an input: {e:?}");
         }
         let done = applier.finish();
@@ -240,13 +227,7 @@ impl Fabric {
             if let Err(e) = self.memory.complete_fetch(page.0, state) {
                 warn!("completing the fetch of page {}: {e}", page.0);
             }
-            self.finish_latency(page.0);
-        }
-    }
-
-    fn finish_latency(&self, page: u64) {
-        if let Some((start, kind)) = self.started.lock().expect("latency lock").remove(&page) {
-            self.stats.record(kind, start.elapsed());
+            self.core.page_ready(page.0);
         }
     }
 
@@ -299,18 +280,18 @@ impl Fabric {
                 msg
             }
             Ok(_) => {
-                self.stats.count_bad_message();
+                self.core.stats.count_bad_message();
                 return;
             }
             Err(_) => {
-                self.stats.count_bad_message();
+                self.core.stats.count_bad_message();
                 return;
             }
         };
         if msg.body.kind().is_coherence() {
             self.run_engine(|engine, applier| engine.receive(&msg, applier));
         } else if let Some(server) = self.server() {
-            control::handle(&self.stats, &server, &msg);
+            control::handle(&self.core.stats, &server, &msg);
         }
     }
 
@@ -347,7 +328,7 @@ impl ClusterLink for Fabric {
         let engine = self.engine_counters();
         let transport = self.transport_stats();
         let retransmits: u64 = transport.peers.iter().map(|p| p.counters.retransmits).sum();
-        let mut value = serde_json::to_value(self.stats.snapshot()).expect("stats serialize");
+        let mut value = serde_json::to_value(self.core.stats.snapshot()).expect("stats serialize");
         let extra = serde_json::json!({
             "fabric": "software",
             "invalidations_sent": engine.invalidations_sent,
@@ -367,31 +348,13 @@ impl ClusterLink for Fabric {
 
 impl PageResolver for Fabric {
     fn fetch(&self, _memory: &Arc<LogicalMemory>, request: FetchRequest) {
-        let vp = self
-            .vp_of_thread
-            .lock()
-            .expect("tid lock")
-            .get(&request.thread_id)
-            .copied()
-            .unwrap_or(self.first_local_vp);
-        let page = LogicalPage(request.page);
-        let kind = match (request.write, self.memory.page_state(request.page)) {
-            (false, _) => FaultKindLatency::ReadMiss,
-            (true, Ok(PageState::Shared)) => FaultKindLatency::Upgrade,
-            (true, _) => FaultKindLatency::WriteMiss,
-        };
-        self.stats.count_fault(kind);
-        self.started
-            .lock()
-            .expect("latency lock")
-            .entry(request.page)
-            .or_insert((Instant::now(), kind));
+        let fault = self.core.intake(&request);
         self.run_engine(|engine, applier| {
             engine.fault(
                 LocalFault {
-                    page,
-                    write: request.write,
-                    vp,
+                    page: LogicalPage(fault.page),
+                    write: fault.write,
+                    vp: fault.vp,
                 },
                 applier,
             )

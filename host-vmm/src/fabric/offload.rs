@@ -17,7 +17,6 @@
 //! heartbeat in BAR0 and, when the heartbeat stalls, whether the device still answers a
 //! trapped access.
 
-use std::collections::HashMap;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::{Child, Command};
@@ -27,17 +26,17 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use log::warn;
-use nic_firmware::engine::LogicalPage;
 use vfio::client::NicBackend;
 use vfio::layout::{control as control_bits, reg, status, vector_slot, Counter, BUFFER_BYTES};
 use vfio::ring::{
     Completion, CompletionConsumer, PageAccess, RingError, RingPollError, Submission,
     SubmissionProducer,
 };
-use vima::wire::{self, is_coherent_page, Body, Message, MAX_MESSAGE_BYTES};
+use vima::wire::{self, Body, Message, MAX_MESSAGE_BYTES};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use super::{control, vs_id, ClusterLink, FabricStats, FaultKindLatency};
+use super::core::FabricCore;
+use super::{control, vs_id, ClusterLink};
 use crate::memory::{FetchRequest, LogicalMemory, PageResolver, PageState};
 use crate::server::{Outcome, VirtualServer};
 
@@ -154,14 +153,12 @@ pub struct OffloadFabric {
     server: OnceLock<Weak<VirtualServer>>,
     sq: Mutex<SubmissionProducer>,
     vectors: Vec<EventFd>,
-    vp_of_thread: Mutex<HashMap<u32, u32>>,
-    first_local_vp: u32,
-    started: Mutex<HashMap<u64, (Instant, FaultKindLatency)>>,
     process: Mutex<Option<NicProcess>>,
     doorbell: EventFd,
     stop: EventFd,
-    /// Counters and latencies (the NIC's own counters are in BAR0).
-    pub stats: FabricStats,
+    /// Fault intake, counters and latencies, as on the software path (the NIC's own
+    /// counters are in BAR0).
+    pub core: FabricCore,
 }
 
 impl std::fmt::Debug for OffloadFabric {
@@ -220,12 +217,7 @@ impl OffloadFabric {
             present |= 1u64.checked_shl(*vp).unwrap_or(0);
         }
         bar.store_u64(reg::VP_PRESENT, present);
-        for page in 0..memory.page_count() {
-            let home = homes.home_of(LogicalPage(page));
-            if is_coherent_page(page) && home != Some(node16) {
-                memory.set_page_state(page, PageState::Invalid)?;
-            }
-        }
+        let core = FabricCore::new(node16, homes, local_vps, memory.clone())?;
         let sq = SubmissionProducer::new(bar);
         bar.store_u32(reg::CONTROL, control_bits::ENABLE);
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -242,13 +234,10 @@ impl OffloadFabric {
             server: OnceLock::new(),
             sq: Mutex::new(sq),
             vectors,
-            vp_of_thread: Mutex::new(HashMap::new()),
-            first_local_vp: local_vps.first().copied().unwrap_or(0),
-            started: Mutex::new(HashMap::new()),
             process: Mutex::new(process),
             doorbell,
             stop: EventFd::new(EFD_NONBLOCK).map_err(OffloadError::EventFd)?,
-            stats: FabricStats::default(),
+            core,
         }))
     }
 
@@ -294,7 +283,7 @@ impl OffloadFabric {
                     std::thread::sleep(Duration::from_micros(50));
                 }
                 Err(e) => {
-                    self.stats.count_send_failure();
+                    self.core.stats.count_send_failure();
                     warn!("posting to the NIC failed: {e}");
                     return;
                 }
@@ -315,10 +304,7 @@ impl OffloadFabric {
 
     /// Records the calling thread as VP `vp`'s.
     pub fn register_vp_thread(&self, vp: u32) {
-        // SAFETY: gettid has no preconditions.
-        let tid = unsafe { libc::gettid() };
-        let tid = u32::try_from(tid).unwrap_or(0);
-        self.vp_of_thread.lock().expect("tid lock").insert(tid, vp);
+        self.core.register_vp_thread(vp);
     }
 
     /// Sends a control message to `node` through the NIC.
@@ -419,7 +405,7 @@ impl OffloadFabric {
                     }
                 }
                 Err(RingPollError::Descriptor(e)) => {
-                    self.stats.count_bad_message();
+                    self.core.stats.count_bad_message();
                     warn!("{} posted a malformed completion: {e}", self.nic_name());
                     cq.advance(bar);
                 }
@@ -456,22 +442,18 @@ impl OffloadFabric {
                 if let Err(e) = self.memory.complete_fetch(page, host_state(state)) {
                     warn!("completing the fetch of page {page}: {e}");
                 }
-                if let Some((start, kind)) =
-                    self.started.lock().expect("latency lock").remove(&page)
-                {
-                    self.stats.record(kind, start.elapsed());
-                }
+                self.core.page_ready(page);
             }
             Completion::Control { .. } => {
                 let msg = match wire::decode(payload) {
                     Ok(msg) if msg.dst == self.node && msg.vs_id == vs_id() => msg,
                     _ => {
-                        self.stats.count_bad_message();
+                        self.core.stats.count_bad_message();
                         return true;
                     }
                 };
                 if let Some(server) = self.server() {
-                    control::handle(&self.stats, &server, &msg);
+                    control::handle(&self.core.stats, &server, &msg);
                 }
             }
             Completion::PeerDown { node } => {
@@ -572,7 +554,7 @@ impl ClusterLink for OffloadFabric {
 
     fn stats_json(&self) -> serde_json::Value {
         let c = |counter| self.counter(counter);
-        let mut value = serde_json::to_value(self.stats.snapshot()).expect("stats serialize");
+        let mut value = serde_json::to_value(self.core.stats.snapshot()).expect("stats serialize");
         let extra = serde_json::json!({
             "fabric": "offload",
             "invalidations_sent": c(Counter::InvalidationsSent),
@@ -610,29 +592,12 @@ impl ClusterLink for OffloadFabric {
 
 impl PageResolver for OffloadFabric {
     fn fetch(&self, _memory: &Arc<LogicalMemory>, request: FetchRequest) {
-        let vp = self
-            .vp_of_thread
-            .lock()
-            .expect("tid lock")
-            .get(&request.thread_id)
-            .copied()
-            .unwrap_or(self.first_local_vp);
-        let kind = match (request.write, self.memory.page_state(request.page)) {
-            (false, _) => FaultKindLatency::ReadMiss,
-            (true, Ok(PageState::Shared)) => FaultKindLatency::Upgrade,
-            (true, _) => FaultKindLatency::WriteMiss,
-        };
-        self.stats.count_fault(kind);
-        self.started
-            .lock()
-            .expect("latency lock")
-            .entry(request.page)
-            .or_insert((Instant::now(), kind));
+        let fault = self.core.intake(&request);
         self.submit(
             &Submission::Fetch {
-                page: request.page,
-                write: request.write,
-                vp,
+                page: fault.page,
+                write: fault.write,
+                vp: fault.vp,
             },
             &[],
         );

@@ -5,7 +5,7 @@ use std::ffi::CStr;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
-use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -258,6 +258,23 @@ impl LogicalMemory {
     pub fn write_u64(&self, at: LogicalRange, value: u64) -> Result<(), MemoryError> {
         self.word(at)?.store(value, Ordering::SeqCst);
         self.after_write(at.addr(), 8)
+    }
+
+    /// Adds `value` to an aligned u32 atomically through the DMA window (wrapping), without
+    /// notifying watchers: for counters the guest reads when it wants to.
+    pub fn add_u32(&self, at: LogicalRange, value: u32) -> Result<u32, MemoryError> {
+        if at.len() != 4 || at.addr() & 3 != 0 {
+            return Err(MemoryError::NotAWord {
+                addr: at.addr(),
+                len: at.len(),
+            });
+        }
+        let (offset, _) = self.window(at)?;
+        // SAFETY: `offset + 4 <= size` (checked by `window`), inside the DMA window, which
+        // lives as long as `self`; 4-byte aligned (checked above, the mapping is page
+        // aligned); accessed only atomically by this process, as in `word`.
+        let word = unsafe { AtomicU32::from_ptr(self.dma.base.as_ptr().add(offset).cast::<u32>()) };
+        Ok(word.fetch_add(value, Ordering::SeqCst))
     }
 
     /// Copies a range out of the DMA window (atomic per aligned word, not as a whole).

@@ -151,8 +151,8 @@ pub enum MemoryError {
         /// Buffer length.
         buf_len: usize,
     },
-    /// A word access needs an 8-byte range at an 8-byte aligned address.
-    #[error("Range {addr:#x}+{len} is not one aligned 8-byte word")]
+    /// A word access needs a range of the word's size at an address aligned to it.
+    #[error("Range {addr:#x}+{len} is not one aligned word")]
     NotAWord {
         /// First address.
         addr: u64,
