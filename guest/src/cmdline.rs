@@ -3,9 +3,10 @@
 //! Grammar (words separated by ASCII white space, numbers in decimal):
 //! `hello` | `counter ITERS` | `matmul N` | `sort N` | `litmus (mp|sb|lb|iriw) ITERS` |
 //! `probe (local|read_miss|write_miss|upgrade) PAGES` | `probe invalidate PAGES SHARERS` |
-//! `linux [strace] [trap-syscalls]` (run the Linux program the VMM loaded, its argv comes
-//! with it; `strace` prints every system call on stderr, `trap-syscalls` keeps every
-//! `syscall` trapping instead of rewriting it).
+//! `linux [strace] [trap-syscalls] [load-placement]` (run the Linux program the VMM
+//! loaded, its argv comes with it; `strace` prints every system call on stderr,
+//! `trap-syscalls` keeps every `syscall` trapping instead of rewriting it,
+//! `load-placement` places threads by run-queue load alone, without their remote faults).
 //! An unknown first word is [`CmdlineError::UnknownWorkload`] (exit status
 //! 2); every other mistake exits with status 1 (see [`CmdlineError::exit_status`]).
 
@@ -62,12 +63,19 @@ pub enum Workload {
         sharers: u32,
     },
     /// The Linux program the VMM loaded (`cvmm run -- PATH`), described by `ProgramRead`.
-    Linux {
-        /// Print each system call on stderr (`cvmm run --strace`).
-        strace: bool,
-        /// Never rewrite `syscall` sites (`cvmm run --trap-syscalls`).
-        trap_syscalls: bool,
-    },
+    Linux(LinuxOptions),
+}
+
+/// How the Linux personality runs the program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LinuxOptions {
+    /// Print each system call on stderr (`cvmm run --strace`).
+    pub strace: bool,
+    /// Never rewrite `syscall` sites (`cvmm run --trap-syscalls`).
+    pub trap_syscalls: bool,
+    /// Place threads by run-queue load alone (`cvmm run --placement load`), not weighted
+    /// by the remote faults they take.
+    pub load_placement: bool,
 }
 
 impl Workload {
@@ -80,7 +88,7 @@ impl Workload {
             Workload::Sort { .. } => "sort",
             Workload::Litmus { .. } => "litmus",
             Workload::Probe { .. } => "probe",
-            Workload::Linux { .. } => "linux",
+            Workload::Linux(_) => "linux",
         }
     }
 }
@@ -229,31 +237,31 @@ pub fn parse(cmdline: &[u8]) -> Result<Workload, CmdlineError<'_>> {
             Ok(Workload::Hello)
         }
         b"linux" => {
-            let (mut strace, mut trap_syscalls) = (false, false);
+            const EXPECTED: &str = "[strace] [trap-syscalls] [load-placement]";
+            let mut options = LinuxOptions::default();
             for &word in args.iter().take(got) {
-                match word {
-                    b"strace" => strace = true,
-                    b"trap-syscalls" => trap_syscalls = true,
+                let flag = match word {
+                    b"strace" => &mut options.strace,
+                    b"trap-syscalls" => &mut options.trap_syscalls,
+                    b"load-placement" => &mut options.load_placement,
                     _ => {
                         return Err(CmdlineError::ArgumentCount {
                             workload: "linux",
-                            expected: "[strace] [trap-syscalls]",
+                            expected: EXPECTED,
                             got,
                         })
                     }
-                }
+                };
+                *flag = true;
             }
-            if got > 2 {
+            if got > 3 {
                 return Err(CmdlineError::ArgumentCount {
                     workload: "linux",
-                    expected: "[strace] [trap-syscalls]",
+                    expected: EXPECTED,
                     got,
                 });
             }
-            Ok(Workload::Linux {
-                strace,
-                trap_syscalls,
-            })
+            Ok(Workload::Linux(options))
         }
         b"counter" => {
             arity("counter", "ITERS", 1)?;
@@ -306,15 +314,20 @@ mod tests {
     #[test]
     fn parses_every_workload() {
         assert_eq!(parse(b"hello"), Ok(Workload::Hello));
-        let linux = |strace, trap_syscalls| {
-            Ok(Workload::Linux {
+        let linux = |strace, trap_syscalls, load_placement| {
+            Ok(Workload::Linux(LinuxOptions {
                 strace,
                 trap_syscalls,
-            })
+                load_placement,
+            }))
         };
-        assert_eq!(parse(b"linux"), linux(false, false));
-        assert_eq!(parse(b"linux strace"), linux(true, false));
-        assert_eq!(parse(b"linux trap-syscalls strace"), linux(true, true));
+        assert_eq!(parse(b"linux"), linux(false, false, false));
+        assert_eq!(parse(b"linux strace"), linux(true, false, false));
+        assert_eq!(
+            parse(b"linux trap-syscalls strace"),
+            linux(true, true, false)
+        );
+        assert_eq!(parse(b"linux load-placement"), linux(false, false, true));
         assert!(parse(b"linux x").is_err());
         assert_eq!(parse(b"  hello \n"), Ok(Workload::Hello));
         assert_eq!(

@@ -24,6 +24,7 @@ pub mod linux_abi;
 pub mod litmus;
 pub mod matmul;
 pub mod page_alloc;
+pub mod placement;
 pub mod probe;
 pub mod sort;
 pub mod split;

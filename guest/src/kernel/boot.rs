@@ -139,10 +139,7 @@ fn boot(config: Config<'static>, workload: Workload) -> Result<(), BootError> {
     // A Linux program's image and break are the program's: read where they lie before
     // the allocator takes the rest of memory.
     let program_range = match workload {
-        Workload::Linux {
-            strace,
-            trap_syscalls,
-        } => Some(crate::linux::load(strace, trap_syscalls)?),
+        Workload::Linux(options) => Some(crate::linux::load(options)?),
         _ => None,
     };
     alloc::init(&config, program_range)?;

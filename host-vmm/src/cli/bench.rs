@@ -22,8 +22,9 @@ pub enum BenchCommand {
     FaultLatency(FaultLatencyArgs),
     /// What a Linux program pays on the virtual server, next to the same binary run
     /// natively: the null system call, thread create + join, futex ping-pong (one VP,
-    /// two VPs, two nodes), and a multi-threaded computation's speed-up over VPs and
-    /// nodes with remote faults per operation.
+    /// two VPs, two nodes), a multi-threaded computation's speed-up over VPs and nodes
+    /// with remote faults per operation, and the remote faults of threads placed by
+    /// memory weight against load alone.
     Linux(LinuxArgs),
 }
 

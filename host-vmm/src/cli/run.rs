@@ -14,6 +14,16 @@ use crate::guest_image::GUEST_ELF;
 use crate::node::{run_node, NodeConfig, NodeReport};
 use crate::server::Outcome;
 
+/// Thread placement of the guest scheduler (`cvmm run --placement`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Placement {
+    /// Load and each thread's remote faults by home node.
+    #[default]
+    Memory,
+    /// Run-queue load alone.
+    Load,
+}
+
 /// Arguments of `cvmm run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -71,6 +81,11 @@ pub struct RunArgs {
     /// rewriting it into a call (to measure the trap path; docs/linux-abi.md).
     #[arg(long)]
     pub trap_syscalls: bool,
+    /// How the guest places a Linux program's threads on VPs: weighing the remote page
+    /// faults each thread takes against run-queue load (`memory`, paper 4.9.5), or by
+    /// load alone (`load`, to measure the difference).
+    #[arg(long, value_enum, default_value_t = Placement::Memory)]
+    pub placement: Placement,
     /// The guest workload and its arguments, e.g. `matmul 64`; or the path of a static
     /// x86-64 Linux executable (any name containing `/`) and its arguments.
     #[arg(last = true, required = true, num_args = 1..)]
@@ -238,6 +253,9 @@ fn linux_cmdline(args: &RunArgs) -> String {
     }
     if args.trap_syscalls {
         cmdline.push_str(" trap-syscalls");
+    }
+    if args.placement == Placement::Load {
+        cmdline.push_str(" load-placement");
     }
     cmdline
 }

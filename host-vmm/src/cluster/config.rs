@@ -44,7 +44,7 @@
 //! ```
 //!
 //! A Linux program (`cvmm run --nodes M -- PATH ARGS...` writes this for its nodes) is a
-//! `[program]` section, with `cmdline = "linux"` (plus `strace`, `trap-syscalls`) in
+//! `[program]` section, with `cmdline = "linux"` (plus `strace`, `trap-syscalls`, `load-placement`) in
 //! `[server]`; only node 0 reads the file (docs/linux-abi.md):
 //!
 //! ```toml

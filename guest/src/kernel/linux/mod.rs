@@ -84,9 +84,10 @@ pub enum LinuxError {
 
 /// VP 0 at boot, before the allocator starts: reads the descriptor. Returns the range
 /// `[image_start, brk_limit)` the allocator must leave to the program.
-pub fn load(strace: bool, trap_syscalls: bool) -> Result<(u64, u64), LinuxError> {
-    syscalls::set_strace(strace);
-    rewrite::set_enabled(!trap_syscalls);
+pub fn load(options: guest::cmdline::LinuxOptions) -> Result<(u64, u64), LinuxError> {
+    syscalls::set_strace(options.strace);
+    rewrite::set_enabled(!options.trap_syscalls);
+    crate::sched::placement::set_memory_weighted(!options.load_placement);
     // SAFETY: only VP 0 calls this, once (PROGRAM is set below, a second call fails
     // before touching the buffer), before any other VP runs; nothing else refers to the
     // buffer until PROGRAM hands out the shared view.

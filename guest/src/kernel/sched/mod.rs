@@ -18,6 +18,7 @@
 //!   queues it. A thread that stops running is queued again only by the thread that
 //!   takes its VP, once nothing runs on its stack any more.
 
+pub mod placement;
 pub mod switch;
 
 use core::hint::spin_loop;
@@ -109,6 +110,8 @@ pub struct Thread {
     cpu_ticks: AtomicU64,
     /// TSC when its current run began.
     run_start: AtomicU64,
+    /// Remote faults it took, by home node (written by the VP it runs on).
+    weights: placement::Weights,
 }
 
 impl Thread {
@@ -148,6 +151,7 @@ impl Thread {
             timer_next: AtomicPtr::new(null_mut()),
             cpu_ticks: AtomicU64::new(0),
             run_start: AtomicU64::new(0),
+            weights: placement::Weights::new(),
         }
     }
 
@@ -182,6 +186,8 @@ pub struct RunQueue {
     resched: AtomicU32,
     timer_lock: RawSpinLock,
     timers: AtomicPtr<Thread>,
+    /// The VP's last reading of its remote-fault counts.
+    faults_seen: placement::FaultReading,
     idle: Thread,
 }
 
@@ -198,6 +204,7 @@ impl RunQueue {
             resched: AtomicU32::new(0),
             timer_lock: RawSpinLock::new(),
             timers: AtomicPtr::new(null_mut()),
+            faults_seen: placement::FaultReading::new(),
             idle: Thread::idle(),
         }
     }
@@ -317,11 +324,11 @@ fn enqueue(thread: &'static Thread, vp: u32) {
 }
 
 fn pop(vp: u32) -> Option<&'static Thread> {
-    pop_for(vp, None)
+    pop_if(vp, |_| true)
 }
 
-/// The head of `vp`'s queue; with `thief`, only if that VP may run it.
-fn pop_for(vp: u32, thief: Option<u32>) -> Option<&'static Thread> {
+/// The head of `vp`'s queue, if `accept` takes it.
+fn pop_if(vp: u32, accept: impl Fn(&Thread) -> bool) -> Option<&'static Thread> {
     let q = queue(vp);
     if q.len.load(Ordering::Relaxed) == 0 {
         return None;
@@ -329,8 +336,7 @@ fn pop_for(vp: u32, thief: Option<u32>) -> Option<&'static Thread> {
     q.lock.lock();
     let head = q.head.load(Ordering::Relaxed);
     // SAFETY: as in `enqueue`.
-    let allowed = |t: *mut Thread| thief.is_none_or(|v| unsafe { (*t).may_run_on(v) });
-    let thread = if head.is_null() || !allowed(head) {
+    let thread = if head.is_null() || !accept(unsafe { &*head }) {
         None
     } else {
         // SAFETY: as in `enqueue`.
@@ -347,17 +353,34 @@ fn pop_for(vp: u32, thief: Option<u32>) -> Option<&'static Thread> {
     thread
 }
 
-/// A runnable thread of another VP, from this node's VPs first.
+/// A runnable thread of another VP, from this node's VPs first. From another node only
+/// a thread that the move is worth it for: with memory weighting, one whose remote
+/// faults would cost more on this node than its wait there (`guest::placement`).
 fn steal(vp: u32) -> Option<&'static Thread> {
     let k = kernel();
     let count = vp_count();
     let node = k.node_of(vp as usize);
+    let weighted = placement::memory_weighted();
+    let nodes = placement::node_count();
     for same_node in [true, false] {
         for other in (1..count).map(|i| (vp + i) % count) {
-            if (k.node_of(other as usize) == node) != same_node {
+            let from = k.node_of(other as usize);
+            if (from == node) != same_node {
                 continue;
             }
-            if let Some(thread) = pop_for(other, Some(vp)) {
+            let waiting = queue(other).load();
+            let accept = |t: &Thread| {
+                t.may_run_on(vp)
+                    && (same_node
+                        || !weighted
+                        || guest::placement::worth_stealing(
+                            &t.weights.get()[..nodes],
+                            from,
+                            node,
+                            waiting,
+                        ))
+            };
+            if let Some(thread) = pop_if(other, accept) {
                 return Some(thread);
             }
         }
@@ -420,13 +443,42 @@ pub fn wake(thread: &'static Thread) -> bool {
         spin_loop();
     }
     let last = thread.vp.load(Ordering::Relaxed);
-    let vp = if thread.may_run_on(last) {
-        last
-    } else {
+    let vp = if !thread.may_run_on(last) {
         place_within(thread.affinity.load(Ordering::Relaxed))
+    } else if placement::memory_weighted() {
+        wake_target(thread, last)
+    } else {
+        last
     };
     enqueue(thread, vp);
     true
+}
+
+/// Where a woken thread goes with memory weighting: back to its last VP, unless it
+/// faulted most on another node's memory and the least loaded VP there costs less
+/// (`guest::placement::cost`: load, remote faults, the move).
+fn wake_target(thread: &Thread, last: u32) -> u32 {
+    let nodes = placement::node_count();
+    let weights = thread.weights.get();
+    let weights = &weights[..nodes];
+    let k = kernel();
+    let from = k.node_of(last as usize);
+    let Some(preferred) = guest::placement::preferred_node(weights).filter(|&n| n != from) else {
+        return last;
+    };
+    let Some(there) = (0..vp_count())
+        .filter(|&v| k.node_of(v as usize) == preferred && thread.may_run_on(v))
+        .min_by_key(|&v| queue(v).load())
+    else {
+        return last;
+    };
+    let stay = guest::placement::cost(weights, from, from, queue(last).load());
+    let go = guest::placement::cost(weights, from, preferred, queue(there).load());
+    if go < stay {
+        there
+    } else {
+        last
+    }
 }
 
 /// Marks the calling thread as going to sleep; the caller then publishes it where a
@@ -649,6 +701,10 @@ pub fn resched_point() {
 fn switch(prev: &'static Thread, next: &'static Thread) {
     let vp = current_vp();
     let mask = interrupts::mask();
+    if placement::memory_weighted() {
+        let ran = (!prev.is_idle()).then_some(&prev.weights);
+        placement::account(vp, &queue(vp).faults_seen, ran);
+    }
     let now = crate::clock::tsc();
     if !prev.is_idle() {
         let ran = now.saturating_sub(prev.run_start.load(Ordering::Relaxed));

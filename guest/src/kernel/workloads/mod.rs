@@ -66,7 +66,7 @@ impl WorkloadError {
 /// VP 0, before the other VPs start.
 pub fn prepare(kernel: &Kernel) -> Result<(), WorkloadError> {
     match kernel.workload {
-        Workload::Hello | Workload::Counter { .. } | Workload::Linux { .. } => Ok(()),
+        Workload::Hello | Workload::Counter { .. } | Workload::Linux(_) => Ok(()),
         Workload::Matmul { n } => matmul::prepare(kernel, n),
         Workload::Sort { n } => sort::prepare(kernel, n),
         Workload::Litmus { test, iterations } => litmus::prepare(kernel, test, iterations),
@@ -91,11 +91,11 @@ pub fn run(kernel: &Kernel, vp: usize) -> Result<(), WorkloadError> {
         Workload::Litmus { .. } => litmus::run(vp),
         Workload::Probe { .. } => probe::run(kernel, vp),
         // VP 0 becomes the program's; the others have nothing to run until threads do.
-        Workload::Linux { .. } if vp == 0 => match crate::linux::run() {
+        Workload::Linux(_) if vp == 0 => match crate::linux::run() {
             Ok(never) => match never {},
             Err(err) => Err(WorkloadError::Linux(err)),
         },
-        Workload::Linux { .. } => match crate::linux::vp_main() {
+        Workload::Linux(_) => match crate::linux::vp_main() {
             Ok(never) => match never {},
             Err(err) => Err(WorkloadError::Linux(err)),
         },
@@ -116,6 +116,6 @@ pub fn finish(kernel: &Kernel) -> Result<(), WorkloadError> {
         // VP 0 printed the line at the end of its run: the phase lines around its timed
         // loop and the result belong together.
         Workload::Probe { .. } => Ok(()),
-        Workload::Linux { .. } => Ok(()),
+        Workload::Linux(_) => Ok(()),
     }
 }

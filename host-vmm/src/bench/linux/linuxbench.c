@@ -11,7 +11,12 @@
  *                     T threads each sum WORK pages of their own memory PASSES times
  *                     (16 if not given); the
  *                     time from the first thread's start to the last one's end is the
- *                     result (the speed-up over VPs and nodes) */
+ *                     result (the speed-up over VPs and nodes)
+ *   phases T PAGES ROUNDS
+ *                     T threads each write every word of PAGES pages of their own
+ *                     memory, then meet at a barrier, ROUNDS times: a thread that waits
+ *                     at the barrier may wake on another VP, and on another node it
+ *                     writes its pages there (the placement measurement) */
 #define _GNU_SOURCE
 #include <linux/futex.h>
 #include <pthread.h>
@@ -89,9 +94,34 @@ static void *compute(void *arg) {
     return NULL;
 }
 
+struct phase_work {
+    long pages;
+    long rounds;
+    uint64_t sum;
+};
+
+static pthread_barrier_t phase_line;
+
+static void *phases(void *arg) {
+    struct phase_work *w = arg;
+    size_t words = (size_t)w->pages * 512;
+    uint64_t *mem = malloc(words * 8);
+    for (size_t i = 0; i < words; i++) mem[i] = i;
+    pthread_barrier_wait(&phase_line);
+    for (long round = 0; round < w->rounds; round++) {
+        for (size_t i = 0; i < words; i++) mem[i] += (uint64_t)round ^ i;
+        pthread_barrier_wait(&phase_line);
+    }
+    uint64_t sum = 0;
+    for (size_t i = 0; i < words; i++) sum += mem[i];
+    w->sum = sum;
+    free(mem);
+    return NULL;
+}
+
 int main(int argc, char **argv) {
     if (argc < 3) {
-        fprintf(stderr, "usage: %s getpid|spawn|pingpong N | compute THREADS PAGES [PASSES]\n", argv[0]);
+        fprintf(stderr, "usage: %s getpid|spawn|pingpong N | compute THREADS PAGES [PASSES] | phases THREADS PAGES ROUNDS\n", argv[0]);
         return 2;
     }
     const char *mode = argv[1];
@@ -157,6 +187,32 @@ int main(int argc, char **argv) {
         for (int b = 0; b < BATCHES; b++) per_op[b] = (double)wall;
         printf("checksum %llu\n", (unsigned long long)total);
         report(mode, threads * pages * passes, per_op, BATCHES, wall);
+        return 0;
+    } else if (!strcmp(mode, "phases") && argc >= 5) {
+        long threads = n;
+        long pages = atol(argv[3]);
+        long rounds = atol(argv[4]);
+        pthread_t t[64];
+        struct phase_work w[64];
+        if (threads < 1 || threads > 64 || pages < 1 || rounds < 1) return 2;
+        pthread_barrier_init(&phase_line, NULL, (unsigned)threads + 1);
+        for (long i = 0; i < threads; i++) {
+            w[i].pages = pages;
+            w[i].rounds = rounds;
+            pthread_create(&t[i], NULL, phases, &w[i]);
+        }
+        pthread_barrier_wait(&phase_line);
+        uint64_t t0 = now_ns();
+        for (long r = 0; r < rounds; r++) pthread_barrier_wait(&phase_line);
+        uint64_t wall = now_ns() - t0;
+        uint64_t total = 0;
+        for (long i = 0; i < threads; i++) {
+            pthread_join(t[i], NULL);
+            total += w[i].sum;
+        }
+        for (int b = 0; b < BATCHES; b++) per_op[b] = (double)wall / (double)(threads * pages * rounds);
+        printf("checksum %llu\n", (unsigned long long)total);
+        report(mode, threads * pages * rounds, per_op, BATCHES, wall);
         return 0;
     } else {
         fprintf(stderr, "unknown mode %s\n", mode);

@@ -4,8 +4,9 @@
 //!
 //! One small C program ([`SOURCE`], built here with `gcc -static`) measures one thing per
 //! run and prints a `RESULT` line: the null system call, thread create + join, a futex
-//! ping-pong between two threads, and a multi-threaded computation over each thread's
-//! own memory. Each case runs `repeat` times; a row is the median of the runs' medians
+//! ping-pong between two threads, a multi-threaded computation over each thread's own
+//! memory, and threads that rewrite their own memory between barriers (placed by memory
+//! weight and by load alone, `cvmm run --placement`). Each case runs `repeat` times; a row is the median of the runs' medians
 //! and p99s (per-operation times over 64 batches of a run), with the mean, the ratio to
 //! the native row of the same measurement, and for cluster runs the remote faults per
 //! operation from `--stats-json`. Runs are interleaved (repeat, then case) so drift on a
@@ -41,6 +42,8 @@ pub struct Shape {
     pub vps_per_node: u32,
     /// `software` or `offload`.
     pub fabric: &'static str,
+    /// `cvmm run --placement`: `memory` (the default) or `load`.
+    pub placement: &'static str,
 }
 
 impl Shape {
@@ -48,6 +51,7 @@ impl Shape {
         nodes: None,
         vps_per_node: 0,
         fabric: "",
+        placement: "",
     };
 
     const fn cvmm(nodes: u32, vps_per_node: u32, fabric: &'static str) -> Shape {
@@ -55,12 +59,25 @@ impl Shape {
             nodes: Some(nodes),
             vps_per_node,
             fabric,
+            placement: "memory",
+        }
+    }
+
+    /// The same shape with threads placed by load alone.
+    const fn by_load(self) -> Shape {
+        Shape {
+            placement: "load",
+            ..self
         }
     }
 
     fn label(&self) -> String {
         match self.nodes {
             None => "native".into(),
+            Some(n) if self.placement == "load" => format!(
+                "cvmm {n}x{} {}, placement by load",
+                self.vps_per_node, self.fabric
+            ),
             Some(n) => format!("cvmm {n}x{} {}", self.vps_per_node, self.fabric),
         }
     }
@@ -157,6 +174,24 @@ fn cases(scale: f64) -> Vec<Case> {
     all.push(compute(2, Shape::cvmm(2, 1, "software")));
     all.push(compute(4, Shape::cvmm(4, 1, "software")));
     all.push(compute(2, Shape::cvmm(2, 1, "offload")));
+    // Placement: more threads than VPs, each rewriting its own 1 MiB between barriers,
+    // so threads wake and are stolen across nodes; memory-weighted against load alone.
+    let rounds = n(200);
+    let phases = |threads: u32, shape| {
+        case(
+            "phases",
+            vec![threads.to_string(), "256".into(), rounds.clone()],
+            shape,
+        )
+    };
+    all.push(phases(3, Shape::NATIVE));
+    for shape in [Shape::cvmm(2, 1, "software"), Shape::cvmm(4, 1, "software")] {
+        let threads = if shape.nodes == Some(2) { 3 } else { 6 };
+        all.push(phases(threads, shape.clone()));
+        all.push(phases(threads, shape.by_load()));
+    }
+    all.push(phases(3, Shape::cvmm(2, 1, "offload")));
+    all.push(phases(3, Shape::cvmm(2, 1, "offload").by_load()));
     all
 }
 
@@ -235,6 +270,7 @@ fn run_case(exe: &Path, bin: &Path, case: &Case, scratch: &Path) -> Result<Sampl
                 .args(["--nodes", &nodes.to_string()])
                 .args(["--vps-per-node", &case.shape.vps_per_node.to_string()])
                 .args(["--mem-mib", "256", "--fabric", case.shape.fabric])
+                .args(["--placement", case.shape.placement])
                 .arg("--stats-json")
                 .arg(&stats)
                 .arg("--")
@@ -433,7 +469,7 @@ mod tests {
     #[test]
     fn every_measurement_has_a_native_row_to_compare_with() {
         let all = cases(1.0);
-        for mode in ["getpid", "spawn", "pingpong", "compute"] {
+        for mode in ["getpid", "spawn", "pingpong", "compute", "phases"] {
             assert!(
                 all.iter()
                     .any(|c| c.mode == mode && c.shape.nodes.is_none()),
