@@ -210,6 +210,10 @@ fn c_threads_match_native_on_one_two_and_four_nodes() {
     ];
     assert_same_with(&musl, &[], 2, &lossy);
     assert_same_with(&musl, &[], 1, &["--nodes", "4", "--mem-mib", "128"]);
+    // Placement by load alone (the measurement baseline of memory weighting) runs the
+    // same program just as correctly.
+    let by_load = ["--nodes", "2", "--mem-mib", "128", "--placement", "load"];
+    assert_same_with(&musl, &[], 1, &by_load);
 }
 
 /// std::thread, std::mutex and std::condition_variable from g++ -static.
