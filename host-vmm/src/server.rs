@@ -12,7 +12,7 @@ use std::time::Instant;
 use kvm_ioctls::VcpuFd;
 use vima::call::{LogicalRange, UncheckedRange};
 use vima::interrupt::{VpShared, VP_SHARED_PENDING_OFFSET};
-use vima::layout::{is_per_node, vp_shared_addr};
+use vima::layout::{is_per_node, vp_shared_addr, PAGE_SIZE};
 use vima::wire::Body;
 use vima::Status;
 
@@ -249,6 +249,23 @@ impl VirtualServer {
         self.memory
             .write(range, data)
             .map_err(|_| Status::BadAddress)
+    }
+
+    /// `MemDiscard`: makes the page-aligned `range` read as zero on every node. Pages only
+    /// this node holds are freed without the network ([`LogicalMemory::discard`]); the
+    /// rest are read coherently and zeroed only if they are not zero already (so a
+    /// shared copy of a zero page is not taken from its other holders). Returns how many
+    /// pages needed no coherent access.
+    pub fn discard(&self, range: LogicalRange) -> Result<u64, Status> {
+        let rest = self.memory.discard(range).map_err(|_| Status::BadAddress)?;
+        for page in &rest {
+            let page_range = UncheckedRange::new(page * PAGE_SIZE, PAGE_SIZE)
+                .check(self.logical_bytes, PAGE_SIZE)?;
+            if self.read_guest(page_range)?.iter().any(|&b| b != 0) {
+                self.write_guest(page_range, &[0u8; vima::wire::PAGE_BYTES])?;
+            }
+        }
+        Ok(range.len() / PAGE_SIZE - rest.len() as u64)
     }
 
     /// Reads an aligned u64 of guest memory (coherently on a cluster).

@@ -132,10 +132,16 @@ pub enum Call {
     /// does not implement; `name` (`len <= 32` bytes, 0 if unknown) is its name. Counted
     /// by number and name in `--stats-json`.
     SyscallUnimplemented = 24,
+    /// `MemDiscard(addr, len) -> freed`: the page-aligned range reads as zero afterwards,
+    /// on every node (`madvise(MADV_DONTNEED)`). Pages only this node holds give their
+    /// memory back to the host instead of being written; the others are zeroed through
+    /// the coherence protocol (pages that read as zero are left as they are). Returns
+    /// how many pages were given back.
+    MemDiscard = 25,
 }
 
 /// Number of call numbers defined; numbers at or above this are `UnknownCall`.
-pub const CALL_COUNT: usize = 25;
+pub const CALL_COUNT: usize = 26;
 
 /// The registers of one call as the VMM read them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -174,6 +180,7 @@ impl Call {
         Call::FileClose,
         Call::FileReadLink,
         Call::SyscallUnimplemented,
+        Call::MemDiscard,
     ];
 
     /// Decodes the call number in `rax`.
@@ -212,6 +219,7 @@ impl Call {
             Call::FileClose => "file_close",
             Call::FileReadLink => "file_read_link",
             Call::SyscallUnimplemented => "syscall_unimplemented",
+            Call::MemDiscard => "mem_discard",
         }
     }
 }

@@ -4,7 +4,7 @@
 //!
 //! Memory is handed out as page blocks or as `u64` slices that live as long as the
 //! kernel. Blocks are zero when handed out: fresh ones were never touched, reused ones are
-//! cleared here, on the calling VP.
+//! cleared here, on the calling VP (large ones by the VMM's `MemDiscard`).
 
 use vima::config::Config;
 use vima::layout::PAGE_SIZE;
@@ -66,13 +66,23 @@ pub fn init(config: &Config<'_>, program: Option<(u64, u64)>) -> Result<(), Page
 /// Allocates `count` zeroed pages, on `node` if it has room; returns the address.
 pub fn alloc_pages(count: u64, node: u32) -> Result<u64, PageAllocError> {
     let block = PAGES.lock().alloc(count, node)?;
-    if !block.fresh {
+    let bytes = count * PAGE_SIZE;
+    // A large reused block (a freed thread stack) is cheaper to discard in the VMM (one
+    // exit, memory back to the host) than to write over; a small one is written here.
+    let discarded = !block.fresh
+        && count >= DISCARD_MIN_PAGES
+        && crate::vima_calls::mem_discard(block.addr, bytes).is_ok();
+    if !block.fresh && !discarded {
         // SAFETY: the allocator just handed the block to us alone; it lies in logical
         // memory, which is mapped read/write.
-        unsafe { core::ptr::write_bytes(block.addr as *mut u64, 0, words(count * PAGE_SIZE)) };
+        unsafe { core::ptr::write_bytes(block.addr as *mut u64, 0, words(bytes)) };
     }
     Ok(block.addr)
 }
+
+/// Reused blocks of at least this many pages are zeroed by `MemDiscard` (an exit costs
+/// about what writing 512 KiB does).
+const DISCARD_MIN_PAGES: u64 = 128;
 
 fn words(bytes: u64) -> usize {
     (bytes / 8) as usize

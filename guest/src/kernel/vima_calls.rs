@@ -187,6 +187,12 @@ pub fn program_read(buf: &mut [u8]) -> Result<u64, CallError> {
     )
 }
 
+/// `MemDiscard`: the page-aligned `[addr, addr + len)` reads as zero afterwards on every
+/// node; returns how many pages the VMM handled without the coherence protocol.
+pub fn mem_discard(addr: u64, len: u64) -> Result<u64, CallError> {
+    checked(Call::MemDiscard, [addr, len, 0, 0, 0])
+}
+
 /// `SyscallEntrySet`: this VP's `syscall` instruction jumps to `entry` from now on.
 pub fn syscall_entry_set(entry: u64) -> Result<(), CallError> {
     checked(Call::SyscallEntrySet, [entry, 0, 0, 0, 0]).map(|_| ())

@@ -151,6 +151,15 @@ pub enum MemoryError {
         /// Buffer length.
         buf_len: usize,
     },
+    /// Punching a hole for a discarded page failed.
+    #[error("Failed to free page {page} of the memfd")]
+    Punch {
+        /// The page.
+        page: u64,
+        /// What fallocate said.
+        #[source]
+        source: std::io::Error,
+    },
     /// A word access needs a range of the word's size at an address aligned to it.
     #[error("Range {addr:#x}+{len} is not one aligned word")]
     NotAWord {

@@ -257,6 +257,29 @@ impl<O: MappingOps> Pager<'_, O> {
         Ok(())
     }
 
+    /// Gives back an Exclusive page that nothing watches, protects or fetches: `punch`
+    /// removes its contents from the memfd (a hole), so the next guest access is a
+    /// MISSING fault answered with a zero page. Under the page's lock, so no fault or
+    /// coherence action sees it half done. False (nothing done) for any other page: the
+    /// caller zeroes it coherently instead.
+    pub fn discard_exclusive(
+        &self,
+        page: u64,
+        punch: impl FnOnce() -> std::io::Result<()>,
+    ) -> Result<bool, MemoryError> {
+        let locked = self.lock(page)?;
+        if locked.state() != PageState::Exclusive
+            || locked.has(FETCHING)
+            || locked.has(WATCHED)
+            || locked.has(PROTECTED)
+        {
+            return Ok(false);
+        }
+        punch().map_err(|source| MemoryError::Punch { page, source })?;
+        drop(locked);
+        Ok(true)
+    }
+
     /// Write-protects the page in the guest mapping (`on`), or lifts that protection and
     /// notifies the watchers (their writes would no longer fault). A Shared page cannot
     /// be made writable here: only the coherence protocol can.

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use kvm_bindings::kvm_regs;
 use vima::call::{Call, CallArgs, UncheckedRange, CONSOLE_WRITE_MAX, STREAM_WRITE_MAX};
 use vima::interrupt::{is_external_vector, VECTOR_COUNT};
+use vima::layout::PAGE_SIZE;
 use vima::Status;
 
 use super::interrupts;
@@ -242,6 +243,16 @@ fn handle(
                 .stats
                 .count_unimplemented_syscall(a[0], &name, a[3].max(1));
             Ok(Reply::Value(0))
+        }
+        Call::MemDiscard => {
+            if !a[0].is_multiple_of(PAGE_SIZE) || !a[1].is_multiple_of(PAGE_SIZE) {
+                return Err(Status::BadArgument);
+            }
+            if a[1] == 0 {
+                return Ok(Reply::Value(0));
+            }
+            let range = UncheckedRange::new(a[0], a[1]).check(logical, PAGE_SIZE)?;
+            server.discard(range).map(Reply::Value)
         }
         Call::SyscallEntrySet => {
             UncheckedRange::new(a[0], 1).check(logical, 1)?;

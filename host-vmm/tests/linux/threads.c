@@ -2,7 +2,8 @@
 /* Threads across the virtual server: more threads than VPs, a mutex, a condition
  * variable ping-pong (thousands of hand-overs between threads the scheduler places on
  * different VPs and nodes), a barrier, TLS, malloc/free from every thread, mmap/munmap
- * and mprotect, a futex timeout, and the VP count as sysconf sees it. Everything it
+ * and mprotect, MADV_DONTNEED of pages another thread wrote, a futex timeout, and the
+ * VP count as sysconf sees it. Everything it
  * prints is computed, so a native run prints the same bytes. */
 #include <errno.h>
 #include <pthread.h>
@@ -76,6 +77,27 @@ static void *pong(void *arg) {
     return NULL;
 }
 
+#define DISCARD_PAGES 64
+static unsigned char *discard_area;
+
+static void *fill_pages(void *arg) {
+    (void)arg;
+    for (size_t i = 0; i < DISCARD_PAGES * 4096; i++) discard_area[i] = (unsigned char)(i * 7 + 1);
+    return NULL;
+}
+
+/* Counts the pages of the area that are all zero. */
+static void *count_zero_pages(void *arg) {
+    long zero = 0;
+    for (size_t p = 0; p < DISCARD_PAGES; p++) {
+        int all = 1;
+        for (size_t i = 0; i < 4096; i++) all &= discard_area[p * 4096 + i] == 0;
+        zero += all;
+    }
+    *(long *)arg = zero;
+    return NULL;
+}
+
 int main(void) {
     pthread_t t[WORKERS];
     pthread_barrier_init(&barrier, NULL, WORKERS);
@@ -114,6 +136,20 @@ int main(void) {
     long waited_ms = (end.tv_sec - start.tv_sec) * 1000 + (end.tv_nsec - start.tv_nsec) / 1000000;
     printf("timedwait %s, waited >= 19 ms: %d\n", rc == ETIMEDOUT ? "ETIMEDOUT" : strerror(rc),
            waited_ms >= 19);
+
+    /* MADV_DONTNEED zeroes pages another thread (maybe on another node) wrote, and only
+     * those: a third thread sees 48 zero pages and the rest as written. */
+    discard_area = mmap(NULL, DISCARD_PAGES * 4096, PROT_READ | PROT_WRITE,
+                        MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    pthread_t filler, counter;
+    long zero_pages = -1;
+    pthread_create(&filler, NULL, fill_pages, NULL);
+    pthread_join(filler, NULL);
+    int advised = madvise(discard_area + 8 * 4096, 48 * 4096, MADV_DONTNEED);
+    pthread_create(&counter, NULL, count_zero_pages, &zero_pages);
+    pthread_join(counter, NULL);
+    printf("madvise %d: %ld zero pages, first and last bytes %d %d\n", advised, zero_pages,
+           discard_area[0], discard_area[DISCARD_PAGES * 4096 - 1]);
 
     cpu_set_t set;
     sched_getaffinity(0, sizeof set, &set);

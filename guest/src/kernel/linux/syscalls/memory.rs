@@ -18,6 +18,7 @@ use crate::alloc;
 use crate::interrupts::current_vp;
 use crate::machine::kernel;
 use crate::spinlock::SpinLock;
+use crate::vima_calls;
 
 const PROT_WRITE: u64 = 0x2;
 const MAP_SHARED: u64 = 0x01;
@@ -196,7 +197,8 @@ pub fn mprotect(addr: u64, len: u64, prot: u64) -> SysResult {
     Ok(0)
 }
 
-/// `madvise(addr, len, advice)`: MADV_DONTNEED zeroes the program's anonymous pages.
+/// `madvise(addr, len, advice)`: MADV_DONTNEED zeroes the program's anonymous pages
+/// (the `MemDiscard` call: their memory goes back to the host where it can).
 pub fn madvise(addr: u64, len: u64, advice: u64) -> SysResult {
     if addr % PAGE_SIZE != 0 {
         return Err(EINVAL);
@@ -209,7 +211,11 @@ pub fn madvise(addr: u64, len: u64, advice: u64) -> SysResult {
         if !mem.vmas.covers(addr, end) {
             return Err(EINVAL);
         }
-        user::zero_mostly_zero(addr, end - addr)?;
+        // The VMM frees what only this node holds and zeroes the rest coherently; if it
+        // refuses (it should not, the range is the program's), zero it here.
+        if vima_calls::mem_discard(addr, end - addr).is_err() {
+            user::zero_mostly_zero(addr, end - addr)?;
+        }
     }
     Ok(0)
 }
