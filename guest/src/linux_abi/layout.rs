@@ -4,6 +4,11 @@
 
 /// Bytes of `struct stat`.
 pub const STAT_BYTES: usize = 144;
+/// Bytes of `struct statx`.
+pub const STATX_BYTES: usize = 256;
+/// `stx_mask` of what [`statx_from_stat`] fills in: STATX_BASIC_STATS (type, mode,
+/// nlink, uid, gid, atime, mtime, ctime, ino, size, blocks; no birth time).
+pub const STATX_BASIC_STATS: u32 = 0x7ff;
 /// Bytes of `struct utsname` (six fields of 65).
 pub const UTSNAME_BYTES: usize = 6 * UTS_FIELD;
 const UTS_FIELD: usize = 65;
@@ -72,6 +77,48 @@ impl Stat {
     }
 }
 
+fn word(buf: &[u8; STAT_BYTES], off: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&buf[off..off + 8]);
+    u64::from_le_bytes(w)
+}
+
+/// glibc's `major()` and `minor()` of a `dev_t`.
+fn major_minor(dev: u64) -> (u32, u32) {
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & 0xffff_f000);
+    let minor = (dev & 0xff) | ((dev >> 12) & 0xffff_ff00);
+    // Both masked to 32 bits above.
+    #[allow(clippy::cast_possible_truncation)]
+    (major as u32, minor as u32)
+}
+
+/// The `struct statx` with the same facts as a `struct stat` (the kernel's own
+/// `cp_statx` fields; `stx_mask` is [`STATX_BASIC_STATS`]).
+pub fn statx_from_stat(st: &[u8; STAT_BYTES]) -> [u8; STATX_BYTES] {
+    let mut b = [0u8; STATX_BYTES];
+    put(&mut b, 0, &STATX_BASIC_STATS.to_le_bytes());
+    put(&mut b, 4, &st[56..60]); // blksize (low half of st_blksize)
+    put(&mut b, 16, &st[16..20]); // nlink
+    put(&mut b, 20, &st[28..32]); // uid
+    put(&mut b, 24, &st[32..36]); // gid
+    put(&mut b, 28, &st[24..26]); // mode (16 bits)
+    put(&mut b, 32, &st[8..16]); // ino
+    put(&mut b, 40, &st[48..56]); // size
+    put(&mut b, 48, &st[64..72]); // blocks
+                                  // atime, ctime, mtime: struct statx_timestamp is { i64 sec; u32 nsec; i32 pad }.
+    for (from, to) in [(72, 64), (104, 96), (88, 112)] {
+        put(&mut b, to, &st[from..from + 8]);
+        put(&mut b, to + 8, &st[from + 8..from + 12]);
+    }
+    let (rdev_major, rdev_minor) = major_minor(word(st, 40));
+    let (dev_major, dev_minor) = major_minor(word(st, 0));
+    put(&mut b, 128, &rdev_major.to_le_bytes());
+    put(&mut b, 132, &rdev_minor.to_le_bytes());
+    put(&mut b, 136, &dev_major.to_le_bytes());
+    put(&mut b, 140, &dev_minor.to_le_bytes());
+    b
+}
+
 /// `struct utsname` from its six fields (each cut to 64 bytes and NUL terminated).
 pub fn utsname(fields: [&[u8]; 6]) -> [u8; UTSNAME_BYTES] {
     let mut b = [0u8; UTSNAME_BYTES];
@@ -128,6 +175,50 @@ mod tests {
         assert_eq!(i64::from_le_bytes(b[48..56].try_into().unwrap()), -2);
         assert_eq!(i64::from_le_bytes(b[56..64].try_into().unwrap()), 4096);
         assert_eq!(i64::from_le_bytes(b[88..96].try_into().unwrap()), 7);
+    }
+
+    #[test]
+    fn statx_carries_the_stat_fields_at_the_uapi_offsets() {
+        // glibc's makedev, written out: the inverse of major()/minor().
+        let makedev = |major: u64, minor: u64| {
+            (minor & 0xff)
+                | ((major & 0xfff) << 8)
+                | ((minor & !0xff) << 12)
+                | ((major & !0xfff) << 32)
+        };
+        let st = Stat {
+            dev: makedev(8, 1),
+            ino: 0x1122_3344_5566,
+            nlink: 3,
+            mode: S_IFREG | 0o640,
+            uid: 1000,
+            gid: 100,
+            rdev: makedev(0x1234, 0x5_6789),
+            size: 12_345,
+            blksize: 4096,
+            blocks: 32,
+            mtime_sec: 1_700_000_000,
+            mtime_nsec: 999_999_999,
+        };
+        let x = statx_from_stat(&st.to_bytes());
+        let u32_at = |o: usize| u32::from_le_bytes(x[o..o + 4].try_into().unwrap());
+        let u64_at = |o: usize| u64::from_le_bytes(x[o..o + 8].try_into().unwrap());
+        assert_eq!(u32_at(0), 0x7ff);
+        assert_eq!(u32_at(4), 4096);
+        assert_eq!(u32_at(16), 3);
+        assert_eq!((u32_at(20), u32_at(24)), (1000, 100));
+        assert_eq!(u16::from_le_bytes([x[28], x[29]]), 0o100_640);
+        assert_eq!(u64_at(32), 0x1122_3344_5566);
+        assert_eq!(u64_at(40), 12_345);
+        assert_eq!(u64_at(48), 32);
+        for ts in [64, 96, 112] {
+            assert_eq!(u64_at(ts), 1_700_000_000, "timestamp at {ts}");
+            assert_eq!(u32_at(ts + 8), 999_999_999);
+        }
+        assert_eq!(u64_at(80), 0, "no birth time");
+        assert_eq!((u32_at(128), u32_at(132)), (0x1234, 0x5_6789));
+        assert_eq!((u32_at(136), u32_at(140)), (8, 1));
+        assert!(x[144..].iter().all(|&b| b == 0));
     }
 
     #[test]

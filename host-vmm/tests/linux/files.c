@@ -1,6 +1,7 @@
+#define _GNU_SOURCE
 /* Files: a file of /tmp written by one thread and read back by another (on another
  * node when there are two), a file of the root read and stat'ed, /tmp listed, dup and
- * pread, O_EXCL, ftruncate, unlink. The test runs it natively chrooted into the same
+ * pread, O_EXCL, ftruncate, unlink, statx (glibc). The test runs it natively chrooted into the same
  * root, so every line must match. */
 #include <dirent.h>
 #include <errno.h>
@@ -77,6 +78,20 @@ int main(void) {
         for (ssize_t i = 0; i < got; i++) lines += buf[i] == '\n';
     printf("/words.txt: %ld bytes, %d lines, regular %d\n", (long)st.st_size, lines,
            S_ISREG(st.st_mode));
+#ifdef __GLIBC__
+    /* statx of a path, of a descriptor (AT_EMPTY_PATH) and of nothing. */
+    struct statx sx, fx;
+    int by_path = statx(AT_FDCWD, "/words.txt", 0, STATX_BASIC_STATS, &sx);
+    int by_fd = statx(fd, "", AT_EMPTY_PATH, STATX_SIZE, &fx);
+    printf("statx %d %d: size %llu %llu, regular %d, mode %o, nlink %u, basic %d, ino same %d\n",
+           by_path, by_fd, (unsigned long long)sx.stx_size, (unsigned long long)fx.stx_size,
+           S_ISREG(sx.stx_mode), sx.stx_mode & 0777, sx.stx_nlink,
+           (sx.stx_mask & STATX_BASIC_STATS) == STATX_BASIC_STATS,
+           sx.stx_ino == (unsigned long long)st.st_ino);
+    printf("statx mtime same as stat %d, missing: %s\n",
+           sx.stx_mtime.tv_sec == st.st_mtim.tv_sec && sx.stx_mtime.tv_nsec == st.st_mtim.tv_nsec,
+           statx(AT_FDCWD, "/nothing", 0, STATX_BASIC_STATS, &sx) < 0 ? strerror(errno) : "found");
+#endif
     /* A private read-only mapping of the file holds its bytes, then zeros. */
     char *mapped = mmap(NULL, 8192, PROT_READ, MAP_PRIVATE, fd, 0);
     printf("mapped: %.*s| then %d\n", (int)st.st_size, mapped, mapped[st.st_size + 100]);

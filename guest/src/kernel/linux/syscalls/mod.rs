@@ -162,6 +162,7 @@ fn path_argument(number: u64) -> Option<usize> {
         }
         nr::OPENAT
         | nr::NEWFSTATAT
+        | nr::STATX
         | nr::FACCESSAT
         | nr::FACCESSAT2
         | nr::READLINKAT
@@ -246,6 +247,7 @@ fn serve(number: u64, a: &[u64; 6]) -> SysResult {
         nr::STAT => files::newfstatat(AT_FDCWD, a[0], a[1], 0),
         nr::LSTAT => files::newfstatat(AT_FDCWD, a[0], a[1], 0x100),
         nr::NEWFSTATAT => files::newfstatat(a[0], a[1], a[2], a[3]),
+        nr::STATX => files::statx(a[0], a[1], a[2], a[4]),
         nr::ACCESS => files::faccessat(AT_FDCWD, a[0], a[1]),
         nr::FACCESSAT | nr::FACCESSAT2 => files::faccessat(a[0], a[1], a[2]),
         nr::IOCTL => files::ioctl(a[0]),
