@@ -331,6 +331,13 @@ fn unhandled_faults_end_the_program_as_on_linux() {
     // abort() raises SIGABRT, whose default action ends the program with 134.
     let got = in_cvmm(&program, &["abort"], 2, &["--nodes", "2"]);
     assert_eq!(got.status.code(), Some(134));
+    // A write to a pipe nobody reads: SIGPIPE's default action, 141, silently (as the
+    // shell sees `yes | head -1`).
+    let want = native(&program, &["sigpipe"]);
+    let got = in_cvmm(&program, &["sigpipe"], 1, &[]);
+    assert_eq!(want.status.signal(), Some(13));
+    assert_eq!(got.status.code(), Some(141));
+    assert!(got.stdout.is_empty() && got.stderr.is_empty());
 }
 
 /// Runs `program args` natively and in cvmm (with `flags`) with `input` on stdin, written

@@ -55,6 +55,10 @@ pub const ENOSYS: i64 = 38;
 pub const EOPNOTSUPP: i64 = 95;
 /// Timer expired.
 pub const ETIMEDOUT: i64 = 110;
+/// The kernel's own "restart this call after the signal" (never seen by the program:
+/// the system call exit turns it into a restart, or EINTR for a handler without
+/// SA_RESTART).
+pub const ERESTARTSYS: i64 = 512;
 
 /// The symbolic name of `errno`, for `--strace`.
 pub fn name(errno: i64) -> Option<&'static str> {
@@ -63,6 +67,7 @@ pub fn name(errno: i64) -> Option<&'static str> {
         ENOENT => "ENOENT",
         ESRCH => "ESRCH",
         EINTR => "EINTR",
+        ERESTARTSYS => "ERESTARTSYS",
         EIO => "EIO",
         EBADF => "EBADF",
         EAGAIN => "EAGAIN",

@@ -27,6 +27,8 @@ pub const SIG_DFL: u64 = 0;
 pub const SIG_IGN: u64 = 1;
 /// SA_ONSTACK: run the handler on the alternate stack.
 pub const SA_ONSTACK: u64 = 0x0800_0000;
+/// Restart a system call the signal interrupted (after the handler).
+pub const SA_RESTART: u64 = 0x1000_0000;
 /// SA_RESTORER: `restorer` is the return address (glibc and musl always set it).
 pub const SA_RESTORER: u64 = 0x0400_0000;
 /// SA_NODEFER: do not block the signal during its handler.

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 int main(int argc, char **argv) {
     volatile int zero = argc - 2;
@@ -16,6 +17,12 @@ int main(int argc, char **argv) {
     if (!strcmp(what, "abort")) abort();                                  /* SIGABRT */
     /* A stack pointer outside memory: the CPU cannot push the exception frame. */
     if (!strcmp(what, "stack")) __asm__ volatile("mov $0x7fff00000000, %rsp; push %rax");
+    if (!strcmp(what, "sigpipe")) {                                       /* SIGPIPE */
+        int p[2];
+        pipe(p);
+        close(p[0]);
+        write(p[1], "x", 1);
+    }
     printf("%s survived\n", what);
     return 0;
 }

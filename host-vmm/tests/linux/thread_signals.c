@@ -3,6 +3,9 @@
  * pthread_cond_wait (its futex wait ends early, the handler runs, the wait goes on).
  * A thread in a 10 s nanosleep takes its signal at once: the sleep ends with EINTR
  * and the time left; one in poll with no timeout on an empty pipe too, with EINTR.
+ * A read of an empty pipe ends with EINTR under a handler without SA_RESTART, and goes
+ * on to read what comes later under one with it. A write to a pipe nobody reads raises
+ * SIGPIPE (ignored, then handled) and fails with EPIPE.
  * Each handler records which thread it ran in. */
 #include <errno.h>
 #include <poll.h>
@@ -57,6 +60,29 @@ static void *poller(void *arg) {
     polling = 1;
     int ret = poll(&p, 1, -1);
     return (void *)(long)(ret == -1 && errno == EINTR);
+}
+
+static int read_pipe[2], restart_pipe[2];
+static volatile sig_atomic_t reading, hup_count, pipe_count;
+static pthread_t reader_id;
+
+static void on_hup(int sig) {
+    (void)sig;
+    hup_count++;
+}
+
+static void on_pipe(int sig) {
+    (void)sig;
+    pipe_count++;
+}
+
+/* Reads one byte of `fd`; returns the byte, or -errno. */
+static void *reader(void *arg) {
+    int fd = (int)(long)arg;
+    char c;
+    reading = 1;
+    ssize_t n = read(fd, &c, 1);
+    return (void *)(long)(n == 1 ? c : -errno);
 }
 
 static void *spinner(void *arg) {
@@ -123,5 +149,51 @@ int main(void) {
     void *interrupted;
     pthread_join(poller_id, &interrupted);
     printf("poller's poll ended with EINTR: %d\n", (int)(long)interrupted);
+
+    /* SIGHUP without SA_RESTART: the blocked read ends with EINTR. */
+    sa.sa_handler = on_hup;
+    sa.sa_flags = 0;
+    sigaction(SIGHUP, &sa, NULL);
+    pipe(read_pipe);
+    reading = 0;
+    pthread_create(&reader_id, NULL, reader, (void *)(long)read_pipe[0]);
+    while (!reading) nanosleep(&pause, NULL);
+    nanosleep(&pause, NULL);
+    pthread_kill(reader_id, SIGHUP);
+    void *got;
+    pthread_join(reader_id, &got);
+    printf("read without SA_RESTART: %s, handler ran %d\n",
+           (long)got == -EINTR ? "EINTR" : "something else", (int)hup_count);
+
+    /* The same with SA_RESTART: the handler runs, the read goes on and gets the byte. */
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGHUP, &sa, NULL);
+    pipe(restart_pipe);
+    reading = 0;
+    pthread_create(&reader_id, NULL, reader, (void *)(long)restart_pipe[0]);
+    while (!reading) nanosleep(&pause, NULL);
+    nanosleep(&pause, NULL);
+    pthread_kill(reader_id, SIGHUP);
+    while (hup_count < 2) nanosleep(&pause, NULL);
+    write(restart_pipe[1], "r", 1);
+    pthread_join(reader_id, &got);
+    printf("read with SA_RESTART got '%c' after the handler ran %d times\n", (int)(long)got,
+           (int)hup_count);
+
+    /* SIGPIPE: ignored, the write fails with EPIPE; handled, the handler runs too. */
+    int dead[2];
+    pipe(dead);
+    close(dead[0]);
+    signal(SIGPIPE, SIG_IGN);
+    errno = 0;
+    long wrote = write(dead[1], "x", 1);
+    printf("write with no reader, SIGPIPE ignored: %ld %s\n", wrote, strerror(errno));
+    sa.sa_handler = on_pipe;
+    sa.sa_flags = 0;
+    sigaction(SIGPIPE, &sa, NULL);
+    errno = 0;
+    wrote = write(dead[1], "x", 1);
+    printf("write with no reader, SIGPIPE handled %d time(s): %ld %s\n", (int)pipe_count,
+           wrote, strerror(errno));
     return 0;
 }

@@ -4,12 +4,16 @@
 //! futex word of the kernel's own ([`super::syscalls::futex::wait_on`]): every change
 //! (bytes in or out, an end closed) bumps it and wakes them.
 //!
-//! Not yet: SIGPIPE (a write with no reader gets EPIPE only), PIPE_BUF atomicity for
-//! concurrent writers (a write larger than the room left may interleave with another).
+//! A signal ends a blocked read or write as on Linux: ERESTARTSYS (restarted after a
+//! handler with SA_RESTART, EINTR otherwise) when nothing was moved yet, else the bytes
+//! moved. A write with no reader left raises SIGPIPE on the writer and fails with EPIPE.
+//!
+//! Not yet: PIPE_BUF atomicity for concurrent writers (a write larger than the room left
+//! may interleave with another).
 
 use core::sync::atomic::{AtomicU32, Ordering};
 
-use guest::linux_abi::errno::{EAGAIN, EMFILE, ENOMEM, EPIPE};
+use guest::linux_abi::errno::{EAGAIN, EMFILE, ENOMEM, EPIPE, ERESTARTSYS};
 use vima::layout::PAGE_SIZE;
 
 use super::syscalls::{futex, user, usize_of};
@@ -147,7 +151,9 @@ pub fn read(index: usize, buf: u64, count: u64, nonblocking: bool) -> Result<u64
         if nonblocking {
             return Err(EAGAIN);
         }
-        futex::wait_on(p.changes.as_ptr() as u64, seen);
+        if !futex::wait_on(p.changes.as_ptr() as u64, seen) {
+            return Err(ERESTARTSYS);
+        }
     }
 }
 
@@ -162,6 +168,8 @@ pub fn write(index: usize, buf: u64, count: u64, nonblocking: bool) -> Result<u6
         let wrote = {
             let mut ring = p.ring.lock();
             if ring.readers == 0 {
+                drop(ring);
+                super::syscalls::signals::raise_later(super::syscalls::signals::SIGPIPE);
                 return if done > 0 { Ok(done) } else { Err(EPIPE) };
             }
             let room = PIPE_BYTES - ring.len;
@@ -188,7 +196,9 @@ pub fn write(index: usize, buf: u64, count: u64, nonblocking: bool) -> Result<u6
         if nonblocking {
             return if done > 0 { Ok(done) } else { Err(EAGAIN) };
         }
-        futex::wait_on(p.changes.as_ptr() as u64, seen);
+        if !futex::wait_on(p.changes.as_ptr() as u64, seen) {
+            return if done > 0 { Ok(done) } else { Err(ERESTARTSYS) };
+        }
     }
     Ok(done)
 }

@@ -634,6 +634,20 @@ pub fn move_to_vp(target: u32) {
     switch(me, next);
 }
 
+/// Takes back a [`prepare_to_sleep`] of the calling thread (it found a reason not to
+/// sleep), unless a waker already won it: then the waker queues it once it is off the
+/// VP, so it goes through the scheduler.
+pub fn cancel_sleep() {
+    let me = current();
+    if me
+        .state
+        .compare_exchange(SLEEPING, RUNNING, Ordering::AcqRel, Ordering::Relaxed)
+        .is_err()
+    {
+        schedule();
+    }
+}
+
 /// Sleeps the calling thread until `deadline` (TSC), or longer if woken late.
 pub fn sleep_until(deadline: u64) {
     sleep_until_unless(deadline, || false);
@@ -645,20 +659,11 @@ pub fn sleep_until(deadline: u64) {
 /// thread is never missed: either it sees SLEEPING and wakes it, or this sees the
 /// condition.
 pub fn sleep_until_unless(deadline: u64, interrupted: impl Fn() -> bool) -> bool {
-    let me = current();
     while crate::clock::tsc() < deadline {
         prepare_to_sleep();
         core::sync::atomic::fence(Ordering::SeqCst);
         if interrupted() {
-            // Take the sleep back, unless a waker already won it: then it queues this
-            // thread once it is off the VP, so go through the scheduler.
-            if me
-                .state
-                .compare_exchange(SLEEPING, RUNNING, Ordering::AcqRel, Ordering::Relaxed)
-                .is_err()
-            {
-                schedule();
-            }
+            cancel_sleep();
             return false;
         }
         arm_deadline(deadline);

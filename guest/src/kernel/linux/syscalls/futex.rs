@@ -157,6 +157,16 @@ fn wait_at(
         .head
         .store(core::ptr::from_ref(me).cast_mut(), Ordering::Relaxed);
     sched::prepare_to_sleep();
+    // A signal sent before the thread was SLEEPING found nothing to wake: look for it
+    // now (the sender sets the pending bit before it wakes; one of the two sees the
+    // other).
+    core::sync::atomic::fence(Ordering::SeqCst);
+    if super::signals::signal_pending() {
+        unlink(me);
+        WAITERS.lock.unlock();
+        sched::cancel_sleep();
+        return Err(EINTR);
+    }
     WAITERS.lock.unlock();
     if let Some(deadline) = deadline {
         sched::arm_deadline(deadline);
@@ -350,10 +360,12 @@ fn wake_op(uaddr: u64, count: u32, count2: u32, uaddr2: u64, encoded: u32) -> Sy
 }
 
 /// Waits on the kernel's own futex word at `addr` while it holds `val` (a pipe's change
-/// counter): returns when woken, or at once if it changed.
-pub fn wait_on(addr: u64, val: u32) {
-    if let Ok(word) = kernel_word(addr) {
-        let _ = wait_at(word, addr, val, FUTEX_BITSET_MATCH_ANY, None);
+/// counter): returns when woken, or at once if it changed; false when a signal for the
+/// caller ended the wait (the caller's call then ends or restarts).
+pub fn wait_on(addr: u64, val: u32) -> bool {
+    match kernel_word(addr) {
+        Ok(word) => wait_at(word, addr, val, FUTEX_BITSET_MATCH_ANY, None) != Err(EINTR),
+        Err(_) => true,
     }
 }
 

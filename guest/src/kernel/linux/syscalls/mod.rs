@@ -18,7 +18,7 @@ pub mod time;
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use guest::linux_abi::errno::{EFAULT, ENOSYS};
+use guest::linux_abi::errno::{EFAULT, EINTR, ENOSYS, ERESTARTSYS};
 use guest::linux_abi::sysno as nr;
 use vima::layout::PAGE_SIZE;
 
@@ -110,6 +110,13 @@ pub extern "sysv64" fn dispatch(frame: &mut SyscallFrame) {
     }
     frame.rax = match result {
         Ok(value) => value,
+        Err(ERESTARTSYS) if signals::interrupted_call_restarts() => {
+            // Back to the two-byte `syscall` or `call *%rax` with the number in rax:
+            // after the signal's handler (whose frame saves this state), or at once.
+            frame.rcx = frame.rcx.wrapping_sub(2);
+            number
+        }
+        Err(ERESTARTSYS) => (-EINTR) as u64,
         Err(errno) => (-errno) as u64,
     };
     signals::at_syscall_exit(frame);

@@ -15,8 +15,8 @@ use core::sync::atomic::Ordering;
 use guest::linux_abi::errno::{EFAULT, EINVAL, ENOMEM, EPERM, ESRCH};
 use guest::linux_abi::signal::{
     decode_ucontext, encode_siginfo, encode_ucontext, layout, AltStack, FaultInfo, SigAction,
-    UserRegs, SA_NODEFER, SA_ONSTACK, SA_RESETHAND, SA_RESTORER, SIGACTION_BYTES, SIG_DFL, SIG_IGN,
-    SS_DISABLE, SS_ONSTACK, UCONTEXT_BYTES,
+    UserRegs, SA_NODEFER, SA_ONSTACK, SA_RESETHAND, SA_RESTART, SA_RESTORER, SIGACTION_BYTES,
+    SIG_DFL, SIG_IGN, SS_DISABLE, SS_ONSTACK, UCONTEXT_BYTES,
 };
 use vima::interrupt::ExceptionFrame;
 use vima::layout::PAGE_SIZE;
@@ -40,6 +40,8 @@ pub const SIGFPE: u64 = 8;
 pub const SIGKILL: u64 = 9;
 /// SIGSEGV.
 pub const SIGSEGV: u64 = 11;
+/// SIGPIPE.
+pub const SIGPIPE: u64 = 13;
 /// SIGSTOP.
 pub const SIGSTOP: u64 = 19;
 /// Highest signal number.
@@ -468,6 +470,29 @@ fn take_pending() -> Option<u64> {
     let sig = u64::from(ready.trailing_zeros()) + 1;
     me.sigpending.fetch_and(!bit(sig), Ordering::SeqCst);
     Some(sig)
+}
+
+/// Makes `sig` pending on the calling thread; it is taken at the end of the current
+/// system call (handler, default action or nothing), or when the thread unblocks it.
+pub fn raise_later(sig: u64) {
+    sched::current()
+        .sigpending
+        .fetch_or(bit(sig), Ordering::SeqCst);
+}
+
+/// Whether a call that ended with ERESTARTSYS restarts: true unless the signal about to
+/// be taken has a handler without SA_RESTART (then the call ends with EINTR).
+pub fn interrupted_call_restarts() -> bool {
+    let me = sched::current();
+    let ready = me.sigpending.load(Ordering::SeqCst) & !me.sigmask.load(Ordering::Relaxed);
+    if ready == 0 {
+        return true;
+    }
+    let sig = u64::from(ready.trailing_zeros()) + 1;
+    match handler_for_pending(sig) {
+        Pending::Handler(act) => act.flags & SA_RESTART != 0,
+        Pending::Ignore | Pending::Terminate => true,
+    }
 }
 
 /// True when the calling thread has a pending signal it does not block.
