@@ -79,6 +79,8 @@ pub const NAMES: &[(u64, &str)] = &[
     (115, "getgroups"),
     (121, "getpgid"),
     (124, "getsid"),
+    (128, "rt_sigtimedwait"),
+    (130, "rt_sigsuspend"),
     (131, "sigaltstack"),
     (157, "prctl"),
     (158, "arch_prctl"),
@@ -321,6 +323,10 @@ pub const FACCESSAT: u64 = 269;
 pub const PSELECT6: u64 = 270;
 /// `ppoll`.
 pub const PPOLL: u64 = 271;
+/// `rt_sigtimedwait`.
+pub const RT_SIGTIMEDWAIT: u64 = 128;
+/// `rt_sigsuspend`.
+pub const RT_SIGSUSPEND: u64 = 130;
 /// `set_robust_list`.
 pub const SET_ROBUST_LIST: u64 = 273;
 /// `get_robust_list`.

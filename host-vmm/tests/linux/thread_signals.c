@@ -1,3 +1,4 @@
+#define _GNU_SOURCE
 /* Signals between threads: pthread_kill to a thread spinning in program code (the
  * signal comes in through the interrupt that the IPI brings) and to a thread asleep in
  * pthread_cond_wait (its futex wait ends early, the handler runs, the wait goes on).
@@ -5,7 +6,9 @@
  * and the time left; one in poll with no timeout on an empty pipe too, with EINTR.
  * A read of an empty pipe ends with EINTR under a handler without SA_RESTART, and goes
  * on to read what comes later under one with it. A write to a pipe nobody reads raises
- * SIGPIPE (ignored, then handled) and fails with EPIPE.
+ * SIGPIPE (ignored, then handled) and fails with EPIPE. sigsuspend and ppoll wait under
+ * a mask of their own and put the thread's back; sigwait takes a blocked signal without
+ * its handler; sigtimedwait times out with EAGAIN.
  * Each handler records which thread it ran in. */
 #include <errno.h>
 #include <poll.h>
@@ -83,6 +86,55 @@ static void *reader(void *arg) {
     reading = 1;
     ssize_t n = read(fd, &c, 1);
     return (void *)(long)(n == 1 ? c : -errno);
+}
+
+static volatile sig_atomic_t quit_count, term_count, suspending;
+static pthread_t suspender_id;
+
+static void on_quit(int sig) {
+    (void)sig;
+    quit_count++;
+}
+
+static void on_term(int sig) {
+    (void)sig;
+    term_count++;
+}
+
+/* Blocks SIGQUIT, then waits for it under an empty mask: with sigsuspend (arg 0) or
+ * with ppoll on an empty pipe (arg 1). Returns 1 when the wait ended with EINTR after
+ * the handler ran and SIGQUIT is blocked again. */
+static void *suspender(void *arg) {
+    sigset_t block, none, now;
+    sigemptyset(&block);
+    sigaddset(&block, SIGQUIT);
+    pthread_sigmask(SIG_BLOCK, &block, NULL);
+    sigemptyset(&none);
+    int before = quit_count;
+    suspending = 1;
+    int ret;
+    if (arg == NULL) {
+        ret = sigsuspend(&none);
+    } else {
+        struct pollfd p = {.fd = empty_pipe[0], .events = POLLIN};
+        ret = ppoll(&p, 1, NULL, &none);
+    }
+    int eintr = ret == -1 && errno == EINTR;
+    pthread_sigmask(SIG_BLOCK, NULL, &now);
+    return (void *)(long)(eintr && quit_count == before + 1 && sigismember(&now, SIGQUIT));
+}
+
+/* Blocks SIGTERM and takes it with sigwait: returns the signal's number. */
+static void *waiter(void *arg) {
+    (void)arg;
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    suspending = 1;
+    int sig = 0;
+    if (sigwait(&set, &sig) != 0) return (void *)-1L;
+    return (void *)(long)sig;
 }
 
 static void *spinner(void *arg) {
@@ -195,5 +247,42 @@ int main(void) {
     wrote = write(dead[1], "x", 1);
     printf("write with no reader, SIGPIPE handled %d time(s): %ld %s\n", (int)pipe_count,
            wrote, strerror(errno));
+
+    sa.sa_handler = on_quit;
+    sa.sa_flags = 0;
+    sigaction(SIGQUIT, &sa, NULL);
+    for (long how = 0; how < 2; how++) {
+        suspending = 0;
+        pthread_create(&suspender_id, NULL, suspender, (void *)how);
+        while (!suspending) nanosleep(&pause, NULL);
+        nanosleep(&pause, NULL);
+        pthread_kill(suspender_id, SIGQUIT);
+        void *ok;
+        pthread_join(suspender_id, &ok);
+        printf("%s under its own mask: EINTR after the handler, mask back: %d\n",
+               how ? "ppoll" : "sigsuspend", (int)(long)ok);
+    }
+
+    sa.sa_handler = on_term;
+    sigaction(SIGTERM, &sa, NULL);
+    suspending = 0;
+    pthread_t waiter_id;
+    pthread_create(&waiter_id, NULL, waiter, NULL);
+    while (!suspending) nanosleep(&pause, NULL);
+    nanosleep(&pause, NULL);
+    pthread_kill(waiter_id, SIGTERM);
+    void *taken;
+    pthread_join(waiter_id, &taken);
+    printf("sigwait took signal %d, its handler ran %d times\n", (int)(long)taken,
+           (int)term_count);
+
+    sigset_t ttin;
+    sigemptyset(&ttin);
+    sigaddset(&ttin, SIGTTIN);
+    pthread_sigmask(SIG_BLOCK, &ttin, NULL);
+    struct timespec short_wait = {0, 30 * 1000 * 1000};
+    errno = 0;
+    int timed = sigtimedwait(&ttin, NULL, &short_wait);
+    printf("sigtimedwait with nothing sent: %d %s\n", timed, strerror(errno));
     return 0;
 }

@@ -79,6 +79,12 @@ pub struct Thread {
     pub robust_list: AtomicU64,
     /// The blocked signals (`rt_sigprocmask`).
     pub sigmask: AtomicU64,
+    /// The mask to put back at the end of a call that blocks under a mask of its own
+    /// (`rt_sigsuspend`, `ppoll`), valid while `restore_sigmask` is 1; a signal frame
+    /// pushed meanwhile saves it, so the handler's return puts it back.
+    pub saved_sigmask: AtomicU64,
+    /// 1 while `saved_sigmask` waits to be put back.
+    pub restore_sigmask: AtomicU32,
     /// The VPs it may run on, a bit each (`sched_setaffinity`).
     pub affinity: AtomicU64,
     /// Signals sent to it while blocked (delivered when unblocked).
@@ -132,6 +138,8 @@ impl Thread {
             clear_child_tid: AtomicU64::new(0),
             robust_list: AtomicU64::new(0),
             sigmask: AtomicU64::new(0),
+            saved_sigmask: AtomicU64::new(0),
+            restore_sigmask: AtomicU32::new(0),
             affinity: AtomicU64::new(u64::MAX),
             sigpending: AtomicU64::new(0),
             altstack: [

@@ -771,9 +771,9 @@ pub fn poll(fds: u64, nfds: u64, timeout_ms: u64) -> SysResult {
     poll_ns(fds, nfds, timeout_ns)
 }
 
-/// `ppoll(fds, nfds, timeout_ts, sigmask)`: [`poll`] with a timespec (NULL: for ever);
-/// the signal mask is not applied yet (signals the caller blocks stay blocked).
-pub fn ppoll(fds: u64, nfds: u64, timeout_ts: u64) -> SysResult {
+/// `ppoll(fds, nfds, timeout_ts, sigmask, sigsetsize)`: [`poll`] with a timespec (NULL:
+/// for ever) under `sigmask` (if not NULL) until the call ends, as sigsuspend.
+pub fn ppoll(fds: u64, nfds: u64, timeout_ts: u64, sigmask: u64, sigsetsize: u64) -> SysResult {
     let timeout_ns = if timeout_ts == 0 {
         None
     } else {
@@ -781,6 +781,9 @@ pub fn ppoll(fds: u64, nfds: u64, timeout_ts: u64) -> SysResult {
         user::read(timeout_ts, &mut b)?;
         Some(guest::linux_abi::layout::timespec_ns(b).ok_or(EINVAL)?)
     };
+    if sigmask != 0 {
+        super::signals::use_mask_for_call(sigmask, sigsetsize)?;
+    }
     poll_ns(fds, nfds, timeout_ns)
 }
 

@@ -12,11 +12,11 @@
 
 use core::sync::atomic::Ordering;
 
-use guest::linux_abi::errno::{EFAULT, EINVAL, ENOMEM, EPERM, ESRCH};
+use guest::linux_abi::errno::{EAGAIN, EFAULT, EINTR, EINVAL, ENOMEM, EPERM, ESRCH};
 use guest::linux_abi::signal::{
     decode_ucontext, encode_siginfo, encode_ucontext, layout, AltStack, FaultInfo, SigAction,
     UserRegs, SA_NODEFER, SA_ONSTACK, SA_RESETHAND, SA_RESTART, SA_RESTORER, SIGACTION_BYTES,
-    SIG_DFL, SIG_IGN, SS_DISABLE, SS_ONSTACK, UCONTEXT_BYTES,
+    SIGINFO_BYTES, SIG_DFL, SIG_IGN, SS_DISABLE, SS_ONSTACK, UCONTEXT_BYTES,
 };
 use vima::interrupt::ExceptionFrame;
 use vima::layout::PAGE_SIZE;
@@ -233,6 +233,13 @@ fn push_frame(
     };
     let at = layout(top, use_alt);
     let blocked = me.sigmask.load(Ordering::Relaxed);
+    // Under a call's own mask (sigsuspend, ppoll) the frame saves the caller's mask,
+    // which the handler's return puts back; the handler itself runs under the call's.
+    let saved = if me.restore_sigmask.swap(0, Ordering::Relaxed) != 0 {
+        me.saved_sigmask.load(Ordering::Relaxed)
+    } else {
+        blocked
+    };
     let reported = AltStack {
         flags: if on_altstack(&alt, regs.rsp) {
             SS_ONSTACK
@@ -241,7 +248,7 @@ fn push_frame(
         },
         ..alt
     };
-    let uc = encode_ucontext(regs, fault, blocked, &reported, at.fx, (0x2b, 0x23));
+    let uc = encode_ucontext(regs, fault, saved, &reported, at.fx, (0x2b, 0x23));
     let siginfo = encode_siginfo(sig, info.0, info.1);
     user::check(at.frame, top - at.frame).map_err(|_| EFAULT)?;
     user::write(at.fx, fx)?;
@@ -506,6 +513,84 @@ pub fn signal_pending() -> bool {
 pub fn at_syscall_exit(frame: &SyscallFrame) {
     if let Some(sig) = take_pending() {
         let _ = deliver_from_syscall(frame, sig, SI_TKILL, frame.rax);
+    }
+    // No handler ran (none was due, or it was ignored): the call's own mask ends here.
+    let me = sched::current();
+    if me.restore_sigmask.swap(0, Ordering::Relaxed) != 0 {
+        let saved = me.saved_sigmask.load(Ordering::Relaxed);
+        me.sigmask.store(saved, Ordering::Relaxed);
+        if me.sigpending.load(Ordering::Relaxed) & !saved != 0 {
+            // Something the caller's mask lets through came meanwhile: take it now.
+            at_syscall_exit(frame);
+        }
+    }
+}
+
+/// Puts `mask` (from the program's `sigset_t` at `set`) in force until the end of the
+/// current system call ([`at_syscall_exit`], or the frame of a handler that runs then).
+pub fn use_mask_for_call(set: u64, sigsetsize: u64) -> SysResult {
+    if sigsetsize != 8 {
+        return Err(EINVAL);
+    }
+    let mask = user::read_u64(set)?;
+    let me = sched::current();
+    me.saved_sigmask
+        .store(me.sigmask.load(Ordering::Relaxed), Ordering::Relaxed);
+    me.restore_sigmask.store(1, Ordering::Relaxed);
+    me.sigmask.store(mask & !UNBLOCKABLE, Ordering::Relaxed);
+    Ok(0)
+}
+
+/// `rt_sigsuspend(mask, sigsetsize)`: waits under `mask` until a signal it lets through
+/// comes; ends with EINTR once its handler has run (with the caller's mask back).
+pub fn rt_sigsuspend(set: u64, sigsetsize: u64) -> SysResult {
+    use_mask_for_call(set, sigsetsize)?;
+    while !signal_pending() {
+        sched::sleep_until_unless(u64::MAX, signal_pending);
+    }
+    Err(EINTR)
+}
+
+/// `rt_sigtimedwait(set, info, timeout, sigsetsize)` (sigwait, sigwaitinfo,
+/// sigtimedwait): takes a pending signal of `set` (blocked ones too, as they should be)
+/// without running its handler; returns its number and fills `info`. EAGAIN when the
+/// timeout passes, EINTR when another signal's handler is due first.
+pub fn rt_sigtimedwait(set: u64, info: u64, timeout: u64, sigsetsize: u64) -> SysResult {
+    if sigsetsize != 8 {
+        return Err(EINVAL);
+    }
+    let wanted = user::read_u64(set)? & !UNBLOCKABLE;
+    let deadline = if timeout == 0 {
+        u64::MAX
+    } else {
+        let mut b = [0u8; 16];
+        user::read(timeout, &mut b)?;
+        let ns = guest::linux_abi::layout::timespec_ns(b).ok_or(EINVAL)?;
+        crate::clock::tsc().saturating_add(crate::clock::ns_to_tsc(ns))
+    };
+    if info != 0 {
+        user::check(info, SIGINFO_BYTES as u64)?;
+    }
+    let me = sched::current();
+    loop {
+        let ready = me.sigpending.load(Ordering::SeqCst) & wanted;
+        if ready != 0 {
+            let sig = u64::from(ready.trailing_zeros()) + 1;
+            if me.sigpending.fetch_and(!bit(sig), Ordering::SeqCst) & bit(sig) == 0 {
+                continue;
+            }
+            if info != 0 {
+                user::write(info, &encode_siginfo(sig, SI_TKILL, PID))?;
+            }
+            return Ok(sig);
+        }
+        if signal_pending() {
+            return Err(EINTR);
+        }
+        let woke = || me.sigpending.load(Ordering::SeqCst) & wanted != 0 || signal_pending();
+        if sched::sleep_until_unless(deadline, woke) {
+            return Err(EAGAIN);
+        }
     }
 }
 
