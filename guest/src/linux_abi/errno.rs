@@ -53,6 +53,12 @@ pub const ENAMETOOLONG: i64 = 36;
 pub const ENOSYS: i64 = 38;
 /// Operation not supported.
 pub const EOPNOTSUPP: i64 = 95;
+/// Device or resource busy.
+pub const EBUSY: i64 = 16;
+/// Cross-device link.
+pub const EXDEV: i64 = 18;
+/// Directory not empty.
+pub const ENOTEMPTY: i64 = 39;
 /// Timer expired.
 pub const ETIMEDOUT: i64 = 110;
 /// The kernel's own "restart this call after the signal" (never seen by the program:
@@ -78,6 +84,9 @@ pub fn name(errno: i64) -> Option<&'static str> {
         ENODEV => "ENODEV",
         ENOTDIR => "ENOTDIR",
         EISDIR => "EISDIR",
+        EXDEV => "EXDEV",
+        EBUSY => "EBUSY",
+        ENOTEMPTY => "ENOTEMPTY",
         EINVAL => "EINVAL",
         EMFILE => "EMFILE",
         EFBIG => "EFBIG",

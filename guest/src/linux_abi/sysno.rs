@@ -102,6 +102,7 @@ pub const NAMES: &[(u64, &str)] = &[
     (258, "mkdirat"),
     (262, "newfstatat"),
     (263, "unlinkat"),
+    (264, "renameat"),
     (267, "readlinkat"),
     (269, "faccessat"),
     (270, "pselect6"),
@@ -113,6 +114,7 @@ pub const NAMES: &[(u64, &str)] = &[
     (293, "pipe2"),
     (302, "prlimit64"),
     (309, "getcpu"),
+    (316, "renameat2"),
     (318, "getrandom"),
     (319, "memfd_create"),
     (332, "statx"),
@@ -311,6 +313,10 @@ pub const TGKILL: u64 = 234;
 pub const OPENAT: u64 = 257;
 /// `mkdirat`.
 pub const MKDIRAT: u64 = 258;
+/// `renameat`.
+pub const RENAMEAT: u64 = 264;
+/// `renameat2`.
+pub const RENAMEAT2: u64 = 316;
 /// `newfstatat`.
 pub const NEWFSTATAT: u64 = 262;
 /// `unlinkat`.

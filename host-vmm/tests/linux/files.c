@@ -1,7 +1,8 @@
 #define _GNU_SOURCE
 /* Files: a file of /tmp written by one thread and read back by another (on another
  * node when there are two), a file of the root read and stat'ed, /tmp listed, dup and
- * pread, O_EXCL, ftruncate, unlink, statx (glibc). The test runs it natively chrooted into the same
+ * pread, O_EXCL, ftruncate, unlink, statx (glibc), directories in /tmp (mkdir, files
+ * below them, listing, rename of files and directories, rmdir, chdir). The test runs it natively chrooted into the same
  * root, so every line must match. */
 #include <dirent.h>
 #include <errno.h>
@@ -123,6 +124,49 @@ int main(void) {
     unlink("/tmp/second");
     printf("after unlink: %s\n", access("/tmp/second", F_OK) < 0 ? strerror(errno) : "still there");
     unlink("/tmp/from-thread");
+
+    /* Directories of /tmp. */
+#define SAY(what, call) printf("%s: %s\n", what, (call) == 0 ? "ok" : strerror(errno))
+    SAY("mkdir /tmp/d", mkdir("/tmp/d", 0755));
+    SAY("mkdir /tmp/d again", mkdir("/tmp/d", 0755));
+    SAY("mkdir /tmp/x/y", mkdir("/tmp/x/y", 0755));
+    SAY("mkdir /tmp/d/e", mkdir("/tmp/d/e", 0755));
+    fd = open("/tmp/d/e/f", O_CREAT | O_WRONLY, 0644);
+    write(fd, "deep", 4);
+    close(fd);
+    fd = open("/tmp/d/g", O_CREAT | O_WRONLY, 0644);
+    close(fd);
+    printf("open a directory for writing: %s\n",
+           open("/tmp/d", O_WRONLY) < 0 ? strerror(errno) : "opened");
+    printf("file as a directory: %s\n",
+           open("/tmp/d/g/h", O_CREAT | O_WRONLY, 0644) < 0 ? strerror(errno) : "opened");
+    stat("/tmp/d", &st);
+    printf("/tmp/d is a directory %d\n", S_ISDIR(st.st_mode));
+    dir = opendir("/tmp/d");
+    count = 0;
+    while ((e = readdir(dir)) && count < 16)
+        if (e->d_name[0] != '.')
+            names[count++] = strdup(e->d_name);
+    closedir(dir);
+    qsort(names, count, sizeof names[0], by_name);
+    for (int i = 0; i < count; i++) printf("/tmp/d has %s\n", names[i]);
+    SAY("rmdir a non-empty /tmp/d", rmdir("/tmp/d"));
+    SAY("unlink a directory", unlink("/tmp/d/e"));
+    SAY("rename /tmp/d/g to /tmp/d/e/g2", rename("/tmp/d/g", "/tmp/d/e/g2"));
+    SAY("rename /tmp/d to /tmp/m", rename("/tmp/d", "/tmp/m"));
+    SAY("rename /tmp/m into itself", rename("/tmp/m", "/tmp/m/e/n"));
+    SAY("chdir /tmp/m/e", chdir("/tmp/m/e"));
+    memset(buf, 0, 8);
+    fd = open("f", O_RDONLY);
+    read(fd, buf, 8);
+    close(fd);
+    printf("relative read after the renames: '%s'\n", buf);
+    SAY("chdir /", chdir("/"));
+    SAY("unlink /tmp/m/e/f", unlink("/tmp/m/e/f"));
+    SAY("unlink /tmp/m/e/g2", unlink("/tmp/m/e/g2"));
+    SAY("rmdir /tmp/m/e", rmdir("/tmp/m/e"));
+    SAY("rmdir /tmp/m", rmdir("/tmp/m"));
+    SAY("rmdir /tmp/m again", rmdir("/tmp/m"));
 
     pipe(pipe_fds);
     pthread_create(&t, NULL, producer, NULL);

@@ -1,13 +1,17 @@
 //! `/tmp`: a writable file system in the virtual server's own memory. Files live in
 //! pages from the allocator (on the node of the thread that grows them), so a file
 //! written by a thread on node 1 is read back by a thread on node 0 through the
-//! coherent memory, as the issue asks. Flat: files directly under `/tmp`, no
-//! subdirectories. An unlinked file lives on while a descriptor refers to it.
+//! coherent memory, as the issue asks. Directories are entries too: every entry is named
+//! by its whole path below `/tmp` (`a/b/c`), and an entry's parent must be a directory
+//! entry (mkdir, rmdir of an empty one, rename of files and whole directories). An
+//! unlinked file lives on while a descriptor refers to it.
 //!
 //! One spinlock guards the table; data is copied under it (no switch happens there:
 //! a page fault on program memory is served by the VMM while the VP waits).
 
-use guest::linux_abi::errno::{EEXIST, EFBIG, ENAMETOOLONG, ENOENT, ENOMEM, ENOSPC, ENOTDIR};
+use guest::linux_abi::errno::{
+    EEXIST, EFBIG, EINVAL, EISDIR, ENAMETOOLONG, ENOENT, ENOMEM, ENOSPC, ENOTDIR, ENOTEMPTY,
+};
 use guest::linux_abi::path::AbsPath;
 use vima::layout::PAGE_SIZE;
 
@@ -19,7 +23,7 @@ use crate::spinlock::SpinLock;
 
 /// Most files at once.
 pub const MAX_FILES: usize = 128;
-/// Longest file name.
+/// Longest path below `/tmp`.
 pub const NAME_MAX: usize = 96;
 /// Largest file (the allocator must find it contiguous).
 pub const MAX_FILE_BYTES: u64 = 256 << 20;
@@ -28,6 +32,7 @@ pub const MAX_FILE_BYTES: u64 = 256 << 20;
 struct File {
     used: bool,
     linked: bool,
+    dir: bool,
     opens: u32,
     name: [u8; NAME_MAX],
     name_len: usize,
@@ -40,6 +45,7 @@ struct File {
 const EMPTY: File = File {
     used: false,
     linked: false,
+    dir: false,
     opens: 0,
     name: [0; NAME_MAX],
     name_len: 0,
@@ -58,21 +64,6 @@ pub fn name_of(path: &AbsPath) -> Result<Option<&[u8]>, i64> {
         return Ok(None);
     }
     let name = &p[b"/tmp/".len()..];
-    if name.contains(&b'/') {
-        // No subdirectories.
-        return Err(
-            if find_locked(
-                &FILES.lock(),
-                &name[..name.iter().position(|&b| b == b'/').unwrap_or(0)],
-            )
-            .is_some()
-            {
-                ENOTDIR
-            } else {
-                ENOENT
-            },
-        );
-    }
     if name.len() > NAME_MAX {
         return Err(ENAMETOOLONG);
     }
@@ -85,12 +76,147 @@ fn find_locked(files: &[File; MAX_FILES], name: &[u8]) -> Option<usize> {
         .position(|f| f.used && f.linked && &f.name[..f.name_len] == name)
 }
 
+/// Every directory above `name` exists (ENOENT if one is missing, ENOTDIR if one is a
+/// file).
+fn check_parents(files: &[File; MAX_FILES], name: &[u8]) -> Result<(), i64> {
+    for (at, _) in name.iter().enumerate().filter(|&(_, &b)| b == b'/') {
+        match find_locked(files, &name[..at]) {
+            Some(slot) if files[slot].dir => {}
+            Some(_) => return Err(ENOTDIR),
+            None => return Err(ENOENT),
+        }
+    }
+    Ok(())
+}
+
+/// True when `name` is `dir` or lies below it.
+fn within(name: &[u8], dir: &[u8]) -> bool {
+    name.starts_with(dir) && (name.len() == dir.len() || name[dir.len()] == b'/')
+}
+
+fn has_children(files: &[File; MAX_FILES], dir: &[u8]) -> bool {
+    files
+        .iter()
+        .any(|f| f.used && f.linked && f.name_len > dir.len() && within(&f.name[..f.name_len], dir))
+}
+
+/// True when `slot` is a directory.
+pub fn is_dir(slot: usize) -> bool {
+    FILES.lock()[slot % MAX_FILES].dir
+}
+
+/// `mkdir` of `name`.
+pub fn mkdir(name: &[u8]) -> Result<(), i64> {
+    let mut files = FILES.lock();
+    check_parents(&files, name)?;
+    if find_locked(&files, name).is_some() {
+        return Err(EEXIST);
+    }
+    let slot = files.iter().position(|f| !f.used).ok_or(ENOSPC)?;
+    let mut dir = EMPTY;
+    dir.used = true;
+    dir.linked = true;
+    dir.dir = true;
+    dir.name[..name.len()].copy_from_slice(name);
+    dir.name_len = name.len();
+    dir.mtime_ns = now_ns();
+    files[slot] = dir;
+    Ok(())
+}
+
+/// `rmdir` of `name`: an empty directory.
+pub fn rmdir(name: &[u8]) -> Result<(), i64> {
+    let mut files = FILES.lock();
+    check_parents(&files, name)?;
+    let slot = find_locked(&files, name).ok_or(ENOENT)?;
+    if !files[slot].dir {
+        return Err(ENOTDIR);
+    }
+    if has_children(&files, name) {
+        return Err(ENOTEMPTY);
+    }
+    let dir = &mut files[slot];
+    dir.linked = false;
+    if dir.opens == 0 {
+        *dir = EMPTY;
+    }
+    Ok(())
+}
+
+/// `rename(old, new)` within `/tmp` (`noreplace`: EEXIST if `new` exists). A directory
+/// moves with everything below it; an existing `new` is replaced if it is a file and
+/// `old` is one, or an empty directory and `old` is one.
+pub fn rename(old: &[u8], new: &[u8], noreplace: bool) -> Result<(), i64> {
+    let freed = {
+        let mut files = FILES.lock();
+        check_parents(&files, old)?;
+        check_parents(&files, new)?;
+        let from = find_locked(&files, old).ok_or(ENOENT)?;
+        let moving_dir = files[from].dir;
+        if moving_dir && new.len() > old.len() && within(new, old) {
+            return Err(EINVAL);
+        }
+        if old == new {
+            return Ok(());
+        }
+        let mut freed = None;
+        if let Some(to) = find_locked(&files, new) {
+            if noreplace {
+                return Err(EEXIST);
+            }
+            match (moving_dir, files[to].dir) {
+                (false, true) => return Err(EISDIR),
+                (true, false) => return Err(ENOTDIR),
+                (true, true) if has_children(&files, new) => return Err(ENOTEMPTY),
+                _ => {}
+            }
+            let target = &mut files[to];
+            target.linked = false;
+            if target.opens == 0 {
+                freed = Some((target.data, target.capacity));
+                *target = EMPTY;
+            }
+        }
+        // Every name that changes must fit before any changes.
+        let grows = new.len().saturating_sub(old.len());
+        let too_long = files.iter().any(|f| {
+            f.used
+                && f.linked
+                && within(&f.name[..f.name_len], old)
+                && f.name_len + grows > NAME_MAX
+        });
+        if too_long {
+            return Err(ENAMETOOLONG);
+        }
+        for f in files.iter_mut().filter(|f| f.used && f.linked) {
+            let len = f.name_len;
+            if !within(&f.name[..len], old) {
+                continue;
+            }
+            let mut renamed = [0u8; NAME_MAX];
+            let rest = len - old.len();
+            renamed[..new.len()].copy_from_slice(new);
+            renamed[new.len()..new.len() + rest].copy_from_slice(&f.name[old.len()..len]);
+            f.name = renamed;
+            f.name_len = new.len() + rest;
+        }
+        files[from].mtime_ns = now_ns();
+        freed
+    };
+    if let Some((data, capacity)) = freed {
+        free(data, capacity);
+    }
+    Ok(())
+}
+
 /// Opens (`create`: creating it if missing; `exclusive`: only creating) file `name`
 /// and counts the open; `truncate` empties it. Returns its slot.
 pub fn open(name: &[u8], create: bool, exclusive: bool, truncate: bool) -> Result<usize, i64> {
     let mut files = FILES.lock();
+    check_parents(&files, name)?;
     let slot = match find_locked(&files, name) {
         Some(_) if exclusive => return Err(EEXIST),
+        Some(slot) if truncate && files[slot].dir => return Err(EISDIR),
         Some(slot) => slot,
         None if !create => return Err(ENOENT),
         None => {
@@ -143,7 +269,11 @@ fn free(data: u64, capacity: u64) {
 pub fn unlink(name: &[u8]) -> Result<(), i64> {
     let freed = {
         let mut files = FILES.lock();
+        check_parents(&files, name)?;
         let slot = find_locked(&files, name).ok_or(ENOENT)?;
+        if files[slot].dir {
+            return Err(EISDIR);
+        }
         let file = &mut files[slot];
         file.linked = false;
         if file.opens == 0 {
@@ -160,22 +290,20 @@ pub fn unlink(name: &[u8]) -> Result<(), i64> {
     Ok(())
 }
 
-/// Size and modification time of the file in `slot`, or of `name`.
+/// Size and modification time of the entry in `slot`.
 pub fn stat(slot: usize) -> (u64, u64) {
     let files = FILES.lock();
     let f = &files[slot % MAX_FILES];
     (f.size, f.mtime_ns)
 }
 
-/// The slot of `name`, if it exists.
-pub fn lookup(name: &[u8]) -> Option<usize> {
-    find_locked(&FILES.lock(), name)
-}
-
 /// Copies up to `count` bytes at `offset` of `slot` to the program's `buf`.
 pub fn read(slot: usize, offset: u64, buf: u64, count: u64) -> Result<u64, i64> {
     let files = FILES.lock();
     let f = &files[slot % MAX_FILES];
+    if f.dir {
+        return Err(EISDIR);
+    }
     let n = f.size.saturating_sub(offset).min(count);
     if n > 0 {
         // SAFETY: [data + offset, + n) lies within the file's own pages (size <=
@@ -203,6 +331,9 @@ pub fn write(
     user::check(buf, count)?;
     let mut files = FILES.lock();
     let f = &mut files[slot % MAX_FILES];
+    if f.dir {
+        return Err(EISDIR);
+    }
     let at = if append { f.size } else { offset };
     let end = at.checked_add(count).ok_or(EFBIG)?;
     if end > MAX_FILE_BYTES {
@@ -240,6 +371,9 @@ pub fn truncate(slot: usize, len: u64) -> Result<(), i64> {
     }
     let mut files = FILES.lock();
     let f = &mut files[slot % MAX_FILES];
+    if f.dir {
+        return Err(EISDIR);
+    }
     if len > f.capacity {
         grow(f, len)?;
     }
@@ -283,13 +417,22 @@ fn grow(f: &mut File, bytes: u64) -> Result<(), i64> {
     Ok(())
 }
 
-/// `linux_dirent64` records of `/tmp` from `cookie` (a slot + 1; 0 starts with `.`
-/// and `..`) into the program's `buf`, at most `len` bytes; returns (bytes, next
-/// cookie).
-pub fn read_dir(cookie: u64, buf: u64, len: u64) -> Result<(u64, u64), i64> {
+/// `linux_dirent64` records of `/tmp` (`dir` None) or of the directory in slot `dir`
+/// from `cookie` (a slot + 1; 0 starts with `.` and `..`) into the program's `buf`, at
+/// most `len` bytes; returns (bytes, next cookie).
+pub fn read_dir(dir: Option<usize>, cookie: u64, buf: u64, len: u64) -> Result<(u64, u64), i64> {
     const DT_DIR: u8 = 4;
     const DT_REG: u8 = 8;
     let files = FILES.lock();
+    // Entries of the directory: the names below its own, one level down.
+    let prefix_len = dir.map_or(0, |d| files[d % MAX_FILES].name_len + 1);
+    let mut prefix = [0u8; NAME_MAX + 1];
+    if let Some(d) = dir {
+        let f = &files[d % MAX_FILES];
+        prefix[..f.name_len].copy_from_slice(&f.name[..f.name_len]);
+        prefix[f.name_len] = b'/';
+    }
+    let prefix = &prefix[..prefix_len];
     let mut written = 0u64;
     let mut next = cookie;
     // Cookies: 0 = ".", 1 = "..", 2 + slot = a file.
@@ -300,11 +443,16 @@ pub fn read_dir(cookie: u64, buf: u64, len: u64) -> Result<(u64, u64), i64> {
             n => {
                 let slot = usize::try_from(n - 2).unwrap_or(0);
                 let f = &files[slot];
-                if !(f.used && f.linked) {
+                let name = &f.name[..f.name_len];
+                let here = name.len() > prefix.len()
+                    && name.starts_with(prefix)
+                    && !name[prefix.len()..].contains(&b'/');
+                if !(f.used && f.linked && here) {
                     next += 1;
                     continue;
                 }
-                (&f.name[..f.name_len], 100 + n, DT_REG)
+                let kind = if f.dir { DT_DIR } else { DT_REG };
+                (&name[prefix.len()..], 100 + n, kind)
             }
         };
         let reclen = (19 + name.len() as u64 + 1).next_multiple_of(8);

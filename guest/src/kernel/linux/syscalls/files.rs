@@ -3,8 +3,8 @@
 //! read-only root of `--root` (served by node 0's VMM).
 
 use guest::linux_abi::errno::{
-    EBADF, EFAULT, EINTR, EINVAL, EISDIR, ENOENT, ENOTDIR, ENOTTY, EOPNOTSUPP, ERANGE, EROFS,
-    ESPIPE,
+    EBADF, EEXIST, EFAULT, EINTR, EINVAL, EISDIR, ENOENT, ENOTDIR, ENOTTY, EOPNOTSUPP, ERANGE,
+    EROFS, ESPIPE,
 };
 use guest::linux_abi::layout::{
     statx_from_stat, Stat, STATX_BYTES, STAT_BYTES, S_IFCHR, S_IFDIR, S_IFIFO, S_IFREG,
@@ -79,6 +79,10 @@ pub fn openat(dirfd: u64, addr: u64, flags: u64) -> SysResult {
             let exclusive = flags & O_CREAT != 0 && flags & O_EXCL != 0;
             let truncate = flags & O_TRUNC != 0 && access != O_RDONLY;
             let slot = tmpfs::open(&name[..len], flags & O_CREAT != 0, exclusive, truncate)?;
+            if writes && tmpfs::is_dir(slot) {
+                tmpfs::close(slot);
+                return Err(EISDIR);
+            }
             Kind::Tmp(slot)
         }
         Node::Root => {
@@ -105,12 +109,7 @@ pub fn openat(dirfd: u64, addr: u64, flags: u64) -> SysResult {
             }
         }
     };
-    if flags & O_DIRECTORY != 0
-        && !matches!(
-            kind,
-            Kind::KernelDir | Kind::TmpDir | Kind::Host { dir: true, .. }
-        )
-    {
+    if flags & O_DIRECTORY != 0 && !is_directory(kind) {
         if let Kind::Tmp(slot) = kind {
             tmpfs::close(slot);
         }
@@ -121,6 +120,15 @@ pub fn openat(dirfd: u64, addr: u64, flags: u64) -> SysResult {
         tmpfs::close(slot);
     }
     installed
+}
+
+/// True for every kind of directory.
+fn is_directory(kind: Kind) -> bool {
+    match kind {
+        Kind::KernelDir | Kind::TmpDir | Kind::Host { dir: true, .. } => true,
+        Kind::Tmp(slot) => tmpfs::is_dir(slot),
+        _ => false,
+    }
 }
 
 /// `open(path, flags, mode)`.
@@ -358,14 +366,8 @@ pub fn unlinkat(dirfd: u64, addr: u64, flags: u64) -> SysResult {
         Node::Tmp(Some((name, len))) if flags & AT_REMOVEDIR == 0 => {
             tmpfs::unlink(&name[..len]).map(|()| 0)
         }
-        Node::Tmp(Some((name, len))) => {
-            // No directories in /tmp.
-            Err(if tmpfs::lookup(&name[..len]).is_some() {
-                ENOTDIR
-            } else {
-                ENOENT
-            })
-        }
+        Node::Tmp(Some((name, len))) => tmpfs::rmdir(&name[..len]).map(|()| 0),
+        Node::Tmp(None) => Err(guest::linux_abi::errno::EBUSY),
         Node::Root => with_path(&path, true, |_| Err(EROFS)),
         _ => Err(guest::linux_abi::errno::EACCES),
     }
@@ -383,11 +385,16 @@ fn stat_bytes(kind: Kind) -> Result<[u8; STAT_BYTES], i64> {
         Kind::Memory { len, .. } => (S_IFREG | 0o444, len, 0),
         Kind::Tmp(slot) => {
             let (size, mtime) = tmpfs::stat(slot);
+            let dir = tmpfs::is_dir(slot);
             let st = Stat {
                 dev: 0x15,
                 ino: 100 + slot as u64,
-                nlink: 1,
-                mode: S_IFREG | 0o644,
+                nlink: if dir { 2 } else { 1 },
+                mode: if dir {
+                    S_IFDIR | 0o755
+                } else {
+                    S_IFREG | 0o644
+                },
                 size: i64::try_from(size).unwrap_or(i64::MAX),
                 blksize: 4096,
                 blocks: i64::try_from(size.div_ceil(512)).unwrap_or(0),
@@ -569,8 +576,13 @@ pub fn getdents64(fd: u64, dirp: u64, count: u64) -> SysResult {
     let open = fs::get(fd)?;
     match open.kind {
         Kind::KernelDir => Ok(0),
-        Kind::TmpDir => {
-            let (n, next) = tmpfs::read_dir(open.offset, dirp, count)?;
+        Kind::TmpDir | Kind::Tmp(_) => {
+            let dir = match open.kind {
+                Kind::Tmp(slot) if tmpfs::is_dir(slot) => Some(slot),
+                Kind::Tmp(_) => return Err(ENOTDIR),
+                _ => None,
+            };
+            let (n, next) = tmpfs::read_dir(dir, open.offset, dirp, count)?;
             if n == 0 && next < 2 + tmpfs::MAX_FILES as u64 {
                 return Err(EINVAL);
             }
@@ -618,12 +630,50 @@ pub fn getcwd(buf: u64, size: u64) -> SysResult {
 /// `chdir(path)`.
 pub fn chdir(addr: u64) -> SysResult {
     let path = path_at(AT_FDCWD, addr)?;
-    with_path(&path, false, |kind| match kind {
-        Kind::KernelDir | Kind::TmpDir | Kind::Host { dir: true, .. } => Ok(0),
-        _ => Err(ENOTDIR),
+    with_path(&path, false, |kind| {
+        if is_directory(kind) {
+            Ok(0)
+        } else {
+            Err(ENOTDIR)
+        }
     })?;
     fs::set_cwd(path);
     Ok(0)
+}
+
+/// `mkdirat(dirfd, path, mode)` (and `mkdir`): directories in `/tmp`; anything else
+/// exists (EEXIST) or lies on a read-only file system (EROFS).
+pub fn mkdirat(dirfd: u64, addr: u64) -> SysResult {
+    let path = path_at(dirfd, addr)?;
+    match fs::lookup(&path)? {
+        Node::Tmp(Some((name, len))) => tmpfs::mkdir(&name[..len]).map(|()| 0),
+        Node::Root => match with_path(&path, true, |_| Ok(0)) {
+            Ok(_) => Err(EEXIST),
+            Err(ENOENT) => Err(EROFS),
+            Err(e) => Err(e),
+        },
+        _ => Err(EEXIST),
+    }
+}
+
+/// `renameat2(olddirfd, old, newdirfd, new, flags)` (and `rename`, `renameat`): within
+/// `/tmp` (RENAME_NOREPLACE honoured); EXDEV between `/tmp` and elsewhere, EROFS
+/// elsewhere.
+pub fn renameat2(olddirfd: u64, old: u64, newdirfd: u64, new: u64, flags: u64) -> SysResult {
+    const RENAME_NOREPLACE: u64 = 1;
+    if flags & !RENAME_NOREPLACE != 0 {
+        return Err(EINVAL);
+    }
+    let from = path_at(olddirfd, old)?;
+    let to = path_at(newdirfd, new)?;
+    match (fs::lookup(&from)?, fs::lookup(&to)?) {
+        (Node::Tmp(Some((a, alen))), Node::Tmp(Some((b, blen)))) => {
+            tmpfs::rename(&a[..alen], &b[..blen], flags & RENAME_NOREPLACE != 0).map(|()| 0)
+        }
+        (Node::Tmp(None), _) | (_, Node::Tmp(None)) => Err(guest::linux_abi::errno::EBUSY),
+        (Node::Tmp(_), _) | (_, Node::Tmp(_)) => Err(guest::linux_abi::errno::EXDEV),
+        _ => Err(EROFS),
+    }
 }
 
 /// `pipe2(fds, flags)` (and `pipe`): O_CLOEXEC and O_NONBLOCK.

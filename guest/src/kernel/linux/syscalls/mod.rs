@@ -164,9 +164,16 @@ impl core::fmt::Write for LineBuf {
 /// Which argument of system call `number` is a path, for `--strace`.
 fn path_argument(number: u64) -> Option<usize> {
     match number {
-        nr::OPEN | nr::STAT | nr::LSTAT | nr::ACCESS | nr::READLINK | nr::CHDIR | nr::UNLINK => {
-            Some(0)
-        }
+        nr::OPEN
+        | nr::STAT
+        | nr::LSTAT
+        | nr::ACCESS
+        | nr::READLINK
+        | nr::CHDIR
+        | nr::UNLINK
+        | nr::MKDIR
+        | nr::RMDIR
+        | nr::RENAME => Some(0),
         nr::OPENAT
         | nr::NEWFSTATAT
         | nr::STATX
@@ -174,6 +181,9 @@ fn path_argument(number: u64) -> Option<usize> {
         | nr::FACCESSAT2
         | nr::READLINKAT
         | nr::UNLINKAT
+        | nr::MKDIRAT
+        | nr::RENAMEAT
+        | nr::RENAMEAT2
         | nr::UTIMENSAT => Some(1),
         _ => None,
     }
@@ -244,6 +254,12 @@ fn serve(number: u64, a: &[u64; 6]) -> SysResult {
         nr::FTRUNCATE => files::ftruncate(a[0], a[1]),
         nr::UNLINK => files::unlinkat(AT_FDCWD, a[0], 0),
         nr::UNLINKAT => files::unlinkat(a[0], a[1], a[2]),
+        nr::RMDIR => files::unlinkat(AT_FDCWD, a[0], 0x200),
+        nr::MKDIR => files::mkdirat(AT_FDCWD, a[0]),
+        nr::MKDIRAT => files::mkdirat(a[0], a[1]),
+        nr::RENAME => files::renameat2(AT_FDCWD, a[0], AT_FDCWD, a[1], 0),
+        nr::RENAMEAT => files::renameat2(a[0], a[1], a[2], a[3], 0),
+        nr::RENAMEAT2 => files::renameat2(a[0], a[1], a[2], a[3], a[4]),
         nr::FSYNC | nr::FDATASYNC => files::fsync(a[0]),
         nr::OPEN => files::open(a[0], a[1]),
         nr::OPENAT => files::openat(a[0], a[1], a[2]),
