@@ -54,6 +54,7 @@ pub const NAMES: &[(u64, &str)] = &[
     (78, "getdents"),
     (79, "getcwd"),
     (80, "chdir"),
+    (81, "fchdir"),
     (82, "rename"),
     (83, "mkdir"),
     (84, "rmdir"),
@@ -227,6 +228,8 @@ pub const GETCWD: u64 = 79;
 pub const CHDIR: u64 = 80;
 /// `rename`.
 pub const RENAME: u64 = 82;
+/// `fchdir`.
+pub const FCHDIR: u64 = 81;
 /// `mkdir`.
 pub const MKDIR: u64 = 83;
 /// `rmdir`.

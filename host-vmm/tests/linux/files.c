@@ -168,6 +168,29 @@ int main(void) {
     SAY("rmdir /tmp/m", rmdir("/tmp/m"));
     SAY("rmdir /tmp/m again", rmdir("/tmp/m"));
 
+    /* Names relative to a directory descriptor. */
+    SAY("mkdir /tmp/r", mkdir("/tmp/r", 0755));
+    int dfd = open("/tmp/r", O_RDONLY | O_DIRECTORY);
+    fd = openat(dfd, "inner", O_CREAT | O_WRONLY, 0644);
+    write(fd, "rel", 3);
+    close(fd);
+    fstatat(dfd, "inner", &st, 0);
+    printf("openat and fstatat by a directory descriptor: %ld bytes\n", (long)st.st_size);
+    SAY("mkdirat sub", mkdirat(dfd, "sub", 0755));
+    SAY("renameat inner to sub/inner2", renameat(dfd, "inner", dfd, "sub/inner2"));
+    printf("/tmp/r/sub/inner2 exists: %d\n", access("/tmp/r/sub/inner2", F_OK) == 0);
+    SAY("unlinkat sub/inner2", unlinkat(dfd, "sub/inner2", 0));
+    SAY("unlinkat sub as a directory", unlinkat(dfd, "sub", AT_REMOVEDIR));
+    SAY("fchdir to /tmp/r", fchdir(dfd));
+    close(open("here", O_CREAT | O_WRONLY, 0644));
+    SAY("chdir /", chdir("/"));
+    printf("/tmp/r/here exists: %d\n", access("/tmp/r/here", F_OK) == 0);
+    printf("openat relative to a file: %s\n",
+           openat(1, "x", O_RDONLY) < 0 ? strerror(errno) : "opened");
+    close(dfd);
+    unlink("/tmp/r/here");
+    SAY("rmdir /tmp/r", rmdir("/tmp/r"));
+
     pipe(pipe_fds);
     pthread_create(&t, NULL, producer, NULL);
     unsigned long piped = 0, psum = 0;

@@ -1,6 +1,8 @@
 //! Rust threads on the virtual server: std::thread (more than VPs), Mutex, Condvar, an
-//! mpsc channel and thread-local storage. Everything printed is computed, so a native
-//! run prints the same bytes.
+//! mpsc channel and thread-local storage; std::fs on a directory tree in /tmp written by
+//! several threads (create_dir_all, metadata, read_dir, rename, remove_dir_all, which
+//! works through descriptors of the directories). Everything printed is computed, so a
+//! native run prints the same bytes.
 use std::cell::Cell;
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
@@ -66,4 +68,33 @@ fn main() {
     }
     other.join().unwrap();
     println!("alternated 1000 times, main local {}", LOCAL.with(Cell::get));
+
+    // A tree in /tmp (its own name, so a native run beside others cannot collide).
+    let top = std::path::PathBuf::from(format!("/tmp/cvmm-rs-tree-{}", std::process::id()));
+    let writers: Vec<_> = (0..3)
+        .map(|i| {
+            let dir = top.join(format!("w{i}/deep"));
+            thread::spawn(move || {
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::write(dir.join("data"), vec![b'a' + i as u8; 1000 * (i + 1)]).unwrap();
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    let mut names: Vec<String> = std::fs::read_dir(&top)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    std::fs::rename(top.join("w1"), top.join("moved")).unwrap();
+    let moved = std::fs::metadata(top.join("moved/deep/data")).unwrap();
+    println!(
+        "tree {names:?}, moved data {} bytes, is dir {}",
+        moved.len(),
+        std::fs::metadata(top.join("moved/deep")).unwrap().is_dir()
+    );
+    std::fs::remove_dir_all(&top).unwrap();
+    println!("removed: {}", !top.exists());
 }

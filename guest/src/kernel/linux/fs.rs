@@ -12,7 +12,7 @@
 //!
 //! The table is behind one spinlock, never held across a call to the VMM or a switch.
 
-use guest::linux_abi::errno::{EBADF, EMFILE, ENOENT};
+use guest::linux_abi::errno::{EBADF, EMFILE, ENOENT, ENOTDIR};
 use guest::linux_abi::path::AbsPath;
 use vima::layout::PAGE_SIZE;
 
@@ -85,6 +85,9 @@ struct Table {
     fds: [i16; MAX_FDS],
     cloexec: [bool; MAX_FDS],
     open: [Option<Open>; MAX_OPEN],
+    /// The path of each open directory (the base of `openat` and friends with its
+    /// descriptor, and of `fchdir`).
+    paths: [Option<AbsPath>; MAX_OPEN],
     cwd: AbsPath,
 }
 
@@ -119,6 +122,7 @@ static TABLE: SpinLock<Table> = SpinLock::new(Table {
         });
         open
     },
+    paths: [const { None }; MAX_OPEN],
     cwd: AbsPath::root(),
 });
 
@@ -165,6 +169,16 @@ pub fn set_flags(fd: u64, flags: u64) -> Result<(), i64> {
 
 /// Installs a new description on the lowest free descriptor.
 pub fn install(kind: Kind, flags: u64, cloexec: bool) -> Result<u64, i64> {
+    install_at_path(kind, flags, cloexec, None)
+}
+
+/// [`install`] of a directory, which keeps `path` as the base of names relative to it.
+pub fn install_at_path(
+    kind: Kind,
+    flags: u64,
+    cloexec: bool,
+    path: Option<AbsPath>,
+) -> Result<u64, i64> {
     let mut table = TABLE.lock();
     let slot = table.open.iter().position(Option::is_none).ok_or(EMFILE)?;
     let fd = table.fds.iter().position(|&s| s < 0).ok_or(EMFILE)?;
@@ -174,6 +188,7 @@ pub fn install(kind: Kind, flags: u64, cloexec: bool) -> Result<u64, i64> {
         flags,
         refs: 1,
     });
+    table.paths[slot] = path;
     table.fds[fd] = i16::try_from(slot).map_err(|_| EMFILE)?;
     table.cloexec[fd] = cloexec;
     Ok(fd as u64)
@@ -226,7 +241,16 @@ fn release_locked(table: &mut Table, fd: usize) -> Option<Kind> {
     }
     let kind = open.kind;
     table.open[slot] = None;
+    table.paths[slot] = None;
     Some(kind)
+}
+
+/// The path of the directory open on `fd` (EBADF: none open, ENOTDIR: not a directory).
+pub fn dir_path(fd: u64) -> Result<AbsPath, i64> {
+    let fd = index_of(fd)?;
+    let table = TABLE.lock();
+    let slot = usize::try_from(table.fds[fd]).map_err(|_| EBADF)?;
+    table.paths[slot].ok_or(ENOTDIR)
 }
 
 /// What closing the last descriptor of a description does outside the lock.

@@ -3,8 +3,7 @@
 //! read-only root of `--root` (served by node 0's VMM).
 
 use guest::linux_abi::errno::{
-    EBADF, EEXIST, EFAULT, EINTR, EINVAL, EISDIR, ENOENT, ENOTDIR, ENOTTY, EOPNOTSUPP, ERANGE,
-    EROFS, ESPIPE,
+    EBADF, EEXIST, EFAULT, EINTR, EINVAL, EISDIR, ENOENT, ENOTDIR, ENOTTY, ERANGE, EROFS, ESPIPE,
 };
 use guest::linux_abi::layout::{
     statx_from_stat, Stat, STATX_BYTES, STAT_BYTES, S_IFCHR, S_IFDIR, S_IFIFO, S_IFREG,
@@ -40,8 +39,7 @@ fn path_at(dirfd: u64, addr: u64) -> Result<AbsPath, i64> {
     // The descriptor is an `int`: AT_FDCWD arrives as 0xffffff9c from glibc, sign
     // extended from others.
     if len > 0 && name[0] != b'/' && dirfd & 0xffff_ffff != AT_FDCWD & 0xffff_ffff {
-        fs::get(dirfd)?;
-        return Err(EOPNOTSUPP);
+        return path::resolve(&fs::dir_path(dirfd)?, &name[..len]);
     }
     path::resolve(&fs::cwd(), &name[..len])
 }
@@ -115,7 +113,8 @@ pub fn openat(dirfd: u64, addr: u64, flags: u64) -> SysResult {
         }
         return Err(ENOTDIR);
     }
-    let installed = fs::install(kind, status, cloexec);
+    let base = is_directory(kind).then_some(path);
+    let installed = fs::install_at_path(kind, status, cloexec, base);
     if let (Err(_), Kind::Tmp(slot)) = (&installed, kind) {
         tmpfs::close(slot);
     }
@@ -638,6 +637,12 @@ pub fn chdir(addr: u64) -> SysResult {
         }
     })?;
     fs::set_cwd(path);
+    Ok(0)
+}
+
+/// `fchdir(fd)`: to the directory open on `fd`.
+pub fn fchdir(fd: u64) -> SysResult {
+    fs::set_cwd(fs::dir_path(fd)?);
     Ok(0)
 }
 

@@ -281,6 +281,7 @@ fn serve(number: u64, a: &[u64; 6]) -> SysResult {
         nr::GETCWD => files::getcwd(a[0], a[1]),
         nr::UTIMENSAT => files::utimensat(a[0], a[1]),
         nr::CHDIR => files::chdir(a[0]),
+        nr::FCHDIR => files::fchdir(a[0]),
         nr::PIPE => files::pipe2(a[0], 0),
         nr::PIPE2 => files::pipe2(a[0], a[1]),
         nr::DUP => files::dup(a[0]),
