@@ -686,3 +686,73 @@ fn busybox_runs_unmodified() {
         assert_same(busybox, args, 1);
     }
 }
+
+/// Runs `command` with a new pseudo-terminal (40 rows, 100 columns) as its stdin, stdout
+/// and stderr; returns what it wrote there and its exit status.
+fn on_pty(mut command: Command) -> (String, Option<i32>) {
+    use std::io::Read;
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let (mut master, mut slave) = (0, 0);
+    let size = libc::winsize {
+        ws_row: 40,
+        ws_col: 100,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: openpty writes the two fds; the name and termios may be null, the window
+    // size is read from a valid struct.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            &size,
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: openpty just made both fds, and nothing else owns them.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    command
+        .stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave);
+    let mut child = command.spawn().expect("spawns");
+    // The command holds copies of the slave: once it and the child's processes are gone,
+    // reading the master ends (EIO).
+    drop(command);
+    let mut out = Vec::new();
+    let mut master = std::fs::File::from(master);
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = master.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    let status = child.wait().expect("waits");
+    (String::from_utf8_lossy(&out).into_owned(), status.code())
+}
+
+/// On a terminal, a program sees one (isatty, termios, the window size, raw mode that
+/// takes effect); on pipes it gets ENOTTY: the same as natively, on one and two nodes.
+#[test]
+fn a_terminal_is_a_terminal_and_a_pipe_is_not() {
+    let dir = Scratch::new("tty");
+    let program = build(&dir.0, "tty.c", "gcc", &["-static"]);
+    let (want, status) = on_pty(Command::new(&program));
+    assert_eq!(status, Some(0));
+    assert!(
+        want.contains("isatty 1 1 1") && want.contains("window 40 x 100"),
+        "{want}"
+    );
+    for nodes in ["1", "2"] {
+        let mut cvmm = Command::new(env!("CARGO_BIN_EXE_cvmm"));
+        cvmm.args(["run", "--nodes", nodes, "--mem-mib", "64", "--"])
+            .arg(&program);
+        let (got, status) = on_pty(cvmm);
+        assert_eq!(status, Some(0), "{got}");
+        assert_eq!(got, want, "on {nodes} node(s)");
+    }
+    assert_same(&program, &[], 1);
+}

@@ -138,10 +138,35 @@ pub enum Call {
     /// the coherence protocol (pages that read as zero are left as they are). Returns
     /// how many pages were given back.
     MemDiscard = 25,
+    /// `TermIoctl(stream, request, buf) -> 0`: a terminal `ioctl` on `cvmm`'s own
+    /// standard input, output or error (`stream` 0, 1, 2) of this node's host: TCGETS
+    /// (writes the 36-byte kernel `struct termios`), TCSETS, TCSETSW, TCSETSF (reads
+    /// it) and TIOCGWINSZ (writes the 8-byte `struct winsize`). Status `HostError` with
+    /// the errno (ENOTTY when the stream is not a terminal); `BadArgument` for another
+    /// request.
+    TermIoctl = 26,
 }
 
 /// Number of call numbers defined; numbers at or above this are `UnknownCall`.
-pub const CALL_COUNT: usize = 26;
+pub const CALL_COUNT: usize = 27;
+
+/// The terminal requests [`Call::TermIoctl`] passes on (Linux's numbers).
+pub mod term {
+    /// Get the termios.
+    pub const TCGETS: u64 = 0x5401;
+    /// Set the termios now.
+    pub const TCSETS: u64 = 0x5402;
+    /// Set it after output drains.
+    pub const TCSETSW: u64 = 0x5403;
+    /// Set it after output drains, dropping pending input.
+    pub const TCSETSF: u64 = 0x5404;
+    /// Get the window size.
+    pub const TIOCGWINSZ: u64 = 0x5413;
+    /// Bytes of the kernel's `struct termios` (x86-64).
+    pub const TERMIOS_BYTES: u64 = 36;
+    /// Bytes of `struct winsize`.
+    pub const WINSIZE_BYTES: u64 = 8;
+}
 
 /// The registers of one call as the VMM read them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -181,6 +206,7 @@ impl Call {
         Call::FileReadLink,
         Call::SyscallUnimplemented,
         Call::MemDiscard,
+        Call::TermIoctl,
     ];
 
     /// Decodes the call number in `rax`.
@@ -220,6 +246,7 @@ impl Call {
             Call::FileReadLink => "file_read_link",
             Call::SyscallUnimplemented => "syscall_unimplemented",
             Call::MemDiscard => "mem_discard",
+            Call::TermIoctl => "term_ioctl",
         }
     }
 }

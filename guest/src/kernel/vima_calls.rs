@@ -187,6 +187,12 @@ pub fn program_read(buf: &mut [u8]) -> Result<u64, CallError> {
     )
 }
 
+/// `TermIoctl`: terminal `request` on this node's host stream `stream` with the buffer
+/// at `buf`; the Linux errno on failure (ENOTTY: not a terminal).
+pub fn term_ioctl(stream: u64, request: u64, buf: u64) -> Result<u64, i64> {
+    file_call(Call::TermIoctl, [stream, request, buf, 0, 0])
+}
+
 /// `MemDiscard`: the page-aligned `[addr, addr + len)` reads as zero afterwards on every
 /// node; returns how many pages the VMM handled without the coherence protocol.
 pub fn mem_discard(addr: u64, len: u64) -> Result<u64, CallError> {

@@ -244,6 +244,26 @@ fn handle(
                 .count_unimplemented_syscall(a[0], &name, a[3].max(1));
             Ok(Reply::Value(0))
         }
+        Call::TermIoctl => {
+            use crate::devices::terminal;
+            let (len, to_terminal) = terminal::transfer(a[1]).ok_or(Status::BadArgument)?;
+            let range = UncheckedRange::new(a[2], len as u64).check(logical, 1)?;
+            let mut buf = if to_terminal {
+                server.read_guest(range)?
+            } else {
+                vec![0u8; len]
+            };
+            if let Err(errno) = terminal::ioctl(a[0], a[1], &mut buf) {
+                return Ok(Reply::Failed(
+                    Status::HostError,
+                    u64::try_from(errno).unwrap_or(25),
+                ));
+            }
+            if !to_terminal {
+                server.write_guest(range, &buf)?;
+            }
+            Ok(Reply::Value(0))
+        }
         Call::MemDiscard => {
             if !a[0].is_multiple_of(PAGE_SIZE) || !a[1].is_multiple_of(PAGE_SIZE) {
                 return Err(Status::BadArgument);

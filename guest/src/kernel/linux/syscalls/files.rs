@@ -521,10 +521,24 @@ pub fn utimensat(dirfd: u64, addr: u64) -> SysResult {
     with_path(&path, false, |_| Err(EROFS))
 }
 
-/// `ioctl(fd, request, arg)`: nothing is a terminal (TCGETS, TIOCGWINSZ: ENOTTY).
-pub fn ioctl(fd: u64) -> SysResult {
-    fs::get(fd)?;
-    Err(ENOTTY)
+/// `ioctl(fd, request, arg)`: the terminal requests (TCGETS, TCSETS*, TIOCGWINSZ) on
+/// stdin, stdout and stderr go to node 0's host streams (`TermIoctl`), which answer
+/// ENOTTY unless `cvmm` runs on a terminal; everything else is not a terminal.
+pub fn ioctl(fd: u64, request: u64, arg: u64) -> SysResult {
+    use vima::call::term;
+    let stream = match fs::get(fd)?.kind {
+        Kind::Stdin => 0,
+        Kind::Stream(n) => n,
+        _ => return Err(ENOTTY),
+    };
+    let len = match request {
+        term::TCGETS | term::TCSETS | term::TCSETSW | term::TCSETSF => term::TERMIOS_BYTES,
+        term::TIOCGWINSZ => term::WINSIZE_BYTES,
+        _ => return Err(ENOTTY),
+    };
+    user::check(arg, len)?;
+    crate::sched::move_to_node(0);
+    vima_calls::term_ioctl(stream, request, arg)
 }
 
 /// `lseek(fd, offset, whence)`.

@@ -275,7 +275,7 @@ fn serve(number: u64, a: &[u64; 6]) -> SysResult {
         nr::STATX => files::statx(a[0], a[1], a[2], a[4]),
         nr::ACCESS => files::faccessat(AT_FDCWD, a[0], a[1]),
         nr::FACCESSAT | nr::FACCESSAT2 => files::faccessat(a[0], a[1], a[2]),
-        nr::IOCTL => files::ioctl(a[0]),
+        nr::IOCTL => files::ioctl(a[0], a[1], a[2]),
         nr::LSEEK => files::lseek(a[0], a[1], a[2]),
         nr::GETDENTS64 => files::getdents64(a[0], a[1], a[2]),
         nr::GETCWD => files::getcwd(a[0], a[1]),
