@@ -756,3 +756,49 @@ fn a_terminal_is_a_terminal_and_a_pipe_is_not() {
     }
     assert_same(&program, &[], 1);
 }
+
+/// Runs `command` with a pipe as stdin that stays open and empty until it exits; returns
+/// its stdout.
+fn with_open_empty_stdin(mut command: Command) -> String {
+    use std::io::Read;
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawns");
+    let stdin = child.stdin.take();
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .expect("piped")
+        .read_to_string(&mut out)
+        .expect("reads");
+    child.wait().expect("waits");
+    drop(stdin);
+    out
+}
+
+/// poll on stdin knows whether input has arrived: it times out on an empty pipe and
+/// finds waiting input readable, as natively, on one node and on two (stdin is node
+/// 0's).
+#[test]
+fn poll_on_stdin_waits_for_input() {
+    let dir = Scratch::new("poll-stdin");
+    let program = build(&dir.0, "poll_stdin.c", "gcc", &["-static"]);
+    let want = with_open_empty_stdin({
+        let mut c = Command::new(&program);
+        c.arg("100");
+        c
+    });
+    assert_eq!(want, "poll 0, readable 0\n");
+    for nodes in ["1", "2"] {
+        let mut cvmm = Command::new(env!("CARGO_BIN_EXE_cvmm"));
+        cvmm.args(["run", "--nodes", nodes, "--mem-mib", "64", "--"])
+            .arg(&program)
+            .arg("100");
+        assert_eq!(with_open_empty_stdin(cvmm), want, "on {nodes} node(s)");
+        // One byte: the helper writes nothing, waits, then writes it.
+        assert_same_with_input(&program, &["5000"], &["--nodes", nodes], b"x");
+    }
+}

@@ -107,7 +107,9 @@ pub enum Call {
     /// `StreamRead(stream, ptr, len) -> n`: copies up to `len <= 64 KiB` bytes of
     /// `cvmm`'s standard input (`stream = 0`) into the buffer and returns how many;
     /// 0 at end of file, status `NotReady` when nothing has arrived yet (the call never
-    /// blocks: ask again later). The Linux personality's stdin, read on node 0.
+    /// blocks: ask again later). With `len = 0` it only asks: 0 when a read would not
+    /// wait (bytes or the end are there), `NotReady` otherwise (poll). The Linux
+    /// personality's stdin, read on node 0.
     StreamRead = 17,
     /// `FileOpen(path, len, flags) -> handle`: opens `path` (`len <= 4096` bytes, no NUL)
     /// of the Linux program's read-only root (`cvmm run --root DIR`, served by node 0)

@@ -64,6 +64,14 @@ impl ConsoleInput {
         self.take_ready(max)
     }
 
+    /// True when a read would not have to wait: bytes have arrived or stdin ended.
+    pub fn ready(&self) -> bool {
+        self.started
+            .call_once(|| self.start_reader(std::io::stdin()));
+        let buffer = self.shared.buffer.lock().expect("console input lock");
+        !buffer.bytes.is_empty() || buffer.ended
+    }
+
     fn take_ready(&self, max: usize) -> Input {
         let mut buffer = self.shared.buffer.lock().expect("console input lock");
         if buffer.bytes.is_empty() {

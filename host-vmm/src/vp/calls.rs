@@ -207,7 +207,12 @@ fn handle(
                 return Err(Status::BadArgument);
             }
             if a[2] == 0 {
-                return Ok(Reply::Value(0));
+                // A poll: would a read wait?
+                return if server.console_input.ready() {
+                    Ok(Reply::Value(0))
+                } else {
+                    Err(Status::NotReady)
+                };
             }
             let len = usize::try_from(a[2]).expect("bounded by STREAM_READ_MAX");
             // Checked before anything is taken, so a bad buffer loses no input.

@@ -158,12 +158,25 @@ fn read_stdin(buf: u64, count: u64) -> SysResult {
         match vima_calls::stream_read(vima::call::STREAM_STDIN, buf, len) {
             Ok(Some(n)) => return Ok(n),
             Ok(None) => {
-                crate::sched::sleep_until(crate::clock::tsc() + crate::clock::ns_to_tsc(pause));
+                let until = crate::clock::tsc() + crate::clock::ns_to_tsc(pause);
+                if !crate::sched::sleep_until_unless(until, super::signals::signal_pending) {
+                    // A signal: restarted after its handler (SA_RESTART) or EINTR.
+                    return Err(guest::linux_abi::errno::ERESTARTSYS);
+                }
                 pause = (pause * 2).min(STDIN_POLL_NS.1);
             }
             Err(_) => return Err(guest::linux_abi::errno::EIO),
         }
     }
+}
+
+/// True when a read of stdin would not wait (node 0's VMM holds its bytes).
+fn stdin_ready() -> bool {
+    crate::sched::move_to_node(0);
+    matches!(
+        vima_calls::stream_read(vima::call::STREAM_STDIN, 0, 0),
+        Ok(Some(_)) | Err(_)
+    )
 }
 
 /// Reads `count` bytes of `kind` at `offset` into `buf`; `None` offset for streams.
@@ -899,7 +912,8 @@ fn poll_once(fds: u64, nfds: u64) -> SysResult {
             None => 0,
             Some(Err(_)) => POLLNVAL,
             Some(Ok(open)) => match open.kind {
-                Kind::Stdin => events & POLLIN,
+                Kind::Stdin if events & POLLIN != 0 && stdin_ready() => POLLIN,
+                Kind::Stdin => 0,
                 Kind::Stream(_) => events & POLLOUT,
                 Kind::Pipe { index, write } => {
                     let (readable, writable, hung_up) = pipe::readiness(index, write);
