@@ -656,13 +656,9 @@ pub fn cancel_sleep() {
     }
 }
 
-/// Sleeps the calling thread until `deadline` (TSC), or longer if woken late.
-pub fn sleep_until(deadline: u64) {
-    sleep_until_unless(deadline, || false);
-}
-
-/// Sleeps like [`sleep_until`] but ends early once `interrupted` holds (a signal came):
-/// true if the deadline passed, false if interrupted. `interrupted` is looked at after
+/// Sleeps the calling thread until `deadline` (TSC), or longer if woken late, but ends
+/// early once `interrupted` holds (a signal came): true if the deadline passed, false if
+/// interrupted. `interrupted` is looked at after
 /// the thread is marked SLEEPING, so a sender that sets its condition and then wakes the
 /// thread is never missed: either it sees SLEEPING and wakes it, or this sees the
 /// condition.
