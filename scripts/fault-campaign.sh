@@ -166,7 +166,7 @@ kill_case() {
     fi
     stopped=$(now)
     local left
-    left=$(pgrep -f "cvmm-run-$launcher/" | wc -l)
+    left=$(pgrep -f "cvmm-run-$launcher-" | wc -l)
     local said="no"
     grep -q "node 1" "$err" && said="yes"
     printf '| %s | kill -9 the %s process of node 1 (3 nodes) | litmus mp (endless) | stop: exit %s | - | - | %s s | names node 1: %s; processes left: %s |\n' \

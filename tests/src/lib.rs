@@ -216,3 +216,25 @@ mod tests {
         assert_eq!(untag("[nothing"), "[nothing");
     }
 }
+
+/// The run directory (`cvmm-run-PID-N` in the temp directory) of the `cvmm run` process
+/// `launcher`, once it exists: the newest (highest N) of that pid, since a killed run
+/// leaves its directory behind and pids come back.
+pub fn run_dir(launcher: u32) -> Option<PathBuf> {
+    let prefix = format!("cvmm-run-{launcher}-");
+    std::fs::read_dir(std::env::temp_dir())
+        .ok()?
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            let n: u32 = name.strip_prefix(&prefix)?.parse().ok()?;
+            Some((n, name))
+        })
+        .max()
+        .map(|(_, name)| std::env::temp_dir().join(name))
+}
+
+/// What the command lines of a run's node processes contain: the start of its run
+/// directory's name.
+pub fn run_dir_mark(launcher: u32) -> String {
+    format!("cvmm-run-{launcher}-")
+}

@@ -50,9 +50,7 @@ fn server_launchers(parent: u32) -> Vec<(u16, u32)> {
 }
 
 fn description(launcher: u32) -> Option<ClusterConfig> {
-    let path = std::env::temp_dir()
-        .join(format!("cvmm-run-{launcher}"))
-        .join("cluster.toml");
+    let path = tests::run_dir(launcher)?.join("cluster.toml");
     ClusterConfig::load(&path).ok()
 }
 

@@ -15,7 +15,7 @@ fn processes_of(launcher: u32) -> Vec<u32> {
         .args(["-e", "-o", "pid=,args="])
         .output()
         .expect("ps runs");
-    let mark = format!("cvmm-run-{launcher}/");
+    let mark = tests::run_dir_mark(launcher);
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|l| l.contains(&mark))

@@ -52,11 +52,11 @@ impl Launcher {
 
     /// The description `cvmm run` wrote for its nodes (and the key it made).
     fn cluster(&mut self) -> ClusterConfig {
-        let path = std::env::temp_dir()
-            .join(format!("cvmm-run-{}", self.child.id()))
-            .join("cluster.toml");
         let start = Instant::now();
         loop {
+            let path = tests::run_dir(self.child.id())
+                .unwrap_or_default()
+                .join("cluster.toml");
             if let Ok(config) = ClusterConfig::load(&path) {
                 return config;
             }

@@ -100,11 +100,30 @@ pub fn launch(opts: &LaunchOptions) -> i32 {
     }
 }
 
+/// A new directory of this run's own, readable by this user only. The name has the pid
+/// and a counter: a run that was killed leaves its directory behind, and a later process
+/// can get the same pid, so an existing directory is never reused.
+fn fresh_run_dir() -> Result<std::path::PathBuf, String> {
+    use std::os::unix::fs::DirBuilderExt;
+    let base = std::env::temp_dir();
+    let pid = std::process::id();
+    let mut last = None;
+    for attempt in 0..1000u32 {
+        let dir = base.join(format!("cvmm-run-{pid}-{attempt}"));
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(dir),
+            Err(e) => return Err(format!("failed to create {}: {e}", dir.display())),
+        }
+    }
+    Err(format!(
+        "failed to create a run directory: {} and 999 others exist",
+        last.map_or_else(String::new, |d| d.display().to_string())
+    ))
+}
+
 fn try_launch(opts: &LaunchOptions) -> Result<i32, String> {
-    let dir = std::env::temp_dir().join(format!("cvmm-run-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| format!("failed to create {}: {e}", dir.display()))?;
-    let dir = RunDir(dir);
+    let dir = RunDir(fresh_run_dir()?);
     let netns = if opts.netns {
         Some(NetnsCluster::create(opts.nodes).map_err(|e| crate::cli::run::error_chain(&e))?)
     } else {

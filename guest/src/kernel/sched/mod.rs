@@ -615,17 +615,17 @@ pub fn schedule() {
 /// returns once it runs there.
 pub fn move_to_node(node: u32) {
     let k = kernel();
-    let vp = current_vp();
-    if k.node_of(vp as usize) == node {
-        return;
+    // An idle VP of another node may steal the thread from the target's queue before it
+    // runs there: go again until it runs on `node` (its callers need that node's VMM).
+    while k.node_of(current_vp() as usize) != node {
+        let Some(target) = (0..vp_count())
+            .filter(|&v| k.node_of(v as usize) == node)
+            .min_by_key(|&v| queue(v).load())
+        else {
+            return;
+        };
+        move_to_vp(target);
     }
-    let Some(target) = (0..vp_count())
-        .filter(|&v| k.node_of(v as usize) == node)
-        .min_by_key(|&v| queue(v).load())
-    else {
-        return;
-    };
-    move_to_vp(target);
 }
 
 /// Moves the calling thread to VP `target`; returns once it runs there.
