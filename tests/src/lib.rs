@@ -199,24 +199,6 @@ pub fn sort_reference(n: usize) -> u64 {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn references_match_the_specification() {
-        assert_eq!(matmul_reference(64), 60153385783);
-        assert_eq!(sort_reference(1000), 8247610901320931311);
-    }
-
-    #[test]
-    fn untag_strips_only_node_tags() {
-        assert_eq!(untag("[n3] counter = 4"), "counter = 4");
-        assert_eq!(untag("counter = 4"), "counter = 4");
-        assert_eq!(untag("[nothing"), "[nothing");
-    }
-}
-
 /// The run directory (`cvmm-run-PID-N` in the temp directory) of the `cvmm run` process
 /// `launcher`, once it exists: the newest (highest N) of that pid, since a killed run
 /// leaves its directory behind and pids come back.
@@ -237,4 +219,22 @@ pub fn run_dir(launcher: u32) -> Option<PathBuf> {
 /// directory's name.
 pub fn run_dir_mark(launcher: u32) -> String {
     format!("cvmm-run-{launcher}-")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_match_the_specification() {
+        assert_eq!(matmul_reference(64), 60153385783);
+        assert_eq!(sort_reference(1000), 8247610901320931311);
+    }
+
+    #[test]
+    fn untag_strips_only_node_tags() {
+        assert_eq!(untag("[n3] counter = 4"), "counter = 4");
+        assert_eq!(untag("counter = 4"), "counter = 4");
+        assert_eq!(untag("[nothing"), "[nothing");
+    }
 }
