@@ -331,6 +331,12 @@ fn unhandled_faults_end_the_program_as_on_linux() {
     // abort() raises SIGABRT, whose default action ends the program with 134.
     let got = in_cvmm(&program, &["abort"], 2, &["--nodes", "2"]);
     assert_eq!(got.status.code(), Some(134));
+    // An alarm nobody handles ends the program with 142, silently.
+    let want = native(&program, &["alarm"]);
+    let got = in_cvmm(&program, &["alarm"], 1, &[]);
+    assert_eq!(want.status.signal(), Some(14));
+    assert_eq!(got.status.code(), Some(142));
+    assert!(got.stdout.is_empty() && got.stderr.is_empty());
     // A write to a pipe nobody reads: SIGPIPE's default action, 141, silently (as the
     // shell sees `yes | head -1`).
     let want = native(&program, &["sigpipe"]);
@@ -801,4 +807,14 @@ fn poll_on_stdin_waits_for_input() {
         // One byte: the helper writes nothing, waits, then writes it.
         assert_same_with_input(&program, &["5000"], &["--nodes", nodes], b"x");
     }
+}
+
+/// alarm, setitimer/getitimer (ITIMER_REAL) and pause: SIGALRM comes, ends pause and
+/// sleeps with EINTR, as natively, on one node and on two.
+#[test]
+fn interval_timers_send_sigalrm() {
+    let dir = Scratch::new("timers");
+    let program = build(&dir.0, "timers.c", "gcc", &["-static"]);
+    assert_same(&program, &[], 1);
+    assert_same_with(&program, &[], 1, &["--nodes", "2"]);
 }

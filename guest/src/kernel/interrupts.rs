@@ -164,6 +164,9 @@ extern "sysv64" fn handle_interrupt(
             {
                 node_tick().fetch_add(1, Ordering::Relaxed);
             }
+            if PREEMPTIVE.load(Ordering::Relaxed) {
+                crate::linux::at_tick();
+            }
         }
         Ok(VECTOR_IPI) => {
             IPIS_RECEIVED[vp].fetch_add(1, Ordering::Relaxed);

@@ -142,6 +142,51 @@ pub fn timespec(ns: u64) -> [u8; 16] {
     two_words(ns / 1_000_000_000, ns % 1_000_000_000)
 }
 
+/// Bytes of `struct itimerval` (two `struct timeval`: interval, then value).
+pub const ITIMERVAL_BYTES: usize = 32;
+
+/// `struct itimerval` of an interval and a time left, in nanoseconds (microseconds
+/// rounded up, as Linux reports a timer that has time left).
+pub fn itimerval(interval_ns: u64, left_ns: u64) -> [u8; ITIMERVAL_BYTES] {
+    let tv = |ns: u64| {
+        let us = ns.div_ceil(1000);
+        two_words(us / 1_000_000, us % 1_000_000)
+    };
+    let mut b = [0u8; ITIMERVAL_BYTES];
+    put(&mut b, 0, &tv(interval_ns));
+    put(&mut b, 16, &tv(left_ns));
+    b
+}
+
+/// A `struct itimerval` as (interval, value) in nanoseconds; `None` for a negative or
+/// out-of-range field (EINVAL).
+pub fn itimerval_ns(bytes: &[u8; ITIMERVAL_BYTES]) -> Option<(u64, u64)> {
+    let tv = |at: usize| -> Option<u64> {
+        let sec = i64::from_le_bytes(bytes[at..at + 8].try_into().ok()?);
+        let usec = i64::from_le_bytes(bytes[at + 8..at + 16].try_into().ok()?);
+        if sec < 0 || !(0..1_000_000).contains(&usec) {
+            return None;
+        }
+        Some(
+            (sec as u64)
+                .saturating_mul(1_000_000_000)
+                .saturating_add(usec as u64 * 1000),
+        )
+    };
+    Some((tv(0)?, tv(16)?))
+}
+
+/// What `alarm` returns for a previous alarm with `left_ns` to go: whole seconds, half
+/// a second or more rounding up, and at least 1 while any time is left (Linux's rule).
+pub fn alarm_seconds(left_ns: u64) -> u64 {
+    if left_ns == 0 {
+        return 0;
+    }
+    let secs = left_ns / 1_000_000_000;
+    let rest = left_ns % 1_000_000_000;
+    (secs + u64::from(rest >= 500_000_000)).max(1)
+}
+
 /// A `struct timespec` as nanoseconds; `None` if `tv_nsec` is out of range or the value
 /// is negative (EINVAL).
 pub fn timespec_ns(bytes: [u8; 16]) -> Option<u64> {
@@ -219,6 +264,33 @@ mod tests {
         assert_eq!((u32_at(128), u32_at(132)), (0x1234, 0x5_6789));
         assert_eq!((u32_at(136), u32_at(140)), (8, 1));
         assert!(x[144..].iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn itimerval_round_trips_and_rounds_microseconds_up() {
+        let b = itimerval(1_500_000_000, 2_000_000_001);
+        let w = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
+        assert_eq!((w(0), w(8)), (1, 500_000));
+        // 2 s and 1 ns left reads as 2 s and 1 us.
+        assert_eq!((w(16), w(24)), (2, 1));
+        assert_eq!(
+            itimerval_ns(&itimerval(50_000_000, 3_000_000_000)),
+            Some((50_000_000, 3_000_000_000))
+        );
+        let mut bad = itimerval(0, 0);
+        bad[24..32].copy_from_slice(&1_000_000i64.to_le_bytes());
+        assert_eq!(itimerval_ns(&bad), None);
+        bad[16..24].copy_from_slice(&(-1i64).to_le_bytes());
+        assert_eq!(itimerval_ns(&bad), None);
+    }
+
+    #[test]
+    fn alarm_rounds_like_linux() {
+        assert_eq!(alarm_seconds(0), 0);
+        assert_eq!(alarm_seconds(1), 1, "any time left is at least 1");
+        assert_eq!(alarm_seconds(1_499_999_999), 1);
+        assert_eq!(alarm_seconds(1_500_000_000), 2);
+        assert_eq!(alarm_seconds(10_000_000_000), 10);
     }
 
     #[test]

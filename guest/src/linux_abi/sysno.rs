@@ -34,7 +34,11 @@ pub const NAMES: &[(u64, &str)] = &[
     (28, "madvise"),
     (32, "dup"),
     (33, "dup2"),
+    (34, "pause"),
     (35, "nanosleep"),
+    (36, "getitimer"),
+    (37, "alarm"),
+    (38, "setitimer"),
     (39, "getpid"),
     (40, "sendfile"),
     (41, "socket"),
@@ -228,6 +232,14 @@ pub const GETCWD: u64 = 79;
 pub const CHDIR: u64 = 80;
 /// `rename`.
 pub const RENAME: u64 = 82;
+/// `pause`.
+pub const PAUSE: u64 = 34;
+/// `getitimer`.
+pub const GETITIMER: u64 = 36;
+/// `alarm`.
+pub const ALARM: u64 = 37;
+/// `setitimer`.
+pub const SETITIMER: u64 = 38;
 /// `fchdir`.
 pub const FCHDIR: u64 = 81;
 /// `mkdir`.

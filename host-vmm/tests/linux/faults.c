@@ -17,6 +17,10 @@ int main(int argc, char **argv) {
     if (!strcmp(what, "abort")) abort();                                  /* SIGABRT */
     /* A stack pointer outside memory: the CPU cannot push the exception frame. */
     if (!strcmp(what, "stack")) __asm__ volatile("mov $0x7fff00000000, %rsp; push %rax");
+    if (!strcmp(what, "alarm")) {                                         /* SIGALRM */
+        alarm(1);
+        pause();
+    }
     if (!strcmp(what, "sigpipe")) {                                       /* SIGPIPE */
         int p[2];
         pipe(p);

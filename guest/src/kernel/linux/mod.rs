@@ -211,6 +211,11 @@ pub fn fault(
     syscalls::signals::fault(vector, frame, saved, fx);
 }
 
+/// Every VP's tick while a program runs: its interval timer.
+pub fn at_tick() {
+    syscalls::timers::at_tick();
+}
+
 /// An interrupt returns to program code: a signal another thread sent is taken now.
 pub fn at_interrupt(
     frame: &mut vima::interrupt::InterruptFrame,

@@ -15,6 +15,7 @@ pub mod process;
 pub mod signals;
 pub mod threads;
 pub mod time;
+pub mod timers;
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
@@ -281,6 +282,10 @@ fn serve(number: u64, a: &[u64; 6]) -> SysResult {
         nr::GETCWD => files::getcwd(a[0], a[1]),
         nr::UTIMENSAT => files::utimensat(a[0], a[1]),
         nr::CHDIR => files::chdir(a[0]),
+        nr::ALARM => timers::alarm(a[0]),
+        nr::SETITIMER => timers::setitimer(a[0], a[1], a[2]),
+        nr::GETITIMER => timers::getitimer(a[0], a[1]),
+        nr::PAUSE => timers::pause(),
         nr::FCHDIR => files::fchdir(a[0]),
         nr::PIPE => files::pipe2(a[0], 0),
         nr::PIPE2 => files::pipe2(a[0], a[1]),

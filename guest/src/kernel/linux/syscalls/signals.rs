@@ -479,6 +479,13 @@ fn take_pending() -> Option<u64> {
     Some(sig)
 }
 
+/// Makes `sig` pending on `thread` and gets it looked at: a sleeping thread wakes, a
+/// running one gets an IPI (as tgkill to another thread).
+pub fn send_to(thread: &'static sched::Thread, sig: u64) {
+    thread.sigpending.fetch_or(bit(sig), Ordering::SeqCst);
+    sched::interrupt_thread(thread);
+}
+
 /// Makes `sig` pending on the calling thread; it is taken at the end of the current
 /// system call (handler, default action or nothing), or when the thread unblocks it.
 pub fn raise_later(sig: u64) {
