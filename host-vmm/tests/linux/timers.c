@@ -28,12 +28,18 @@ int main(void) {
 
     struct itimerval every = {{0, 30000}, {0, 30000}}, now, off = {{0, 0}, {0, 0}};
     setitimer(ITIMER_REAL, &every, NULL);
-    int eintr = 0;
-    while (alarms < 3)
-        if (pause() == -1 && errno == EINTR) eintr++;
+    /* An alarm may also come between two pauses (a slow VP): count how each pause ended,
+     * not how many there were. */
+    int eintr = 0, other = 0;
+    while (alarms < 3) {
+        if (pause() == -1 && errno == EINTR)
+            eintr++;
+        else
+            other++;
+    }
     setitimer(ITIMER_REAL, &off, &now);
-    printf("interval timer: %d alarms, pause ended with EINTR %d times, interval was %ld us\n",
-           (int)alarms, eintr, (long)now.it_interval.tv_usec);
+    printf("interval timer: %d alarms, every pause ended with EINTR %d, interval was %ld us\n",
+           (int)alarms, eintr > 0 && other == 0, (long)now.it_interval.tv_usec);
     getitimer(ITIMER_REAL, &now);
     printf("after disarming: %ld s %ld us left\n", (long)now.it_value.tv_sec,
            (long)now.it_value.tv_usec);
