@@ -363,7 +363,7 @@ impl LogicalMemory {
     pub fn discard(&self, range: LogicalRange) -> Result<Vec<u64>, MemoryError> {
         self.window(range)?;
         if !range.addr().is_multiple_of(PAGE_SIZE) || !range.len().is_multiple_of(PAGE_SIZE) {
-            return Err(MemoryError::NotAWord {
+            return Err(MemoryError::NotPageAligned {
                 addr: range.addr(),
                 len: range.len(),
             });

@@ -151,6 +151,14 @@ pub enum MemoryError {
         /// Buffer length.
         buf_len: usize,
     },
+    /// A discard needs whole pages.
+    #[error("Range {addr:#x}+{len} is not whole pages")]
+    NotPageAligned {
+        /// First address.
+        addr: u64,
+        /// Length.
+        len: u64,
+    },
     /// Punching a hole for a discarded page failed.
     #[error("Failed to free page {page} of the memfd")]
     Punch {

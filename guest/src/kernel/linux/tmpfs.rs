@@ -76,6 +76,33 @@ fn find_locked(files: &[File; MAX_FILES], name: &[u8]) -> Option<usize> {
         .position(|f| f.used && f.linked && &f.name[..f.name_len] == name)
 }
 
+/// Puts a new entry `name` (a directory if `dir`) in a free slot; returns the slot.
+fn create_locked(files: &mut [File; MAX_FILES], name: &[u8], dir: bool) -> Result<usize, i64> {
+    let slot = files.iter().position(|f| !f.used).ok_or(ENOSPC)?;
+    let mut entry = EMPTY;
+    entry.used = true;
+    entry.linked = true;
+    entry.dir = dir;
+    entry.name[..name.len()].copy_from_slice(name);
+    entry.name_len = name.len();
+    entry.mtime_ns = now_ns();
+    files[slot] = entry;
+    Ok(slot)
+}
+
+/// Takes `slot`'s name away; an entry nobody has open is emptied, and its data (to free
+/// outside the lock) returned.
+fn unlink_locked(files: &mut [File; MAX_FILES], slot: usize) -> Option<(u64, u64)> {
+    let entry = &mut files[slot];
+    entry.linked = false;
+    if entry.opens != 0 {
+        return None;
+    }
+    let freed = (entry.data, entry.capacity);
+    *entry = EMPTY;
+    Some(freed)
+}
+
 /// Every directory above `name` exists (ENOENT if one is missing, ENOTDIR if one is a
 /// file).
 fn check_parents(files: &[File; MAX_FILES], name: &[u8]) -> Result<(), i64> {
@@ -112,16 +139,7 @@ pub fn mkdir(name: &[u8]) -> Result<(), i64> {
     if find_locked(&files, name).is_some() {
         return Err(EEXIST);
     }
-    let slot = files.iter().position(|f| !f.used).ok_or(ENOSPC)?;
-    let mut dir = EMPTY;
-    dir.used = true;
-    dir.linked = true;
-    dir.dir = true;
-    dir.name[..name.len()].copy_from_slice(name);
-    dir.name_len = name.len();
-    dir.mtime_ns = now_ns();
-    files[slot] = dir;
-    Ok(())
+    create_locked(&mut files, name, true).map(|_| ())
 }
 
 /// `rmdir` of `name`: an empty directory.
@@ -135,11 +153,8 @@ pub fn rmdir(name: &[u8]) -> Result<(), i64> {
     if has_children(&files, name) {
         return Err(ENOTEMPTY);
     }
-    let dir = &mut files[slot];
-    dir.linked = false;
-    if dir.opens == 0 {
-        *dir = EMPTY;
-    }
+    // A directory holds no data.
+    let _ = unlink_locked(&mut files, slot);
     Ok(())
 }
 
@@ -170,12 +185,7 @@ pub fn rename(old: &[u8], new: &[u8], noreplace: bool) -> Result<(), i64> {
                 (true, true) if has_children(&files, new) => return Err(ENOTEMPTY),
                 _ => {}
             }
-            let target = &mut files[to];
-            target.linked = false;
-            if target.opens == 0 {
-                freed = Some((target.data, target.capacity));
-                *target = EMPTY;
-            }
+            freed = unlink_locked(&mut files, to);
         }
         // Every name that changes must fit before any changes.
         let grows = new.len().saturating_sub(old.len());
@@ -219,17 +229,7 @@ pub fn open(name: &[u8], create: bool, exclusive: bool, truncate: bool) -> Resul
         Some(slot) if truncate && files[slot].dir => return Err(EISDIR),
         Some(slot) => slot,
         None if !create => return Err(ENOENT),
-        None => {
-            let slot = files.iter().position(|f| !f.used).ok_or(ENOSPC)?;
-            let mut file = EMPTY;
-            file.used = true;
-            file.linked = true;
-            file.name[..name.len()].copy_from_slice(name);
-            file.name_len = name.len();
-            file.mtime_ns = now_ns();
-            files[slot] = file;
-            slot
-        }
+        None => create_locked(&mut files, name, false)?,
     };
     files[slot].opens += 1;
     if truncate {
@@ -274,15 +274,7 @@ pub fn unlink(name: &[u8]) -> Result<(), i64> {
         if files[slot].dir {
             return Err(EISDIR);
         }
-        let file = &mut files[slot];
-        file.linked = false;
-        if file.opens == 0 {
-            let freed = (file.data, file.capacity);
-            *file = EMPTY;
-            Some(freed)
-        } else {
-            None
-        }
+        unlink_locked(&mut files, slot)
     };
     if let Some((data, capacity)) = freed {
         free(data, capacity);

@@ -142,10 +142,7 @@ pub fn rt_sigprocmask(
     if oldset != 0 {
         user::write(oldset, &old.to_le_bytes())?;
     }
-    let ready = me.sigpending.load(Ordering::Relaxed) & !me.sigmask.load(Ordering::Relaxed);
-    if ready != 0 {
-        let sig = u64::from(ready.trailing_zeros()) + 1;
-        me.sigpending.fetch_and(!bit(sig), Ordering::Relaxed);
+    if let Some(sig) = take_pending() {
         return raise_self(frame, sig, SI_TKILL);
     }
     Ok(0)
@@ -467,16 +464,32 @@ pub fn tgkill(frame: &SyscallFrame, tgid: u64, tid: u64, sig: u64) -> SysResult 
     Ok(0)
 }
 
+/// The lowest signal of `set` (a bit per signal, bit 0 for signal 1).
+fn lowest(set: u64) -> Option<u64> {
+    (set != 0).then(|| u64::from(set.trailing_zeros()) + 1)
+}
+
+/// The signals pending on the calling thread that it does not block.
+fn ready_signals() -> u64 {
+    let me = sched::current();
+    me.sigpending.load(Ordering::SeqCst) & !me.sigmask.load(Ordering::Relaxed)
+}
+
 /// The lowest pending signal the calling thread does not block, taken off its set.
 fn take_pending() -> Option<u64> {
-    let me = sched::current();
-    let ready = me.sigpending.load(Ordering::SeqCst) & !me.sigmask.load(Ordering::Relaxed);
-    if ready == 0 {
-        return None;
-    }
-    let sig = u64::from(ready.trailing_zeros()) + 1;
-    me.sigpending.fetch_and(!bit(sig), Ordering::SeqCst);
+    let sig = lowest(ready_signals())?;
+    sched::current()
+        .sigpending
+        .fetch_and(!bit(sig), Ordering::SeqCst);
     Some(sig)
+}
+
+/// Sleeps until a signal the calling thread does not block is pending (`pause`,
+/// `rt_sigsuspend`).
+pub fn wait_for_signal() {
+    while !signal_pending() {
+        sched::sleep_until_unless(u64::MAX, signal_pending);
+    }
 }
 
 /// Makes `sig` pending on `thread` and gets it looked at: a sleeping thread wakes, a
@@ -497,12 +510,9 @@ pub fn raise_later(sig: u64) {
 /// Whether a call that ended with ERESTARTSYS restarts: true unless the signal about to
 /// be taken has a handler without SA_RESTART (then the call ends with EINTR).
 pub fn interrupted_call_restarts() -> bool {
-    let me = sched::current();
-    let ready = me.sigpending.load(Ordering::SeqCst) & !me.sigmask.load(Ordering::Relaxed);
-    if ready == 0 {
+    let Some(sig) = lowest(ready_signals()) else {
         return true;
-    }
-    let sig = u64::from(ready.trailing_zeros()) + 1;
+    };
     match handler_for_pending(sig) {
         Pending::Handler(act) => act.flags & SA_RESTART != 0,
         Pending::Ignore | Pending::Terminate => true,
@@ -511,8 +521,7 @@ pub fn interrupted_call_restarts() -> bool {
 
 /// True when the calling thread has a pending signal it does not block.
 pub fn signal_pending() -> bool {
-    let me = sched::current();
-    me.sigpending.load(Ordering::Relaxed) & !me.sigmask.load(Ordering::Relaxed) != 0
+    ready_signals() != 0
 }
 
 /// At the end of every system call: a pending signal another thread sent is taken now
@@ -552,9 +561,7 @@ pub fn use_mask_for_call(set: u64, sigsetsize: u64) -> SysResult {
 /// comes; ends with EINTR once its handler has run (with the caller's mask back).
 pub fn rt_sigsuspend(set: u64, sigsetsize: u64) -> SysResult {
     use_mask_for_call(set, sigsetsize)?;
-    while !signal_pending() {
-        sched::sleep_until_unless(u64::MAX, signal_pending);
-    }
+    wait_for_signal();
     Err(EINTR)
 }
 
@@ -580,9 +587,7 @@ pub fn rt_sigtimedwait(set: u64, info: u64, timeout: u64, sigsetsize: u64) -> Sy
     }
     let me = sched::current();
     loop {
-        let ready = me.sigpending.load(Ordering::SeqCst) & wanted;
-        if ready != 0 {
-            let sig = u64::from(ready.trailing_zeros()) + 1;
+        if let Some(sig) = lowest(me.sigpending.load(Ordering::SeqCst) & wanted) {
             if me.sigpending.fetch_and(!bit(sig), Ordering::SeqCst) & bit(sig) == 0 {
                 continue;
             }

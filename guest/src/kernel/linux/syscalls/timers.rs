@@ -123,8 +123,6 @@ pub fn getitimer(which: u64, value: u64) -> SysResult {
 /// `pause()`: sleeps until a signal's handler has run (EINTR) or its default action
 /// ends the program.
 pub fn pause() -> SysResult {
-    while !signals::signal_pending() {
-        sched::sleep_until_unless(u64::MAX, signals::signal_pending);
-    }
+    signals::wait_for_signal();
     Err(EINTR)
 }
