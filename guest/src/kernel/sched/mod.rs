@@ -93,7 +93,8 @@ pub struct Thread {
     pub altstack: [AtomicU64; 3],
     /// Next in its run queue (the queue's lock).
     rq_next: AtomicPtr<Thread>,
-    /// Where it goes when it yields, or NO_VP for the VP it yields (a migration).
+    /// Where it goes when it yields, or NO_VP for the VP it yields (a migration); kept
+    /// until it runs again, so no VP of another node steals it on the way.
     move_to: AtomicU32,
     /// The VP its next child thread goes to, chosen when the child's stack was mapped
     /// ([`reserve_placement`]), or NO_VP.
@@ -361,7 +362,8 @@ fn pop_if(vp: u32, accept: impl Fn(&Thread) -> bool) -> Option<&'static Thread> 
     thread
 }
 
-/// A runnable thread of another VP, from this node's VPs first. From another node only
+/// A runnable thread of another VP, from this node's VPs first, never one on its way to a
+/// VP of another node (`move_to`). From another node only
 /// a thread that the move is worth it for: with memory weighting, one whose remote
 /// faults would cost more on this node than its wait there (`guest::placement`).
 fn steal(vp: u32) -> Option<&'static Thread> {
@@ -378,7 +380,9 @@ fn steal(vp: u32) -> Option<&'static Thread> {
             }
             let waiting = queue(other).load();
             let accept = |t: &Thread| {
+                let moving_to = t.move_to.load(Ordering::Relaxed);
                 t.may_run_on(vp)
+                    && (moving_to == NO_VP || k.node_of(moving_to as usize) == node)
                     && (same_node
                         || !weighted
                         || guest::placement::worth_stealing(
@@ -615,8 +619,9 @@ pub fn schedule() {
 /// returns once it runs there.
 pub fn move_to_node(node: u32) {
     let k = kernel();
-    // An idle VP of another node may steal the thread from the target's queue before it
-    // runs there: go again until it runs on `node` (its callers need that node's VMM).
+    // Stealing leaves a moving thread to its target's node (`move_to`); going again until
+    // it runs on `node` keeps the promise whatever the scheduler does (its callers need
+    // that node's VMM).
     while k.node_of(current_vp() as usize) != node {
         let Some(target) = (0..vp_count())
             .filter(|&v| k.node_of(v as usize) == node)
@@ -721,6 +726,7 @@ fn switch(prev: &'static Thread, next: &'static Thread) {
         PROGRAM_TICKS.fetch_add(ran, Ordering::Relaxed);
     }
     next.run_start.store(now, Ordering::Relaxed);
+    next.move_to.store(NO_VP, Ordering::Relaxed);
     prev.fs_base.store(read_fs_base(), Ordering::Relaxed);
     next.state.store(RUNNING, Ordering::Relaxed);
     next.on_cpu.store(1, Ordering::Relaxed);
@@ -753,7 +759,7 @@ fn finish_switch(prev: *const Thread) {
     prev.on_cpu.store(0, Ordering::Release);
     match state {
         YIELDED => {
-            let to = prev.move_to.swap(NO_VP, Ordering::Relaxed);
+            let to = prev.move_to.load(Ordering::Relaxed);
             enqueue(prev, if to == NO_VP { current_vp() } else { to });
         }
         DEAD => {
