@@ -38,8 +38,11 @@ int main(void) {
             other++;
     }
     setitimer(ITIMER_REAL, &off, &now);
-    printf("interval timer: %d alarms, every pause ended with EINTR %d, interval was %ld us\n",
-           (int)alarms, eintr > 0 && other == 0, (long)now.it_interval.tv_usec);
+    /* A slow VP may take one more alarm before the timer is disarmed. */
+    int counted = alarms;
+    printf("interval timer: 3 alarms or more %d, every pause ended with EINTR %d, interval was "
+           "%ld us\n",
+           counted >= 3, eintr > 0 && other == 0, (long)now.it_interval.tv_usec);
     getitimer(ITIMER_REAL, &now);
     printf("after disarming: %ld s %ld us left\n", (long)now.it_value.tv_sec,
            (long)now.it_value.tv_usec);
@@ -54,7 +57,8 @@ int main(void) {
     alarm(1);
     struct timespec nap = {10, 0}, rest = {0, 0};
     int slept = nanosleep(&nap, &rest);
-    printf("a 10 s sleep cut by SIGALRM: %s, 8 s or more left %d, alarms %d\n",
-           slept == -1 && errno == EINTR ? "EINTR" : "slept", rest.tv_sec >= 8, (int)alarms);
+    printf("a 10 s sleep cut by SIGALRM: %s, 8 s or more left %d, its handler ran %d\n",
+           slept == -1 && errno == EINTR ? "EINTR" : "slept", rest.tv_sec >= 8,
+           (int)alarms > counted);
     return 0;
 }
