@@ -18,7 +18,7 @@
 #include <string.h>
 #include <unistd.h>
 
-static volatile sig_atomic_t stop_spinning, usr2_count;
+static volatile sig_atomic_t stop_spinning, spinning, usr2_count;
 static pthread_t spinner_id, sleeper_id, napper_id;
 static volatile sig_atomic_t winch_in_napper, napping, polling;
 static pthread_t poller_id;
@@ -140,7 +140,10 @@ static void *waiter(void *arg) {
 static void *spinner(void *arg) {
     (void)arg;
     unsigned long spins = 0;
-    while (!stop_spinning) spins++;
+    while (!stop_spinning) {
+        spins++;
+        spinning = 1;
+    }
     return (void *)(long)(spins > 0);
 }
 
@@ -164,7 +167,8 @@ int main(void) {
     pthread_create(&spinner_id, NULL, spinner, NULL);
     pthread_create(&sleeper_id, NULL, sleeper, NULL);
     struct timespec pause = {0, 50 * 1000 * 1000};
-    nanosleep(&pause, NULL);
+    /* Signalled once it spins, however late its VP starts it. */
+    while (!spinning) nanosleep(&pause, NULL);
     pthread_kill(spinner_id, SIGUSR1);
     void *spun;
     pthread_join(spinner_id, &spun);

@@ -57,8 +57,10 @@ int main(void) {
     alarm(1);
     struct timespec nap = {10, 0}, rest = {0, 0};
     int slept = nanosleep(&nap, &rest);
-    printf("a 10 s sleep cut by SIGALRM: %s, 8 s or more left %d, its handler ran %d\n",
-           slept == -1 && errno == EINTR ? "EINTR" : "slept", rest.tv_sec >= 8,
+    /* Cut short, whenever the alarm came (a VP of an overloaded host may take seconds
+     * to get its tick): at least 1 s of the 10 must be left. */
+    printf("a 10 s sleep cut by SIGALRM: %s, 1 s or more left %d, its handler ran %d\n",
+           slept == -1 && errno == EINTR ? "EINTR" : "slept", rest.tv_sec >= 1,
            (int)alarms > counted);
     return 0;
 }
