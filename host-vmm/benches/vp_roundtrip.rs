@@ -12,7 +12,8 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use host_vmm::boot::elf::GuestImage;
 use host_vmm::devices::console::StdoutSink;
 use host_vmm::node::{Node, NodeConfig};
-use host_vmm::vp::calls::{dispatch, CallOutcome, VpLocal};
+use host_vmm::vp::calls::{dispatch, CallOutcome};
+use host_vmm::vp::VpLocal;
 use kvm_ioctls::VcpuExit;
 
 const PROBE_PAGE: u64 = 0x40_0000;

@@ -13,6 +13,7 @@ pub mod boot;
 pub mod cli;
 pub mod cluster;
 pub mod devices;
+pub mod error;
 pub mod fabric;
 pub mod guest_image;
 pub mod memory;

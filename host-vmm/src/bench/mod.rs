@@ -179,7 +179,7 @@ pub fn fault_latency(
                         }
                     }
                     Err(error) => {
-                        let error = crate::cli::run::error_chain(&error);
+                        let error = crate::error::error_chain(&error);
                         let _ = writeln!(progress, "        failed: {error}");
                         // A path whose very first run fails is not usable here (flags
                         // accepted, backend missing): skip the rest of it. The baseline

@@ -135,7 +135,7 @@ fn fault_latency_main(args: &FaultLatencyArgs) -> i32 {
     let result = match fault_latency(&options, &mut std::io::stderr()) {
         Ok(result) => result,
         Err(e) => {
-            eprintln!("cvmm bench: {}", super::run::error_chain(&e));
+            eprintln!("cvmm bench: {}", crate::error::error_chain(&e));
             return 1;
         }
     };

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::node::transport_for;
-use super::run::error_chain;
 use crate::cluster::config::ClusterConfig;
+use crate::cluster::member::transport_for;
+use crate::error::error_chain;
 use crate::nic::run_nic;
 
 /// Arguments of `cvmm nic`.
@@ -30,8 +30,7 @@ pub fn nic(args: &NicArgs) -> i32 {
     let result = ClusterConfig::load(&args.config)
         .map_err(|e| error_chain(&e))
         .and_then(|config| {
-            crate::fabric::set_vs_id(config.server.vs_id);
-            let transport = transport_for(&config, args.id)?;
+            let transport = transport_for(&config, args.id).map_err(|e| error_chain(&e))?;
             run_nic(&config, args.id, &args.socket, transport).map_err(|e| error_chain(&e))
         });
     match result {

@@ -10,8 +10,9 @@ use crate::cluster::config::{FabricKind, TransportKind};
 use crate::cluster::launch::{launch, LaunchOptions};
 use crate::cluster::servers::launch_servers;
 use crate::devices::console::StdoutSink;
+use crate::error::error_chain;
 use crate::guest_image::GUEST_ELF;
-use crate::node::{run_node, NodeConfig, NodeReport};
+use crate::node::{run_node, LinuxSpec, Node, NodeBuilder, NodeConfig, NodeReport};
 use crate::server::Outcome;
 
 /// Thread placement of the guest scheduler (`cvmm run --placement`).
@@ -191,18 +192,14 @@ fn run_program(args: &RunArgs, path: &str) -> i32 {
         opts.program = Some(spec);
         return launch(&opts);
     }
-    let report = crate::node::Node::create(
-        &cfg,
-        &kernel_image(&cfg),
-        Box::new(StdoutSink { tag_node: false }),
-    )
-    .and_then(|mut node| {
-        if let Some(root) = &spec.root {
-            node.set_root(root)?;
-        }
-        node.load_program(&program)?;
-        node.run()
-    });
+    let image = kernel_image(&cfg);
+    let report = NodeBuilder::new(&cfg, &image, Box::new(StdoutSink { tag_node: false }))
+        .linux(LinuxSpec::Load {
+            program,
+            root: spec.root.clone(),
+        })
+        .build()
+        .and_then(Node::run);
     let report = match report {
         Ok(report) => report,
         Err(e) => {
@@ -263,16 +260,4 @@ fn linux_cmdline(args: &RunArgs) -> String {
 fn kernel_image(cfg: &NodeConfig) -> crate::boot::elf::GuestImage<'static> {
     crate::boot::elf::parse(GUEST_ELF, cfg.logical_bytes())
         .expect("the built-in guest image is valid")
-}
-
-/// An error and its sources, joined with ": ".
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -344,7 +344,7 @@ impl ClusterConfig {
             );
         }
         super::wire::check_key_settings(&self.cluster)
-            .map_err(|e| ClusterConfigError::Invalid(crate::cli::run::error_chain(&e)))?;
+            .map_err(|e| ClusterConfigError::Invalid(crate::error::error_chain(&e)))?;
         if self.server.vs_id == 0 {
             return invalid("vs_id must be at least 1".into());
         }

@@ -19,7 +19,7 @@ use super::config::{
 use super::netns::NetnsCluster;
 use super::wire::write_key_file;
 use crate::boot::invocation::ProgramSpec;
-use crate::cli::run::error_chain;
+use crate::error::error_chain;
 use dpdk_transport::ClusterKey;
 
 /// What `cvmm run` asked for.
@@ -125,7 +125,7 @@ fn fresh_run_dir() -> Result<std::path::PathBuf, String> {
 fn try_launch(opts: &LaunchOptions) -> Result<i32, String> {
     let dir = RunDir(fresh_run_dir()?);
     let netns = if opts.netns {
-        Some(NetnsCluster::create(opts.nodes).map_err(|e| crate::cli::run::error_chain(&e))?)
+        Some(NetnsCluster::create(opts.nodes).map_err(|e| crate::error::error_chain(&e))?)
     } else {
         None
     };

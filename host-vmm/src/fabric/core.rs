@@ -52,6 +52,7 @@ pub struct Intake {
 #[derive(Debug)]
 pub struct FabricCore {
     node: u16,
+    vs_id: u16,
     memory: std::sync::Arc<LogicalMemory>,
     homes: HomeMap,
     vp_of_thread: Mutex<HashMap<u32, u32>>,
@@ -65,10 +66,12 @@ pub struct FabricCore {
 }
 
 impl FabricCore {
-    /// The core of node `node` over `memory`, with the pages homed elsewhere marked
-    /// Invalid (pages homed here and the per-node region stay Exclusive).
+    /// The core of node `node` of virtual server `vs_id` over `memory`, with the pages
+    /// homed elsewhere marked Invalid (pages homed here and the per-node region stay
+    /// Exclusive).
     pub fn new(
         node: u16,
+        vs_id: u16,
         homes: HomeMap,
         local_vps: &[u32],
         memory: std::sync::Arc<LogicalMemory>,
@@ -81,6 +84,7 @@ impl FabricCore {
         }
         Ok(Self {
             node,
+            vs_id,
             memory,
             homes,
             vp_of_thread: Mutex::new(HashMap::new()),
@@ -97,6 +101,11 @@ impl FabricCore {
     /// This node.
     pub fn node(&self) -> u16 {
         self.node
+    }
+
+    /// The virtual server this node serves: messages naming another are refused.
+    pub fn vs_id(&self) -> u16 {
+        self.vs_id
     }
 
     /// The node's logical memory.
@@ -198,7 +207,7 @@ mod tests {
         let config = vima::config::Config::parse(&table).unwrap();
         let homes = HomeMap::from_config(&config).unwrap();
         let memory = LogicalMemory::new(cfg.logical_bytes()).unwrap();
-        let core = FabricCore::new(node, homes, &[u32::from(node)], memory).unwrap();
+        let core = FabricCore::new(node, 1, homes, &[u32::from(node)], memory).unwrap();
         (core, per_node)
     }
 

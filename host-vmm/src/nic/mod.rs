@@ -104,7 +104,7 @@ pub fn run_nic(
     let local_vps: Vec<u32> = (0..cfg.nodes * cfg.vps_per_node)
         .filter(|vp| cfg.node_of_vp(*vp) == id)
         .collect();
-    let engine = engine::build(&table, id, &local_vps)?;
+    let engine = engine::build(&table, config.server.vs_id, id, &local_vps)?;
     let mut firmware = Box::new(Firmware::new(engine));
     let mut board = NicBoard::new(state.clone(), dma, transport.clone());
     bar.store_u32(reg::STATUS, status::READY | status::RUNNING);

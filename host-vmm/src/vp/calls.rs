@@ -11,7 +11,7 @@ use vima::layout::PAGE_SIZE;
 use vima::Status;
 
 use super::interrupts;
-use super::{RunState, VpControl};
+use super::{RunState, VpControl, VpLocal};
 use crate::memory::SpinWaitOutcome;
 use crate::server::VirtualServer;
 
@@ -27,27 +27,6 @@ pub enum CallOutcome {
     Stop,
     /// The virtual server is over.
     ServerDone,
-}
-
-/// The VP-thread-local state calls may change.
-#[derive(Debug)]
-pub struct VpLocal {
-    /// The registered virtual IDT (0 = no handler).
-    pub idt: [u64; VECTOR_COUNT],
-    /// True once `IdtRegister` was called.
-    pub idt_registered: bool,
-    /// A `SyscallEntrySet` the VP thread has still to write to the vCPU's MSRs.
-    pub syscall_entry: Option<u64>,
-}
-
-impl Default for VpLocal {
-    fn default() -> Self {
-        VpLocal {
-            idt: [0; VECTOR_COUNT],
-            idt_registered: false,
-            syscall_entry: None,
-        }
-    }
 }
 
 pub(super) enum Reply {
@@ -190,7 +169,7 @@ fn handle(
             Ok(Reply::Value(a[2]))
         }
         Call::ProgramRead => {
-            let Some(desc) = server.program.get() else {
+            let Some(desc) = server.program.as_ref() else {
                 return Ok(Reply::Value(0));
             };
             let len = a[1].min(desc.len() as u64);

@@ -12,7 +12,7 @@ use crate::server::VirtualServer;
 /// Serves `call` (one of the `File*` calls) with arguments `a`.
 pub(super) fn handle(server: &VirtualServer, call: Call, a: &[u64; 5]) -> Result<Reply, Status> {
     let logical = server.logical_bytes;
-    let Some(fs) = server.root_fs.get() else {
+    let Some(fs) = server.root_fs.as_ref() else {
         let errno = if call == Call::FileOpen {
             libc::ENOENT
         } else {

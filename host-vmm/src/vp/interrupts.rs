@@ -12,8 +12,7 @@ use vima::interrupt::{frame_address, InterruptFrame, VP_SHARED_MASK_OFFSET};
 use vima::layout::vp_shared_addr;
 use vima::Status;
 
-use super::calls::VpLocal;
-use super::VpControl;
+use super::{VpControl, VpLocal};
 use crate::boot::cpu::{RFLAGS_BASE, RFLAGS_GUEST_MASK};
 use crate::server::VirtualServer;
 

@@ -10,12 +10,14 @@ pub mod calls;
 mod file_calls;
 pub mod interrupts;
 pub mod kick;
+mod local;
 mod thread;
 
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 use crate::memory::WakeSignal;
 
+pub use local::VpLocal;
 pub use thread::{set_entry_state, spawn_vp_thread};
 
 /// Where a VP is in its life.

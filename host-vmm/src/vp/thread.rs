@@ -8,7 +8,8 @@ use kvm_ioctls::{VcpuExit, VcpuFd};
 use vima::call::{EXCEPTION_PORT, VIMA_PORT};
 use vima::layout::vp_shared_addr;
 
-use super::calls::{self, CallOutcome, VpLocal};
+use super::calls::{self, CallOutcome};
+use super::VpLocal;
 use super::{interrupts, kick, RunState, VpControl};
 use crate::boot::cpu;
 use crate::server::{GuestFault, Outcome, VirtualServer};
@@ -39,7 +40,7 @@ enum RunEnd {
 fn vp_main(server: &VirtualServer, mut vcpu: VcpuFd, vp: &VpControl) {
     let run_page: *mut kvm_bindings::kvm_run = vcpu.get_kvm_run();
     kick::register_this_thread(Some(run_page));
-    if let Some(fabric) = server.fabric.get() {
+    if let Some(fabric) = server.fabric.as_ref() {
         fabric.register_vp_thread(vp.id);
     }
     while let Some((entry, stack_top, arg)) = wait_for_start(server, vp) {
@@ -167,10 +168,7 @@ fn run(
 /// Ends the server for a fault the VP cannot go on from: a Linux program is killed
 /// (SIGSEGV); anything else is a guest fault, reported with the VP's registers.
 fn fault(server: &VirtualServer, vcpu: &VcpuFd, vp: &VpControl, what: String) {
-    if server
-        .runs_linux_program
-        .load(std::sync::atomic::Ordering::Relaxed)
-    {
+    if server.runs_linux_program {
         server.kill_linux_program(&what);
         return;
     }

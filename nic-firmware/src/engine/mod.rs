@@ -23,6 +23,8 @@ mod error;
 mod home;
 mod homes;
 mod node;
+#[cfg(any(feature = "alloc", test))]
+mod setup;
 mod state;
 
 #[cfg(test)]
@@ -38,6 +40,8 @@ use vima::wire::{is_coherent_page, Body, Message};
 pub use action::{Action, Actions, Counters, PageSend, PageSendKind};
 pub use error::EngineError;
 pub use homes::{HomeMap, HomeRange, MAX_HOME_RANGES};
+#[cfg(any(feature = "alloc", test))]
+pub use setup::{build_engine, storage_lengths};
 pub use state::{
     DirEntry, DirectoryState, DirectoryView, HomeRequest, NodeSet, PageState, PendingFault,
 };

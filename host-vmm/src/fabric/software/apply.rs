@@ -7,12 +7,12 @@ use vima::call::UncheckedRange;
 use vima::layout::PAGE_SIZE;
 use vima::wire::PAGE_BYTES;
 
-use super::Fabric;
+use super::SoftwareFabric;
 use crate::memory::PageState;
 
 /// Applies actions for one engine input; collects the pages whose faults completed.
 pub(super) struct Applier<'f> {
-    fabric: &'f Fabric,
+    fabric: &'f SoftwareFabric,
     done: Vec<LogicalPage>,
 }
 
@@ -25,7 +25,7 @@ fn host_state(state: EngineState) -> PageState {
 }
 
 impl<'f> Applier<'f> {
-    pub(super) fn new(fabric: &'f Fabric) -> Self {
+    pub(super) fn new(fabric: &'f SoftwareFabric) -> Self {
         Applier {
             fabric,
             done: Vec::new(),

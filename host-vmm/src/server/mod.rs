@@ -6,120 +6,52 @@
 //! memory (`vima::call::LogicalRange`): the only way a guest-supplied address reaches
 //! memory.
 
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+mod control;
+mod outcome;
+
+use std::sync::Arc;
 use std::time::Instant;
 
-use kvm_ioctls::VcpuFd;
 use vima::call::{LogicalRange, UncheckedRange};
-use vima::interrupt::{VpShared, VP_SHARED_PENDING_OFFSET};
+use vima::interrupt::VpShared;
 use vima::layout::{is_per_node, vp_shared_addr, PAGE_SIZE};
 use vima::wire::Body;
 use vima::Status;
 
-use crate::devices::console::Console;
-use crate::fabric::ClusterLink;
+use crate::devices::root_fs::RootFs;
+use crate::fabric::Fabric;
 use crate::memory::LogicalMemory;
 use crate::metrics::VmmStats;
 use crate::sched::timer::Timers;
 use crate::vp::{RunState, VpControl};
 
-/// How a virtual server ended (on this node).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// A VP called `VsExit(status)`.
-    Exited(u64),
-    /// Every VP stopped itself.
-    AllStopped,
-    /// A VP faulted; the server cannot go on.
-    GuestFault(GuestFault),
-    /// The VMM itself failed.
-    VmmError(String),
+pub use control::ControlPlane;
+pub use outcome::{GuestFault, Outcome, GUEST_FAULT_EXIT};
+
+/// What a node of a server that runs a Linux program holds for it.
+#[derive(Debug, Default)]
+pub struct LinuxProgram {
+    /// The program's descriptor (`ProgramRead`), on the node that loaded it (node 0).
+    pub descriptor: Option<Vec<u8>>,
+    /// The program's read-only root (`--root`), on node 0.
+    pub root_fs: Option<RootFs>,
 }
 
-impl Outcome {
-    /// The exit status `cvmm` returns: the guest's for `VsExit`, 0 when all VPs stopped,
-    /// [`GUEST_FAULT_EXIT`] for a guest fault, 1 for a VMM failure.
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            Outcome::Exited(status) => i32::from(u8::try_from(status & 0xff).expect("masked")),
-            Outcome::AllStopped => 0,
-            Outcome::GuestFault(_) => GUEST_FAULT_EXIT,
-            Outcome::VmmError(_) => 1,
-        }
-    }
-}
-
-/// Exit status of `cvmm` when the guest faulted (EX_SOFTWARE).
-pub const GUEST_FAULT_EXIT: i32 = 70;
-
-/// A guest fault, with the registers of the VP that took it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GuestFault {
-    /// The VP.
-    pub vp: u32,
-    /// Its node.
-    pub node: u32,
-    /// What happened.
-    pub what: String,
-    /// A register dump, one line per group.
-    pub registers: String,
-}
-
-impl GuestFault {
-    /// Reads the VP's registers for the report (best effort: a failing read is reported).
-    pub fn capture(vp: u32, node: u32, what: String, vcpu: &VcpuFd) -> Self {
-        let registers = match (vcpu.get_regs(), vcpu.get_sregs()) {
-            (Ok(r), Ok(s)) => format!(
-                "rip={:#018x} rsp={:#018x} rflags={:#x}\n\
-                 rax={:#018x} rbx={:#018x} rcx={:#018x} rdx={:#018x}\n\
-                 rsi={:#018x} rdi={:#018x} rbp={:#018x} r8 ={:#018x}\n\
-                 r9 ={:#018x} r10={:#018x} r11={:#018x} r12={:#018x}\n\
-                 r13={:#018x} r14={:#018x} r15={:#018x}\n\
-                 cs={:#x} ss={:#x} cr2={:#x} cr3={:#x} gs.base={:#x}",
-                r.rip,
-                r.rsp,
-                r.rflags,
-                r.rax,
-                r.rbx,
-                r.rcx,
-                r.rdx,
-                r.rsi,
-                r.rdi,
-                r.rbp,
-                r.r8,
-                r.r9,
-                r.r10,
-                r.r11,
-                r.r12,
-                r.r13,
-                r.r14,
-                r.r15,
-                s.cs.selector,
-                s.ss.selector,
-                s.cr2,
-                s.cr3,
-                s.gs.base
-            ),
-            (Err(e), _) | (_, Err(e)) => format!("(registers unavailable: {e})"),
-        };
-        GuestFault {
-            vp,
-            node,
-            what,
-            registers,
-        }
-    }
-}
-
-impl std::fmt::Display for GuestFault {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(
-            f,
-            "guest fault on vp {} (node {}): {}",
-            self.vp, self.node, self.what
-        )?;
-        write!(f, "{}", self.registers)
-    }
+/// The parts a server is assembled from ([`crate::node::NodeBuilder`] makes them).
+#[derive(Debug)]
+pub struct ServerParts {
+    /// The control plane (VPs, console, outcome).
+    pub control: Arc<ControlPlane>,
+    /// The encoded configuration (`ConfigRead`).
+    pub config_table: Vec<u8>,
+    /// Per-VP timers.
+    pub timers: Arc<Timers>,
+    /// CR3 of the page tables every VP uses.
+    pub cr3: u64,
+    /// The fabric to the other nodes (none on a single node).
+    pub fabric: Option<Arc<dyn Fabric>>,
+    /// The Linux program, on every node of a server that runs one.
+    pub linux: Option<LinuxProgram>,
 }
 
 /// One node's share of a virtual server.
@@ -133,10 +65,8 @@ pub struct VirtualServer {
     pub memory: Arc<LogicalMemory>,
     /// The encoded configuration (`ConfigRead`).
     pub config_table: Vec<u8>,
-    /// Every VP of the virtual server (local ones have threads here).
-    pub vps: Vec<Arc<VpControl>>,
-    /// The console.
-    pub console: Console,
+    /// Local VP control, the console and the outcome; what the fabric reports to.
+    pub control: Arc<ControlPlane>,
     /// Per-VP timers.
     pub timers: Arc<Timers>,
     /// VP-side counters.
@@ -146,67 +76,62 @@ pub struct VirtualServer {
     /// CR3 of the page tables every VP uses.
     pub cr3: u64,
     /// The fabric to the other nodes (absent on a single node).
-    pub fabric: OnceLock<Arc<dyn ClusterLink>>,
+    pub fabric: Option<Arc<dyn Fabric>>,
     /// Nodes in the virtual computer.
     pub nodes: u32,
     /// The Linux program's descriptor (`ProgramRead`), on the node that loaded it.
-    pub program: OnceLock<Vec<u8>>,
+    pub program: Option<Vec<u8>>,
     /// cvmm's standard input, for the program (`StreamRead`).
     pub console_input: crate::devices::console_input::ConsoleInput,
     /// The program's read-only root (`--root`), on node 0.
-    pub root_fs: OnceLock<crate::devices::root_fs::RootFs>,
+    pub root_fs: Option<RootFs>,
     /// True when the server runs a Linux program: a fault the guest cannot take ends it
     /// as Linux ends a process (SIGSEGV, 139), not as a guest fault.
-    pub runs_linux_program: std::sync::atomic::AtomicBool,
-    outcome: Mutex<Option<Outcome>>,
-    finished: Condvar,
+    pub runs_linux_program: bool,
 }
 
 impl VirtualServer {
-    /// Assembles a server; nothing runs yet.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        node_id: u32,
-        memory: Arc<LogicalMemory>,
-        config_table: Vec<u8>,
-        vps: Vec<Arc<VpControl>>,
-        console: Console,
-        timers: Arc<Timers>,
-        cr3: u64,
-    ) -> Self {
-        let nodes = vps.iter().map(|vp| vp.node + 1).max().unwrap_or(1);
+    /// Assembles a server from its parts; nothing runs yet.
+    pub fn new(parts: ServerParts) -> Self {
+        let control = parts.control;
+        let memory = control.memory().clone();
+        let nodes = control
+            .vps()
+            .iter()
+            .map(|vp| vp.node + 1)
+            .max()
+            .unwrap_or(1);
+        let runs_linux_program = parts.linux.is_some();
+        let linux = parts.linux.unwrap_or_default();
         VirtualServer {
-            node_id,
+            node_id: control.node_id(),
             logical_bytes: memory.size(),
             memory,
-            config_table,
-            vps,
-            console,
-            timers,
+            config_table: parts.config_table,
+            control,
+            timers: parts.timers,
             stats: VmmStats::default(),
             started_at: Instant::now(),
-            cr3,
-            fabric: OnceLock::new(),
+            cr3: parts.cr3,
+            fabric: parts.fabric,
             nodes,
-            program: OnceLock::new(),
+            program: linux.descriptor,
             console_input: Default::default(),
-            root_fs: OnceLock::new(),
-            runs_linux_program: std::sync::atomic::AtomicBool::new(false),
-            outcome: Mutex::new(None),
-            finished: Condvar::new(),
+            root_fs: linux.root_fs,
+            runs_linux_program,
         }
     }
 
     /// VP `id`, if it exists.
     pub fn vp(&self, id: u32) -> Option<&Arc<VpControl>> {
-        self.vps.get(usize::try_from(id).ok()?)
+        self.control.vp(id)
     }
 
     /// True when `range` must be accessed coherently: on a cluster, outside the per-node
     /// region.
     fn coherent(&self, range: LogicalRange) -> bool {
         let last = range.addr() + range.len().max(1) - 1;
-        self.fabric.get().is_some() && !(is_per_node(range.addr()) && is_per_node(last))
+        self.fabric.is_some() && !(is_per_node(range.addr()) && is_per_node(last))
     }
 
     fn guest_ptr(&self, range: LogicalRange) -> *mut u8 {
@@ -288,10 +213,7 @@ impl VirtualServer {
 
     /// Writes the guest-visible copy of `vp`'s pending bits.
     pub fn mirror_pending(&self, vp: u32, pending: u64) {
-        let range = self.vp_shared_range(vp, VP_SHARED_PENDING_OFFSET, 8);
-        self.memory
-            .write_u64(range, pending)
-            .expect("per-node region is always local");
+        self.control.mirror_pending(vp, pending);
     }
 
     /// Writes `vp`'s interrupt mask word.
@@ -322,57 +244,47 @@ impl VirtualServer {
     pub fn post_interrupt(&self, vp: u32, vector: u8) -> Result<(), Status> {
         let control = self.vp(vp).ok_or(Status::BadVp)?;
         if control.node != self.node_id {
-            let fabric = self.fabric.get().ok_or(Status::BadVp)?;
+            let fabric = self.fabric.as_ref().ok_or(Status::BadVp)?;
             fabric.send_control(control.node, Body::Ipi { vp, vector });
             return Ok(());
         }
-        {
-            let mut pending = control.pending.lock().expect("pending lock");
-            *pending |= 1u64 << vector;
-            self.mirror_pending(vp, *pending);
-        }
-        control.kick();
+        self.control.post_local(control, vector);
         Ok(())
     }
 
     /// Asks a stopped VP to start (on another node: a VpStart message; its node checks
     /// that it is stopped).
     pub fn start_vp(&self, vp: &VpControl, request: RunState) -> Result<(), Status> {
-        if vp.node != self.node_id {
-            let RunState::StartRequested {
+        if vp.node == self.node_id {
+            return self.control.start_local(vp, request);
+        }
+        let RunState::StartRequested {
+            entry,
+            stack_top,
+            arg,
+        } = request
+        else {
+            return Err(Status::BadArgument);
+        };
+        let fabric = self.fabric.as_ref().ok_or(Status::BadVp)?;
+        fabric.send_control(
+            vp.node,
+            Body::VpStart {
+                vp: vp.id,
                 entry,
                 stack_top,
                 arg,
-            } = request
-            else {
-                return Err(Status::BadArgument);
-            };
-            let fabric = self.fabric.get().ok_or(Status::BadVp)?;
-            fabric.send_control(
-                vp.node,
-                Body::VpStart {
-                    vp: vp.id,
-                    entry,
-                    stack_top,
-                    arg,
-                },
-            );
-            return Ok(());
-        }
-        let mut state = vp.state.lock().expect("state lock");
-        if *state != RunState::Stopped {
-            return Err(Status::VpBusy);
-        }
-        *state = request;
-        vp.started.notify_all();
+            },
+        );
         Ok(())
     }
 
     /// A VP wrote console bytes: complete lines are printed here on the console's node
     /// (node 0) or sent there.
     pub fn console_write(&self, vp: u32, bytes: &[u8]) {
-        for line in self.console.write(vp, bytes) {
-            match self.fabric.get() {
+        let console = self.control.console();
+        for line in console.write(vp, bytes) {
+            match &self.fabric {
                 Some(fabric) if self.node_id != 0 => {
                     fabric.send_control(
                         0,
@@ -382,7 +294,7 @@ impl VirtualServer {
                         },
                     );
                 }
-                _ => self.console.print_line(vp, self.node_id, &line),
+                _ => console.print_line(vp, self.node_id, &line),
             }
         }
     }
@@ -416,7 +328,7 @@ impl VirtualServer {
 
     /// `VsExit`: ends the server here and on every other node.
     pub fn exit_everywhere(&self, status: u64) {
-        if let Some(fabric) = self.fabric.get() {
+        if let Some(fabric) = &self.fabric {
             fabric.broadcast(self.nodes, Body::VsExit { status });
         }
         self.finish(Outcome::Exited(status));
@@ -425,48 +337,24 @@ impl VirtualServer {
     /// A VP stopped itself; a single-node server ends when none runs any more.
     pub fn vp_stopped(&self) {
         // A node cannot see the other nodes' VPs: on a cluster the server ends on VsExit.
-        if self.fabric.get().is_some() {
-            return;
-        }
-        let any_alive = self
-            .vps
-            .iter()
-            .any(|vp| *vp.state.lock().expect("state lock") != RunState::Stopped);
-        if !any_alive {
+        if self.fabric.is_none() && self.control.all_stopped() {
             self.finish(Outcome::AllStopped);
         }
     }
 
     /// Ends the server with `outcome` (the first outcome wins) and wakes every VP.
     pub fn finish(&self, outcome: Outcome) {
-        {
-            let mut slot = self.outcome.lock().expect("outcome lock");
-            if slot.is_none() {
-                *slot = Some(outcome);
-            }
-        }
-        self.finished.notify_all();
-        for vp in &self.vps {
-            // Take the state lock so a VP parked in wait_for_start cannot miss this.
-            let _state = vp.state.lock().expect("state lock");
-            vp.started.notify_all();
-            vp.kick();
-        }
+        self.control.finish(outcome);
     }
 
     /// True once the server ended.
     pub fn is_finished(&self) -> bool {
-        self.outcome.lock().expect("outcome lock").is_some()
+        self.control.is_finished()
     }
 
     /// Blocks until the server ends.
     pub fn wait(&self) -> Outcome {
-        let mut slot = self.outcome.lock().expect("outcome lock");
-        loop {
-            if let Some(outcome) = slot.as_ref() {
-                return outcome.clone();
-            }
-            slot = self.finished.wait(slot).expect("outcome lock");
-        }
+        self.control.wait()
     }
 }
+

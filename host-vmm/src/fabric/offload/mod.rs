@@ -17,11 +17,11 @@
 //! heartbeat in BAR0 and, when the heartbeat stalls, whether the device still answers a
 //! trapped access.
 
+mod nic_process;
+
 use std::os::fd::AsRawFd;
-use std::path::Path;
-use std::process::{Child, Command};
 use std::sync::atomic::{fence, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -36,9 +36,10 @@ use vima::wire::{self, Body, Message, MAX_MESSAGE_BYTES};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::core::FabricCore;
-use super::{control, vs_id, ClusterLink};
+use super::{Fabric, FabricEvents};
 use crate::memory::{FetchRequest, LogicalMemory, PageResolver, PageState};
-use crate::server::{Outcome, VirtualServer};
+
+pub use nic_process::NicProcess;
 
 /// How often the interrupt thread looks at the NIC's health when no interrupt comes.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
@@ -73,76 +74,6 @@ pub enum OffloadError {
     /// The firmware did not start.
     #[error("The NIC firmware did not start within {0:?}")]
     NotRunning(Duration),
-    /// The interrupt thread could not start.
-    #[error("Failed to start the NIC interrupt thread")]
-    Thread(#[source] std::io::Error),
-}
-
-/// A NIC model process this node started (`cvmm nic`).
-#[derive(Debug)]
-pub struct NicProcess {
-    child: Child,
-}
-
-impl NicProcess {
-    /// Starts `cvmm nic --config <config> --id <id> --socket <socket>` with the same
-    /// binary as this process.
-    pub fn spawn(config: &Path, id: u32, socket: &Path) -> std::io::Result<Self> {
-        let exe = std::env::current_exe()?;
-        let mut command = Command::new(exe);
-        command
-            .arg("nic")
-            .arg("--config")
-            .arg(config)
-            .arg("--id")
-            .arg(id.to_string())
-            .arg("--socket")
-            .arg(socket);
-        // A node that dies must not leave its NIC model serving nothing forever.
-        crate::cluster::launch::die_with_parent(&mut command);
-        let child = command.spawn()?;
-        Ok(Self { child })
-    }
-
-    /// The process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// `Some(description)` once the process has ended.
-    pub fn ended(&mut self) -> Option<String> {
-        use std::os::unix::process::ExitStatusExt;
-        match self.child.try_wait() {
-            Ok(Some(status)) => Some(match (status.code(), status.signal()) {
-                (Some(code), _) => format!("exited with status {code}"),
-                (None, Some(signal)) => format!("was killed by signal {signal}"),
-                _ => "ended".into(),
-            }),
-            _ => None,
-        }
-    }
-
-    /// Waits up to `timeout` for the process to end, then kills it.
-    fn finish(&mut self, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for NicProcess {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-    }
 }
 
 /// The host side of one node's offload fabric.
@@ -150,7 +81,7 @@ pub struct OffloadFabric {
     node: u16,
     nic: Box<dyn NicBackend>,
     memory: Arc<LogicalMemory>,
-    server: OnceLock<Weak<VirtualServer>>,
+    events: Arc<dyn FabricEvents>,
     sq: Mutex<SubmissionProducer>,
     vectors: Vec<EventFd>,
     process: Mutex<Option<NicProcess>>,
@@ -178,16 +109,20 @@ fn host_state(state: PageAccess) -> PageState {
 }
 
 impl OffloadFabric {
-    /// Sets up the NIC for `node`: interrupt vectors (vector 0 for the host, one per local
-    /// VP), guest memory mapped at IOVA 0, the vector table, the initial page states
-    /// (pages homed elsewhere Invalid), then enables the firmware and waits for it.
+    /// Sets up the NIC for node `node` of virtual server `vs_id`: interrupt vectors
+    /// (vector 0 for the host, one per local VP), guest memory mapped at IOVA 0, the
+    /// vector table, the initial page states (pages homed elsewhere Invalid), then enables
+    /// the firmware and waits for it. The fabric reports to `events`.
+    #[allow(clippy::too_many_arguments)]
     pub fn connect(
         nic: Box<dyn NicBackend>,
         config_table: &[u8],
+        vs_id: u16,
         node: u32,
         local_vps: &[u32],
         memory: Arc<LogicalMemory>,
         process: Option<NicProcess>,
+        events: Arc<dyn FabricEvents>,
     ) -> Result<Arc<Self>, OffloadError> {
         let bar = nic.bar0();
         let found = bar.load_u32(reg::NODE);
@@ -217,7 +152,7 @@ impl OffloadFabric {
             present |= 1u64.checked_shl(*vp).unwrap_or(0);
         }
         bar.store_u64(reg::VP_PRESENT, present);
-        let core = FabricCore::new(node16, homes, local_vps, memory.clone())?;
+        let core = FabricCore::new(node16, vs_id, homes, local_vps, memory.clone())?;
         let sq = SubmissionProducer::new(bar);
         bar.store_u32(reg::CONTROL, control_bits::ENABLE);
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -231,7 +166,7 @@ impl OffloadFabric {
             node: node16,
             nic,
             memory,
-            server: OnceLock::new(),
+            events,
             sq: Mutex::new(sq),
             vectors,
             process: Mutex::new(process),
@@ -239,15 +174,6 @@ impl OffloadFabric {
             stop: EventFd::new(EFD_NONBLOCK).map_err(OffloadError::EventFd)?,
             core,
         }))
-    }
-
-    /// Connects the fabric to the server it serves.
-    pub fn attach(&self, server: &Arc<VirtualServer>) {
-        let _ = self.server.set(Arc::downgrade(server));
-    }
-
-    fn server(&self) -> Option<Arc<VirtualServer>> {
-        self.server.get().and_then(Weak::upgrade)
     }
 
     /// A description of the NIC for messages.
@@ -259,9 +185,7 @@ impl OffloadFabric {
     }
 
     fn fail(&self, message: String) {
-        if let Some(server) = self.server() {
-            server.finish(Outcome::VmmError(message));
-        }
+        self.events.failed(message);
     }
 
     /// Posts a submission, waiting for room (the firmware consumes in microseconds; a
@@ -277,7 +201,7 @@ impl OffloadFabric {
                     return;
                 }
                 Err(RingError::Full) if Instant::now() < deadline => {
-                    if self.server().is_some_and(|s| s.is_finished()) {
+                    if self.events.finished() {
                         return;
                     }
                     std::thread::sleep(Duration::from_micros(50));
@@ -302,16 +226,11 @@ impl OffloadFabric {
         }
     }
 
-    /// Records the calling thread as VP `vp`'s.
-    pub fn register_vp_thread(&self, vp: u32) {
-        self.core.register_vp_thread(vp);
-    }
-
     /// Sends a control message to `node` through the NIC.
-    pub fn send_control(&self, node: u32, body: Body<'_>) {
+    fn send_to(&self, node: u32, body: Body<'_>) {
         let dst = u16::try_from(node).expect("node ids are below MAX_NODES");
         let msg = Message {
-            vs_id: vs_id(),
+            vs_id: self.core.vs_id(),
             src: self.node,
             dst,
             request_id: 0,
@@ -326,15 +245,6 @@ impl OffloadFabric {
             }
             Err(e) => warn!("failed to encode a {:?} message: {e:?}", msg.body.kind()),
         }
-    }
-
-    /// Starts the interrupt thread; it ends when the server ends or [`Self::shutdown`].
-    pub fn spawn_interrupt_thread(self: &Arc<Self>) -> Result<JoinHandle<()>, OffloadError> {
-        let fabric = self.clone();
-        std::thread::Builder::new()
-            .name("nic-irq".into())
-            .spawn(move || fabric.interrupt_loop())
-            .map_err(OffloadError::Thread)
     }
 
     fn interrupt_loop(&self) {
@@ -374,7 +284,7 @@ impl OffloadFabric {
             if !self.drain(&mut cq, &mut payload) {
                 return;
             }
-            if self.server().is_none_or(|s| s.is_finished()) {
+            if self.events.finished() {
                 return;
             }
             if let Some(message) = self.health(&mut last_beat) {
@@ -446,14 +356,14 @@ impl OffloadFabric {
             }
             Completion::Control { .. } => {
                 let msg = match wire::decode(payload) {
-                    Ok(msg) if msg.dst == self.node && msg.vs_id == vs_id() => msg,
+                    Ok(msg) if msg.dst == self.node && msg.vs_id == self.core.vs_id() => msg,
                     _ => {
                         self.core.stats.count_bad_message();
                         return true;
                     }
                 };
-                if let Some(server) = self.server() {
-                    control::handle(&self.core.stats, &server, &msg);
+                if !self.events.control(u32::from(msg.src), &msg.body) {
+                    self.core.stats.count_bad_message();
                 }
             }
             Completion::PeerDown { node } => {
@@ -523,7 +433,7 @@ impl OffloadFabric {
 
     /// Stops: lets the NIC send what is queued, asks it to stop, waits for the NIC process
     /// (killing it after a grace period) and ends the interrupt thread.
-    pub fn shutdown(&self) {
+    fn shutdown(&self) {
         let bar = self.nic.bar0();
         let deadline = Instant::now() + Duration::from_secs(1);
         while !self.sq.lock().expect("submission lock").drained(bar) && Instant::now() < deadline {
@@ -537,19 +447,17 @@ impl OffloadFabric {
     }
 }
 
-impl ClusterLink for OffloadFabric {
+impl Fabric for OffloadFabric {
+    fn node(&self) -> u32 {
+        u32::from(self.node)
+    }
+
     fn register_vp_thread(&self, vp: u32) {
-        OffloadFabric::register_vp_thread(self, vp);
+        self.core.register_vp_thread(vp);
     }
 
     fn send_control(&self, node: u32, body: Body<'_>) {
-        OffloadFabric::send_control(self, node, body);
-    }
-
-    fn broadcast(&self, nodes: u32, body: Body<'_>) {
-        for node in (0..nodes).filter(|n| *n != u32::from(self.node)) {
-            self.send_control(node, body);
-        }
+        self.send_to(node, body);
     }
 
     fn stats_json(&self) -> serde_json::Value {
@@ -587,6 +495,23 @@ impl ClusterLink for OffloadFabric {
             obj.extend(more.clone());
         }
         value
+    }
+
+    fn start(self: Arc<Self>) -> std::io::Result<JoinHandle<()>> {
+        std::thread::Builder::new()
+            .name("nic-irq".into())
+            .spawn(move || self.interrupt_loop())
+    }
+
+    fn stop(&self) -> serde_json::Value {
+        // The NIC's counters are read before it stops (its BAR goes with its process).
+        let stats = self.stats_json();
+        self.shutdown();
+        stats
+    }
+
+    fn into_resolver(self: Arc<Self>) -> Arc<dyn PageResolver> {
+        self
     }
 }
 
