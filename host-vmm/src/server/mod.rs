@@ -358,3 +358,46 @@ impl VirtualServer {
     }
 }
 
+/// Servers for unit tests, built without KVM: the server holds no KVM object (the vCPUs
+/// belong to the VP threads), so ViMA calls and interrupt delivery can be driven with
+/// plain registers.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+    use crate::devices::console::{Console, ConsoleSink};
+    use crate::node::{build_config_table, NodeConfig};
+
+    #[derive(Debug)]
+    struct Quiet;
+
+    impl ConsoleSink for Quiet {
+        fn line(&self, _vp: u32, _node: u32, _line: &str) {}
+    }
+
+    /// A single node with `vps` VPs and 8 MiB of logical memory, nothing running.
+    pub(crate) fn single_node(vps: u32) -> VirtualServer {
+        let cfg = NodeConfig {
+            node_id: 0,
+            nodes: 1,
+            vps_per_node: vps,
+            mem_mib_per_node: 8,
+            cmdline: "test".into(),
+        };
+        let memory = LogicalMemory::new(cfg.logical_bytes()).expect("memory");
+        let vp_controls = (0..vps).map(|vp| Arc::new(VpControl::new(vp, 0))).collect();
+        let control = Arc::new(ControlPlane::new(
+            0,
+            memory,
+            vp_controls,
+            Console::new(Box::new(Quiet)),
+        ));
+        VirtualServer::new(ServerParts {
+            control,
+            config_table: build_config_table(&cfg, 1_000_000).expect("table"),
+            timers: Timers::new(),
+            cr3: 0,
+            fabric: None,
+            linux: None,
+        })
+    }
+}

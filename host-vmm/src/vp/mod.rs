@@ -17,6 +17,11 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 use crate::memory::WakeSignal;
 
+#[cfg(test)]
+mod call_tests;
+#[cfg(test)]
+mod interrupt_tests;
+
 pub use local::VpLocal;
 pub use thread::{set_entry_state, spawn_vp_thread};
 
