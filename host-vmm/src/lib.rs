@@ -18,7 +18,6 @@ pub mod fabric;
 pub mod guest_image;
 pub mod memory;
 pub mod metrics;
-pub mod nic;
 pub mod node;
 pub mod sched;
 pub mod server;

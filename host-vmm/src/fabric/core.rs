@@ -18,8 +18,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use nic_firmware::engine::{HomeMap, LogicalPage};
+use nic_firmware::engine::{EngineError, HomeMap, LogicalPage};
 use vima::call::UncheckedRange;
+use vima::config::Config;
 use vima::layout::{remote_faults_addr, MAX_NODES, MAX_VPS};
 use vima::wire::is_coherent_page;
 
@@ -36,6 +37,25 @@ const TIME_BITS: u32 = 24;
 const TIME_MASK: u64 = (1 << TIME_BITS) - 1;
 /// The unit of the recent-fetch times.
 const TICK: Duration = Duration::from_millis(10);
+
+/// Why a fabric's core could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    /// The configuration table does not parse.
+    #[error("Failed to read the configuration table: {0:?}")]
+    Config(vima::config::ConfigError),
+    /// The configuration's memory ranges or this node's id are unusable.
+    #[error("The configuration's memory ranges or node id are unusable: {0:?}")]
+    Homes(EngineError),
+    /// Setting the initial page states failed.
+    #[error("Failed to set the initial page states")]
+    Memory(#[from] MemoryError),
+}
+
+/// Parses a configuration table for a fabric.
+pub fn parse_config(table: &[u8]) -> Result<Config<'_>, CoreError> {
+    Config::parse(table).map_err(CoreError::Config)
+}
 
 /// A fault as the coherence engine needs it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,16 +86,21 @@ pub struct FabricCore {
 }
 
 impl FabricCore {
-    /// The core of node `node` of virtual server `vs_id` over `memory`, with the pages
-    /// homed elsewhere marked Invalid (pages homed here and the per-node region stay
-    /// Exclusive).
+    /// The core of node `node` of virtual server `vs_id` (configuration `config`) over
+    /// `memory`, with the pages homed elsewhere marked Invalid (pages homed here and the
+    /// per-node region stay Exclusive).
     pub fn new(
-        node: u16,
+        config: &Config<'_>,
+        node: u32,
         vs_id: u16,
-        homes: HomeMap,
         local_vps: &[u32],
         memory: std::sync::Arc<LogicalMemory>,
-    ) -> Result<Self, MemoryError> {
+    ) -> Result<Self, CoreError> {
+        let homes = HomeMap::from_config(config).map_err(CoreError::Homes)?;
+        let node = u16::try_from(node)
+            .ok()
+            .filter(|n| usize::from(*n) < config.node_count())
+            .ok_or(CoreError::Homes(EngineError::BadNodeConfig))?;
         for page in 0..memory.page_count() {
             let home = homes.home_of(LogicalPage(page));
             if is_coherent_page(page) && home != Some(node) {
@@ -119,6 +144,15 @@ impl FabricCore {
         let tid = unsafe { libc::gettid() };
         let tid = u32::try_from(tid).unwrap_or(0);
         self.vp_of_thread.lock().expect("tid lock").insert(tid, vp);
+    }
+
+    /// The core's counters and latencies with `more` (an object) merged in.
+    pub fn stats_json(&self, more: serde_json::Value) -> serde_json::Value {
+        let mut value = serde_json::to_value(self.stats.snapshot()).expect("stats serialize");
+        if let (Some(obj), serde_json::Value::Object(more)) = (value.as_object_mut(), more) {
+            obj.extend(more);
+        }
+        value
     }
 
     /// Takes in a fault the local copy cannot serve: finds its VP, counts it by kind and
@@ -205,9 +239,9 @@ mod tests {
         let per_node = cfg.mem_mib_per_node << 20;
         let table = build_config_table(&cfg, 1_000_000).unwrap();
         let config = vima::config::Config::parse(&table).unwrap();
-        let homes = HomeMap::from_config(&config).unwrap();
         let memory = LogicalMemory::new(cfg.logical_bytes()).unwrap();
-        let core = FabricCore::new(node, 1, homes, &[u32::from(node)], memory).unwrap();
+        let core =
+            FabricCore::new(&config, u32::from(node), 1, &[u32::from(node)], memory).unwrap();
         (core, per_node)
     }
 

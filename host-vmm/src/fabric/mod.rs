@@ -16,6 +16,8 @@ mod core;
 mod offload;
 mod software;
 mod stats;
+#[cfg(test)]
+mod testing;
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -24,7 +26,7 @@ use vima::wire::Body;
 
 use crate::memory::PageResolver;
 
-pub use self::core::{FabricCore, Intake};
+pub use self::core::{CoreError, FabricCore, Intake};
 pub use offload::{NicProcess, OffloadError, OffloadFabric};
 pub use software::{FabricError, SoftwareFabric};
 pub use stats::{FabricStats, FabricStatsSnapshot, FaultKindLatency};
@@ -47,10 +49,16 @@ pub trait FabricEvents: Send + Sync + std::fmt::Debug {
 /// What a node's virtual server needs from its fabric, whichever path (host threads or a
 /// NIC) runs the coherence engine. It is also the node's [`PageResolver`].
 pub trait Fabric: PageResolver + Send + Sync + std::fmt::Debug {
+    /// The fault intake and counters the fabric shares with the other kind.
+    fn core(&self) -> &FabricCore;
     /// This node.
-    fn node(&self) -> u32;
+    fn node(&self) -> u32 {
+        u32::from(self.core().node())
+    }
     /// Records the calling thread as VP `vp`'s (faults are steered by thread).
-    fn register_vp_thread(&self, vp: u32);
+    fn register_vp_thread(&self, vp: u32) {
+        self.core().register_vp_thread(vp);
+    }
     /// Sends a control message (IPI, VpStart, ConsoleLine, VsExit) to `node`.
     fn send_control(&self, node: u32, body: Body<'_>);
     /// Sends a control message to every node of `nodes` but this one.
@@ -59,8 +67,14 @@ pub trait Fabric: PageResolver + Send + Sync + std::fmt::Debug {
             self.send_control(node, body);
         }
     }
-    /// Counters of the fabric, the engine and the wire, as JSON object members.
-    fn stats_json(&self) -> serde_json::Value;
+    /// Counters of whoever runs the engine (the engine and the wire, or the NIC), as JSON
+    /// object members.
+    fn engine_stats(&self) -> serde_json::Value;
+    /// Every counter of the fabric: the core's faults and latencies and
+    /// [`Fabric::engine_stats`].
+    fn stats_json(&self) -> serde_json::Value {
+        self.core().stats_json(self.engine_stats())
+    }
     /// Starts the fabric's thread (the wire's receiver, or the NIC's interrupt thread); it
     /// ends when the server ends or the fabric stops.
     fn start(self: Arc<Self>) -> std::io::Result<JoinHandle<()>>;

@@ -35,7 +35,7 @@ use vfio::ring::{
 use vima::wire::{self, Body, Message, MAX_MESSAGE_BYTES};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use super::core::FabricCore;
+use super::core::{parse_config, CoreError, FabricCore};
 use super::{Fabric, FabricEvents};
 use crate::memory::{FetchRequest, LogicalMemory, PageResolver, PageState};
 
@@ -51,9 +51,9 @@ const POST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Why the offload fabric could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum OffloadError {
-    /// The configuration table does not parse or has no usable memory ranges.
-    #[error("Failed to read the memory ranges of the configuration")]
-    Engine(#[from] crate::nic::engine::EngineSetupError),
+    /// The fault intake could not be set up.
+    #[error(transparent)]
+    Core(#[from] CoreError),
     /// The device is another node's NIC.
     #[error("The NIC serves node {found}, not node {expected}")]
     WrongNode {
@@ -68,9 +68,6 @@ pub enum OffloadError {
     /// Setting up the device failed.
     #[error("Failed to set up the NIC")]
     Device(#[from] vfio::client::ClientError),
-    /// Setting the initial page states failed.
-    #[error("Failed to set the initial page states")]
-    Memory(#[from] crate::memory::MemoryError),
     /// The firmware did not start.
     #[error("The NIC firmware did not start within {0:?}")]
     NotRunning(Duration),
@@ -132,8 +129,7 @@ impl OffloadFabric {
                 found,
             });
         }
-        let homes = crate::nic::engine::homes(config_table)?;
-        let node16 = u16::try_from(node).expect("node ids are below MAX_NODES");
+        let config = parse_config(config_table)?;
         let vectors: Vec<EventFd> = (0..=local_vps.len())
             .map(|_| EventFd::new(EFD_NONBLOCK))
             .collect::<Result<_, _>>()
@@ -152,7 +148,7 @@ impl OffloadFabric {
             present |= 1u64.checked_shl(*vp).unwrap_or(0);
         }
         bar.store_u64(reg::VP_PRESENT, present);
-        let core = FabricCore::new(node16, vs_id, homes, local_vps, memory.clone())?;
+        let core = FabricCore::new(&config, node, vs_id, local_vps, memory.clone())?;
         let sq = SubmissionProducer::new(bar);
         bar.store_u32(reg::CONTROL, control_bits::ENABLE);
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -163,7 +159,7 @@ impl OffloadFabric {
             std::thread::sleep(Duration::from_millis(1));
         }
         Ok(Arc::new(Self {
-            node: node16,
+            node: core.node(),
             nic,
             memory,
             events,
@@ -448,22 +444,17 @@ impl OffloadFabric {
 }
 
 impl Fabric for OffloadFabric {
-    fn node(&self) -> u32 {
-        u32::from(self.node)
-    }
-
-    fn register_vp_thread(&self, vp: u32) {
-        self.core.register_vp_thread(vp);
+    fn core(&self) -> &FabricCore {
+        &self.core
     }
 
     fn send_control(&self, node: u32, body: Body<'_>) {
         self.send_to(node, body);
     }
 
-    fn stats_json(&self) -> serde_json::Value {
+    fn engine_stats(&self) -> serde_json::Value {
         let c = |counter| self.counter(counter);
-        let mut value = serde_json::to_value(self.core.stats.snapshot()).expect("stats serialize");
-        let extra = serde_json::json!({
+        serde_json::json!({
             "fabric": "offload",
             "invalidations_sent": c(Counter::InvalidationsSent),
             "invalidations_received": c(Counter::InvalidationsReceived),
@@ -490,11 +481,7 @@ impl Fabric for OffloadFabric {
                 "resteered": c(Counter::Resteered),
                 "faults_refused": c(Counter::FaultsRefused),
             },
-        });
-        if let (Some(obj), Some(more)) = (value.as_object_mut(), extra.as_object()) {
-            obj.extend(more.clone());
-        }
-        value
+        })
     }
 
     fn start(self: Arc<Self>) -> std::io::Result<JoinHandle<()>> {
@@ -528,3 +515,6 @@ impl PageResolver for OffloadFabric {
         );
     }
 }
+
+#[cfg(test)]
+mod tests;

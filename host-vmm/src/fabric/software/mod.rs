@@ -18,25 +18,23 @@ use std::time::{Duration, Instant};
 use dpdk_transport::{Event, NodeId, Transport};
 use log::warn;
 use nic_firmware::engine::{
-    build_engine, Engine, HomeMap, LocalFault, LogicalPage, PageState as EngineState,
+    build_engine, Engine, LocalFault, LogicalPage, PageState as EngineState,
 };
 use vima::wire::{self, Body, Message, MAX_MESSAGE_BYTES};
 
+use super::core::{parse_config, CoreError};
 use super::{Fabric, FabricCore, FabricEvents};
 use crate::memory::{FetchRequest, LogicalMemory, PageResolver, PageState};
 
-/// Why the fabric could not start.
+/// Why the software fabric could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum FabricError {
+    /// The fault intake could not be set up.
+    #[error(transparent)]
+    Core(#[from] CoreError),
     /// The engine refused its configuration.
     #[error("Failed to start the coherence engine: {0:?}")]
     Engine(nic_firmware::engine::EngineError),
-    /// The home map could not be built from the configuration.
-    #[error("Failed to read the memory ranges of the configuration: {0:?}")]
-    Config(vima::config::ConfigError),
-    /// Setting the initial page states failed.
-    #[error("Failed to set the initial page states")]
-    Memory(#[from] crate::memory::MemoryError),
 }
 
 /// One node's software fabric.
@@ -71,15 +69,12 @@ impl SoftwareFabric {
         transport: Arc<dyn Transport>,
         events: Arc<dyn FabricEvents>,
     ) -> Result<Arc<Self>, FabricError> {
-        let config = vima::config::Config::parse(config_table).map_err(FabricError::Config)?;
-        let homes = HomeMap::from_config(&config).map_err(FabricError::Engine)?;
-        let node16 = u16::try_from(node)
-            .map_err(|_| FabricError::Engine(nic_firmware::engine::EngineError::BadNodeConfig))?;
+        let config = parse_config(config_table)?;
+        let core = FabricCore::new(&config, node, vs_id, local_vps, memory.clone())?;
         let engine =
             build_engine(&config, vs_id, node, local_vps.len()).map_err(FabricError::Engine)?;
-        let core = FabricCore::new(node16, vs_id, homes, local_vps, memory.clone())?;
         Ok(Arc::new(SoftwareFabric {
-            node: node16,
+            node: core.node(),
             engine: Mutex::new(engine),
             transport,
             memory,
@@ -219,24 +214,19 @@ impl SoftwareFabric {
 }
 
 impl Fabric for SoftwareFabric {
-    fn node(&self) -> u32 {
-        u32::from(self.node)
-    }
-
-    fn register_vp_thread(&self, vp: u32) {
-        self.core.register_vp_thread(vp);
+    fn core(&self) -> &FabricCore {
+        &self.core
     }
 
     fn send_control(&self, node: u32, body: Body<'_>) {
         self.send_to(node, body);
     }
 
-    fn stats_json(&self) -> serde_json::Value {
+    fn engine_stats(&self) -> serde_json::Value {
         let engine = self.engine_counters();
         let transport = self.transport_stats();
         let retransmits: u64 = transport.peers.iter().map(|p| p.counters.retransmits).sum();
-        let mut value = serde_json::to_value(self.core.stats.snapshot()).expect("stats serialize");
-        let extra = serde_json::json!({
+        serde_json::json!({
             "fabric": "software",
             "invalidations_sent": engine.invalidations_sent,
             "invalidations_received": engine.invalidations_received,
@@ -245,11 +235,7 @@ impl Fabric for SoftwareFabric {
             "pages_received": engine.pages_received,
             "retransmits": retransmits,
             "transport": transport,
-        });
-        if let (Some(obj), Some(more)) = (value.as_object_mut(), extra.as_object()) {
-            obj.extend(more.clone());
-        }
-        value
+        })
     }
 
     fn start(self: Arc<Self>) -> std::io::Result<JoinHandle<()>> {
@@ -284,3 +270,6 @@ impl PageResolver for SoftwareFabric {
         });
     }
 }
+
+#[cfg(test)]
+mod tests;

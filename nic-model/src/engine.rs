@@ -1,7 +1,7 @@
 //! The NIC's engine, built from the configuration table as the software fabric builds its
 //! own (`nic_firmware::engine::build_engine`), so both paths decide alike.
 
-use nic_firmware::engine::{build_engine, Engine, EngineError, HomeMap};
+use nic_firmware::engine::{build_engine, Engine, EngineError};
 
 /// Why the engine could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -12,12 +12,6 @@ pub enum EngineSetupError {
     /// The engine refused its configuration.
     #[error("The coherence engine refused its configuration: {0:?}")]
     Engine(EngineError),
-}
-
-/// The home map of a configuration table.
-pub fn homes(config_table: &[u8]) -> Result<HomeMap, EngineSetupError> {
-    let config = vima::config::Config::parse(config_table).map_err(EngineSetupError::Config)?;
-    HomeMap::from_config(&config).map_err(EngineSetupError::Engine)
 }
 
 /// Builds node `node`'s engine for virtual server `vs_id` in its initial state.

@@ -1,5 +1,10 @@
 //! The NIC model: `cvmm nic`, one process per node on the offload path.
 //!
+//! A crate of its own because it is the card's side, not the host's: it knows the
+//! configuration table (homes and VPs), the wire and the device model, and nothing of
+//! KVM, userfaultfd or the host VMM. `host-vmm` starts it and talks to it only through
+//! what a driver has.
+//!
 //! It plays the SmartNIC of one node: a vfio-user PCI device (`vfio::device`) that the
 //! node's host process drives, the node's wire endpoint (the address of the node in the
 //! cluster TOML), and the firmware main loop (`nic_firmware::firmware`) running the same
@@ -15,6 +20,8 @@
 //! runs until the host sets `control.SHUTDOWN` (after the last messages) or goes away;
 //! lets the transport deliver what is in flight; exits.
 
+#![deny(missing_docs)]
+
 mod board;
 pub mod engine;
 
@@ -28,9 +35,6 @@ use nic_firmware::firmware::Firmware;
 use vfio::device::{DeviceError, DeviceServer, DeviceState};
 use vfio::layout::{control, reg, status};
 use vfio::region::SharedMemory;
-
-use crate::cluster::config::ClusterConfig;
-use crate::node::build_config_table;
 
 pub use board::NicBoard;
 
@@ -63,19 +67,38 @@ pub enum NicError {
     Thread(#[source] std::io::Error),
 }
 
-/// Runs the NIC of node `id` on `socket` with the node's wire endpoint `transport`.
+/// What one node's NIC is set up with.
+#[derive(Debug, Clone)]
+pub struct NicSpec {
+    /// The virtual server's configuration table (its homes and VPs; `vima::config`).
+    pub config_table: Vec<u8>,
+    /// The virtual server's id on the wire.
+    pub vs_id: u16,
+    /// The node this NIC serves.
+    pub node: u32,
+}
+
+/// Runs the NIC of `spec.node` on `socket` with the node's wire endpoint `transport`.
 /// Returns when the host shut it down or went away.
 pub fn run_nic(
-    config: &ClusterConfig,
-    id: u32,
+    spec: &NicSpec,
     socket: &Path,
     transport: Arc<dyn Transport>,
 ) -> Result<(), NicError> {
-    let cfg = config.node_config(id);
-    cfg.validate()
-        .map_err(|e| NicError::Config(e.to_string()))?;
-    // The NIC needs the memory ranges (homes) and the VPs, not the clock: tsc 0.
-    let table = build_config_table(&cfg, 0).map_err(|e| NicError::Config(e.to_string()))?;
+    let id = spec.node;
+    let config = vima::config::Config::parse(&spec.config_table)
+        .map_err(|e| NicError::Config(format!("the configuration table does not parse: {e:?}")))?;
+    let logical_bytes = config.header().logical_bytes;
+    let local_vps: Vec<u32> = config
+        .vps()
+        .filter(|vp| vp.node_id == id)
+        .map(|vp| vp.vp_id)
+        .collect();
+    if local_vps.is_empty() {
+        return Err(NicError::Config(format!(
+            "node {id} has no VPs in the configuration"
+        )));
+    }
     let state = DeviceState::new(id)?;
     let server = DeviceServer::listen(socket, state.clone())?;
     let serve = std::thread::Builder::new()
@@ -99,12 +122,8 @@ pub fn run_nic(
         }
         std::thread::sleep(Duration::from_millis(1));
     }
-    let (dma, _) = state.dma(0, cfg.logical_bytes()).ok_or(NicError::NoDma)?;
-
-    let local_vps: Vec<u32> = (0..cfg.nodes * cfg.vps_per_node)
-        .filter(|vp| cfg.node_of_vp(*vp) == id)
-        .collect();
-    let engine = engine::build(&table, config.server.vs_id, id, &local_vps)?;
+    let (dma, _) = state.dma(0, logical_bytes).ok_or(NicError::NoDma)?;
+    let engine = engine::build(&spec.config_table, spec.vs_id, id, &local_vps)?;
     let mut firmware = Box::new(Firmware::new(engine));
     let mut board = NicBoard::new(state.clone(), dma, transport.clone());
     bar.store_u32(reg::STATUS, status::READY | status::RUNNING);

@@ -1,0 +1,84 @@
+//! Two offload fabrics, each with its NIC model (`nic_model::run_nic`) on a thread of this
+//! process behind a real vfio-user socket, the NICs joined by the in-memory wire. The
+//! remote read-then-write is the software fabric's test: both paths must serve it alike.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nic_model::{run_nic, NicSpec};
+use vfio::client::UserClient;
+use vima::wire::Body;
+
+use super::OffloadFabric;
+use crate::fabric::testing::{
+    mem_transports, read_then_write_remote_page, two_node_table, wait_for, Recorder, Side,
+};
+use crate::fabric::Fabric;
+use crate::memory::LogicalMemory;
+
+fn two_nodes(name: &str) -> [Side<OffloadFabric>; 2] {
+    let (table, logical_bytes) = two_node_table();
+    let [t0, t1] = mem_transports();
+    [(0u32, t0), (1, t1)].map(|(node, transport)| {
+        let socket = std::env::temp_dir().join(format!(
+            "cvmm-test-{name}-{}-{node}.sock",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_file(&socket);
+        let spec = NicSpec {
+            config_table: table.clone(),
+            vs_id: 1,
+            node,
+        };
+        let nic_socket = socket.clone();
+        std::thread::spawn(move || run_nic(&spec, &nic_socket, transport));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let client = loop {
+            match UserClient::connect(&socket, Duration::from_millis(100)) {
+                Ok(client) => break client,
+                Err(e) if Instant::now() > deadline => panic!("NIC {node}: {e}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        };
+        let memory = LogicalMemory::new(logical_bytes).unwrap();
+        let events = Arc::new(Recorder::default());
+        let fabric = OffloadFabric::connect(
+            Box::new(client),
+            &table,
+            1,
+            node,
+            &[node],
+            memory.clone(),
+            None,
+            events.clone(),
+        )
+        .unwrap();
+        Side::started(fabric, memory, events)
+    })
+}
+
+#[test]
+fn a_remote_read_through_the_nics_brings_the_homes_bytes_and_a_write_takes_the_page() {
+    let [home, reader] = two_nodes("offload-rw");
+    read_then_write_remote_page(
+        (&home.memory, home.fabric.as_ref()),
+        (&reader.memory, reader.fabric.as_ref()),
+    );
+    let stats = reader.fabric.stats_json();
+    assert_eq!(stats["fabric"], "offload");
+    assert!(stats["nic"]["submissions"].as_u64().unwrap() >= 2);
+    // A control message goes out through one NIC and in through the other.
+    home.fabric
+        .send_control(1, Body::ConsoleLine { vp: 0, line: b"hi" });
+    wait_for("the console line", || {
+        !reader.events.control.lock().unwrap().is_empty()
+    });
+    assert_eq!(
+        *reader.events.control.lock().unwrap(),
+        vec![(0, "hi".to_string())]
+    );
+    for side in [&home, &reader] {
+        assert!(side.events.failures.lock().unwrap().is_empty());
+        side.fabric.stop();
+    }
+}

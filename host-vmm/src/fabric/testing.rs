@@ -1,0 +1,161 @@
+//! What the fabrics' unit tests share: a two-node configuration, the in-memory wire
+//! between two transports, a recording [`FabricEvents`], and the remote read-then-write
+//! both fabrics must serve alike.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dpdk_transport::mem::MemNetwork;
+use dpdk_transport::{NodeId, ReliableTransport, Transport, TransportConfig};
+use vima::call::UncheckedRange;
+use vima::layout::PAGE_SIZE;
+use vima::wire::{Body, PAGE_BYTES};
+
+use super::{Fabric, FabricEvents};
+use crate::memory::{FetchRequest, LogicalMemory, PageState};
+use crate::node::{build_config_table, NodeConfig};
+
+/// What a fabric reported.
+#[derive(Debug, Default)]
+pub(crate) struct Recorder {
+    pub(crate) control: Mutex<Vec<(u32, String)>>,
+    pub(crate) failures: Mutex<Vec<String>>,
+}
+
+impl FabricEvents for Recorder {
+    fn control(&self, from: u32, body: &Body<'_>) -> bool {
+        match body {
+            Body::ConsoleLine { line, .. } => {
+                let text = String::from_utf8_lossy(line).into_owned();
+                self.control.lock().unwrap().push((from, text));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn failed(&self, why: String) {
+        self.failures.lock().unwrap().push(why);
+    }
+
+    fn finished(&self) -> bool {
+        false
+    }
+}
+
+/// One node of a test: its fabric (started), memory and events.
+pub(crate) struct Side<F> {
+    pub(crate) fabric: Arc<F>,
+    pub(crate) memory: Arc<LogicalMemory>,
+    pub(crate) events: Arc<Recorder>,
+}
+
+impl<F: Fabric + 'static> Side<F> {
+    /// Starts `fabric`'s thread.
+    pub(crate) fn started(
+        fabric: Arc<F>,
+        memory: Arc<LogicalMemory>,
+        events: Arc<Recorder>,
+    ) -> Self {
+        fabric.clone().start().unwrap();
+        Side {
+            fabric,
+            memory,
+            events,
+        }
+    }
+}
+
+/// The configuration table of two nodes with one VP and 8 MiB each, and the bytes of
+/// logical memory.
+pub(crate) fn two_node_table() -> (Vec<u8>, u64) {
+    let cfg = NodeConfig {
+        node_id: 0,
+        nodes: 2,
+        vps_per_node: 1,
+        mem_mib_per_node: 8,
+        cmdline: "test".into(),
+    };
+    (
+        build_config_table(&cfg, 1_000_000).unwrap(),
+        cfg.logical_bytes(),
+    )
+}
+
+/// Reliable transports for nodes 0 and 1 over one in-memory network.
+pub(crate) fn mem_transports() -> [Arc<dyn Transport>; 2] {
+    let net = MemNetwork::new();
+    [0u32, 1].map(|node| {
+        let other = 1 - node;
+        let transport = ReliableTransport::new(
+            net.endpoint(node),
+            NodeId(node),
+            &[(NodeId(other), other)],
+            TransportConfig::default(),
+        )
+        .unwrap();
+        Arc::new(transport) as Arc<dyn Transport>
+    })
+}
+
+pub(crate) fn page_range(memory: &LogicalMemory, page: u64) -> vima::call::LogicalRange {
+    UncheckedRange::new(page * PAGE_SIZE, PAGE_SIZE)
+        .check(memory.size(), PAGE_SIZE)
+        .unwrap()
+}
+
+pub(crate) fn wait_for(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// A page homed on node 0 (whose memory is the first 8 MiB), past the per-node region.
+pub(crate) const PAGE: u64 = (4 << 20) / PAGE_SIZE;
+
+/// Node 1 reads a page homed on node 0 and gets the home's bytes (both then hold it
+/// Shared); then writes it and holds the only copy (the home's is invalidated).
+pub(crate) fn read_then_write_remote_page(
+    (home_memory, _home): (&LogicalMemory, &dyn Fabric),
+    (memory, fabric): (&Arc<LogicalMemory>, &dyn Fabric),
+) {
+    let contents: Vec<u8> = (0..PAGE_BYTES)
+        .map(|i| u8::try_from(i % 251).unwrap())
+        .collect();
+    home_memory
+        .write(page_range(home_memory, PAGE), &contents)
+        .unwrap();
+    assert_eq!(memory.page_state(PAGE).unwrap(), PageState::Invalid);
+    fabric.fetch(
+        memory,
+        FetchRequest {
+            page: PAGE,
+            write: false,
+            thread_id: 0,
+        },
+    );
+    wait_for("the read to complete", || {
+        memory.page_state(PAGE).unwrap() == PageState::Shared
+    });
+    let mut copy = vec![0u8; PAGE_BYTES];
+    memory.read(page_range(memory, PAGE), &mut copy).unwrap();
+    assert_eq!(copy, contents);
+    assert_eq!(home_memory.page_state(PAGE).unwrap(), PageState::Shared);
+    fabric.fetch(
+        memory,
+        FetchRequest {
+            page: PAGE,
+            write: true,
+            thread_id: 0,
+        },
+    );
+    wait_for("the upgrade to complete", || {
+        memory.page_state(PAGE).unwrap() == PageState::Exclusive
+    });
+    assert_eq!(home_memory.page_state(PAGE).unwrap(), PageState::Invalid);
+    let stats = fabric.stats_json();
+    assert_eq!(stats["remote_read_faults"], 1);
+    assert_eq!(stats["upgrades"], 1);
+}
