@@ -22,7 +22,7 @@ use nic_firmware::engine::{EngineError, HomeMap, LogicalPage};
 use vima::call::UncheckedRange;
 use vima::config::Config;
 use vima::layout::{remote_faults_addr, MAX_NODES, MAX_VPS};
-use vima::wire::is_coherent_page;
+use vima::wire::{is_coherent_page, Body, Message};
 
 use super::{FabricStats, FaultKindLatency};
 use crate::memory::{FetchRequest, LogicalMemory, MemoryError, PageState};
@@ -131,6 +131,17 @@ impl FabricCore {
     /// The virtual server this node serves: messages naming another are refused.
     pub fn vs_id(&self) -> u16 {
         self.vs_id
+    }
+
+    /// A control message from this node to `node`.
+    pub fn control_message<'b>(&self, node: u32, body: Body<'b>) -> Message<'b> {
+        Message {
+            vs_id: self.vs_id,
+            src: self.node,
+            dst: u16::try_from(node).expect("node ids are below MAX_NODES"),
+            request_id: 0,
+            body,
+        }
     }
 
     /// The node's logical memory.

@@ -159,3 +159,16 @@ pub(crate) fn read_then_write_remote_page(
     assert_eq!(stats["remote_read_faults"], 1);
     assert_eq!(stats["upgrades"], 1);
 }
+
+/// A console line sent by `from` reaches `to`'s events, once.
+pub(crate) fn console_line_crosses(from: &dyn Fabric, to: &Recorder) {
+    let before = to.control.lock().unwrap().len();
+    from.send_control(1, Body::ConsoleLine { vp: 0, line: b"hi" });
+    wait_for("the console line", || {
+        to.control.lock().unwrap().len() > before
+    });
+    assert_eq!(
+        to.control.lock().unwrap()[before..],
+        [(from.node(), "hi".to_string())]
+    );
+}

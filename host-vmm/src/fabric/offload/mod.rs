@@ -32,7 +32,7 @@ use vfio::ring::{
     Completion, CompletionConsumer, PageAccess, RingError, RingPollError, Submission,
     SubmissionProducer,
 };
-use vima::wire::{self, Body, Message, MAX_MESSAGE_BYTES};
+use vima::wire::{self, Body, MAX_MESSAGE_BYTES};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::core::{parse_config, CoreError, FabricCore};
@@ -219,27 +219,6 @@ impl OffloadFabric {
         fence(Ordering::SeqCst);
         if self.nic.bar0().load_u32(reg::NIC_IDLE) != 0 {
             let _ = self.doorbell.write(1);
-        }
-    }
-
-    /// Sends a control message to `node` through the NIC.
-    fn send_to(&self, node: u32, body: Body<'_>) {
-        let dst = u16::try_from(node).expect("node ids are below MAX_NODES");
-        let msg = Message {
-            vs_id: self.core.vs_id(),
-            src: self.node,
-            dst,
-            request_id: 0,
-            body,
-        };
-        let mut buf = [0u8; MAX_MESSAGE_BYTES];
-        match wire::encode(&msg, &mut buf) {
-            Ok(len) => {
-                let len32 = u32::try_from(len).expect("messages fit a buffer");
-                debug_assert!(len32 <= BUFFER_BYTES);
-                self.submit(&Submission::SendControl { len: len32 }, &buf[..len]);
-            }
-            Err(e) => warn!("failed to encode a {:?} message: {e:?}", msg.body.kind()),
         }
     }
 
@@ -448,8 +427,18 @@ impl Fabric for OffloadFabric {
         &self.core
     }
 
+    /// Sends a control message to `node` through the NIC.
     fn send_control(&self, node: u32, body: Body<'_>) {
-        self.send_to(node, body);
+        let msg = self.core.control_message(node, body);
+        let mut buf = [0u8; MAX_MESSAGE_BYTES];
+        match wire::encode(&msg, &mut buf) {
+            Ok(len) => {
+                let len32 = u32::try_from(len).expect("messages fit a buffer");
+                debug_assert!(len32 <= BUFFER_BYTES);
+                self.submit(&Submission::SendControl { len: len32 }, &buf[..len]);
+            }
+            Err(e) => warn!("failed to encode a {:?} message: {e:?}", msg.body.kind()),
+        }
     }
 
     fn engine_stats(&self) -> serde_json::Value {

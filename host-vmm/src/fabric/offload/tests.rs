@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 
 use nic_model::{run_nic, NicSpec};
 use vfio::client::UserClient;
-use vima::wire::Body;
 
 use super::OffloadFabric;
 use crate::fabric::testing::{
-    mem_transports, read_then_write_remote_page, two_node_table, wait_for, Recorder, Side,
+    console_line_crosses, mem_transports, read_then_write_remote_page, two_node_table, Recorder,
+    Side,
 };
 use crate::fabric::Fabric;
 use crate::memory::LogicalMemory;
@@ -68,15 +68,7 @@ fn a_remote_read_through_the_nics_brings_the_homes_bytes_and_a_write_takes_the_p
     assert_eq!(stats["fabric"], "offload");
     assert!(stats["nic"]["submissions"].as_u64().unwrap() >= 2);
     // A control message goes out through one NIC and in through the other.
-    home.fabric
-        .send_control(1, Body::ConsoleLine { vp: 0, line: b"hi" });
-    wait_for("the console line", || {
-        !reader.events.control.lock().unwrap().is_empty()
-    });
-    assert_eq!(
-        *reader.events.control.lock().unwrap(),
-        vec![(0, "hi".to_string())]
-    );
+    console_line_crosses(home.fabric.as_ref(), &reader.events);
     for side in [&home, &reader] {
         assert!(side.events.failures.lock().unwrap().is_empty());
         side.fabric.stop();

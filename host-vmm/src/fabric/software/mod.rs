@@ -98,18 +98,6 @@ impl SoftwareFabric {
         }
     }
 
-    /// Sends a control message to `node`.
-    fn send_to(&self, node: u32, body: Body<'_>) {
-        let dst = u16::try_from(node).expect("node ids are below MAX_NODES");
-        self.send(&Message {
-            vs_id: self.core.vs_id(),
-            src: self.node,
-            dst,
-            request_id: 0,
-            body,
-        });
-    }
-
     /// Runs the engine on one input and applies its actions, under the engine lock.
     fn run_engine<F>(&self, input: F)
     where
@@ -219,7 +207,7 @@ impl Fabric for SoftwareFabric {
     }
 
     fn send_control(&self, node: u32, body: Body<'_>) {
-        self.send_to(node, body);
+        self.send(&self.core.control_message(node, body));
     }
 
     fn engine_stats(&self) -> serde_json::Value {

@@ -10,7 +10,8 @@ use vima::wire::{Body, Message, MAX_MESSAGE_BYTES};
 
 use super::SoftwareFabric;
 use crate::fabric::testing::{
-    mem_transports, read_then_write_remote_page, two_node_table, wait_for, Recorder, Side,
+    console_line_crosses, mem_transports, read_then_write_remote_page, two_node_table, wait_for,
+    Recorder, Side,
 };
 use crate::fabric::Fabric;
 use crate::memory::LogicalMemory;
@@ -50,15 +51,7 @@ fn a_remote_read_brings_the_homes_bytes_and_a_write_takes_the_page() {
 #[test]
 fn control_messages_reach_the_other_nodes_events_and_bad_ones_are_counted() {
     let [zero, one] = two_nodes();
-    zero.fabric
-        .send_control(1, Body::ConsoleLine { vp: 0, line: b"hi" });
-    wait_for("the console line", || {
-        !one.events.control.lock().unwrap().is_empty()
-    });
-    assert_eq!(
-        *one.events.control.lock().unwrap(),
-        vec![(0, "hi".to_string())]
-    );
+    console_line_crosses(zero.fabric.as_ref(), &one.events);
     // The recorder takes no VpStart: the fabric counts it as bad.
     let bad_before = one.fabric.core.stats.snapshot().bad_messages;
     zero.fabric.broadcast(
