@@ -446,7 +446,31 @@ mod tests {
         let rows = fpga_modeled_rows(&LatencyParams::default());
         assert_eq!(rows.len(), FaultKind::ALL.len());
         assert!(rows.iter().all(|r| r.label == "fpga (modeled)"));
-        assert!(rows.iter().all(|r| r.latency_ns == r.breakdown.total_ns()));
+        // The read row with the RTL's measured cycles (checked against the simulation by
+        // `measured_cycles_match_the_model` under `hdl-sim`), summed here by hand along
+        // its critical path at the defaults: 250 MHz (4 ns a cycle), PCIe round trip
+        // 1000 ns, a page over PCIe 4096 * 8 / 50 ns, a hop 1000 ns plus (bytes + 80)
+        // * 8 / 25 ns.
+        let c = NicCycles::MEASURED;
+        let cycle = |n: u32| f64::from(n) * 4.0;
+        let hop = |bytes: f64| 1000.0 + (bytes + 80.0) * 8.0 / 25.0;
+        let page_pcie = 4096.0 * 8.0 / 50.0;
+        let by_hand = 1000.0 // descriptor fetch
+            + cycle(c.fault_to_request)
+            + hop(32.0) // ReadReq
+            + cycle(c.read_from_directory)
+            + 1000.0 + page_pcie // DMA read of the page at the home
+            + hop(32.0 + 4096.0) // PageData
+            + cycle(c.page_to_completion - 128)
+            + 500.0 + page_pcie // DMA write at the requester
+            + 500.0; // MSI-X
+        let read = &rows[0];
+        assert_eq!(read.kind, FaultKind::ReadFromHome);
+        assert!(
+            (read.latency_ns - by_hand).abs() < 1e-6,
+            "{} vs {by_hand}",
+            read.latency_ns
+        );
         let json = serde_json::to_string(&rows[0]).expect("rows serialize");
         assert!(json.contains("\"label\":\"fpga (modeled)\""));
         assert!(json.contains("\"clock_mhz\":250.0"));
