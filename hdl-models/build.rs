@@ -2,7 +2,7 @@
 //! on; does nothing otherwise, so the crate builds on machines without Verilator.
 //!
 //! Debian's Verilator 5.006 ships the runtime sources but no `libverilated.a`, and no
-//! Rust-Verilator crate works with it, so the steps are explicit (see PLATFORM.md "HDL"):
+//! Rust-Verilator crate works with it, so the steps are explicit (see docs/platform.md, "HDL"):
 //! `verilator --cc --build` makes `Vcv_top__ALL.a`, renamed here to `libVcv_top.a`; the
 //! runtime (`verilated.cpp`, `verilated_threads.cpp`) and `sim/shim.cpp` are compiled with
 //! `cc`. Link order: shim, model, runtime (each needs the next).

@@ -25,7 +25,7 @@
 //! waiting in `Transport::recv` reads the backend itself, that thread is the one that
 //! busy-polls (as a poll-mode driver should), and the transport's driver thread only
 //! polls while nobody waits. EAL initialises once per process, so one DPDK endpoint per
-//! process (the NIC model process), as PLATFORM.md measured.
+//! process (the NIC model process), as docs/platform.md measured.
 
 use std::fmt::Debug;
 use std::hash::Hash;

@@ -1,7 +1,7 @@
 //! The fault-latency probe's pure parts: which kinds of access it times, which cluster
 //! shapes each kind needs, how raw TSC samples become the result line, and the exact
 //! format of that line (the `cvmm bench fault-latency` parser in
-//! `host-vmm/src/bench/parse.rs` reads it; change both together).
+//! `bench/src/parse.rs` reads it; change both together).
 //!
 //! The kernel side (`src/kernel/workloads/probe.rs`) puts pages in the state a kind needs,
 //! times one load or store per page with `rdtsc`, and hands the cycle counts here.

@@ -8,7 +8,6 @@
 //! together.
 #![deny(missing_docs)]
 
-pub mod bench;
 pub mod boot;
 pub mod cli;
 pub mod cluster;

@@ -3,7 +3,7 @@
 //! that each timed access really was the fault it claims (computed here from the kind,
 //! the page count and the sharers, not from the guest's output). No timing is asserted.
 
-use host_vmm::bench::parse::{parse_probe_line, ProbeCase, ProbeKind, ProbeLine};
+use cvmm_bench::parse::{parse_probe_line, ProbeCase, ProbeKind, ProbeLine};
 use tests::{cvmm_run, Run};
 
 const PAGES: u64 = 40;

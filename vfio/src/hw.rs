@@ -1,6 +1,6 @@
 //! The kernel VFIO client (feature `vfio-hw`): the same [`NicBackend`] for a real card
 //! bound to `vfio-pci`, through `vfio-ioctls`. Built in CI, never run here: this machine
-//! has no VFIO (see PLATFORM.md).
+//! has no VFIO (see docs/platform.md).
 
 use std::mem::ManuallyDrop;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, RawFd};

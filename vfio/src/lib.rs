@@ -4,7 +4,7 @@
 //! submission ring (host -> NIC), a completion ring (NIC -> host) and one message buffer
 //! per ring slot, all in memory both sides map: the host writes a descriptor and bumps a
 //! doorbell *index in shared memory* that the firmware polls, so the fast path never traps
-//! (a trapped access costs about 20 µs on this machine, see PLATFORM.md). The NIC
+//! (a trapped access costs about 20 µs on this machine, see docs/platform.md). The NIC
 //! interrupts the host through MSI-X vectors bound to eventfds, one per VP plus one for
 //! the host's own work. Guest memory reaches the NIC by a DMA mapping of the guest memfd.
 //! `docs/nic.md` documents the layout and the protocol on the rings.

@@ -2,7 +2,7 @@
 //! always built so that a cluster description naming DPDK can be checked anywhere).
 //!
 //! Why DPDK at all: the kernel's UDP path costs 15-20 µs per round trip on the build
-//! machine, a poll-mode memif port 1.5-4.4 µs (PLATFORM.md). The offload path's point is
+//! machine, a poll-mode memif port 1.5-4.4 µs (docs/platform.md). The offload path's point is
 //! that remote page service does not wait on a host kernel, so its wire must not either.
 //!
 //! Design rules:

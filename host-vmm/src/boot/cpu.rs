@@ -1,4 +1,4 @@
-//! The register state of a VP at entry: 64-bit mode, CPL3, IOPL=3 (see PLATFORM.md: on
+//! The register state of a VP at entry: 64-bit mode, CPL3, IOPL=3 (see docs/platform.md: on
 //! PVM, CPL0 is emulated and CPL3 runs natively, so the guest never leaves CPL3).
 
 use kvm_bindings::{kvm_dtable, kvm_regs, kvm_segment, kvm_sregs};

@@ -1,10 +1,10 @@
-//! `cvmm bench ...`: benchmarks that start whole clusters (see [`crate::bench`]).
+//! `cvmm bench ...`: benchmarks that start whole clusters (the `cvmm-bench` crate).
 
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
-use crate::bench::{fault_latency, plot, report, FaultLatencyOptions};
+use cvmm_bench::{fault_latency, plot, report, FaultLatencyOptions};
 
 /// Arguments of `cvmm bench`.
 #[derive(Debug, Args)]
@@ -80,7 +80,7 @@ pub fn bench(args: &BenchArgs) -> i32 {
 }
 
 fn linux_main(args: &LinuxArgs) -> i32 {
-    use crate::bench::linux::{linux_bench, table, LinuxBenchOptions};
+    use cvmm_bench::linux::{linux_bench, table, LinuxBenchOptions};
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,
         Err(e) => {

@@ -9,7 +9,7 @@
 //! therefore never need copying into place: the fabric writes a page through the DMA window
 //! and `UFFDIO_CONTINUE` maps the page-cache page that already holds it. `MADV_DONTNEED` on
 //! the guest mapping unmaps a page but keeps its contents; the next access is a MINOR fault
-//! (measured: in MISSING-only mode it would be silently remapped, see PLATFORM.md).
+//! (measured: in MISSING-only mode it would be silently remapped, see docs/platform.md).
 //!
 //! Design rules:
 //! - Every page has a local state ([`PageState`]: Invalid / Shared / Exclusive) and flags

@@ -176,7 +176,7 @@ global_asm!(
     ".global linux_return_to_user",
     "linux_return_to_user:",
     // rdi = the registers in pop order (see `FullReturn`), rsi = the SSE state. `iretq`
-    // at CPL3 returns to CPL3, loading rip, rflags and rsp at once (PLATFORM facts).
+    // at CPL3 returns to CPL3, loading rip, rflags and rsp at once (docs/platform.md).
     "fxrstor64 [rsi]",
     "mov rsp, rdi",
     "pop r15",

@@ -294,7 +294,7 @@ fn set_current(thread: &Thread) {
 
 fn read_fs_base() -> u64 {
     let base: u64;
-    // SAFETY: rdfsbase only reads the fs base (native at CPL3, PLATFORM facts).
+    // SAFETY: rdfsbase only reads the fs base (native at CPL3, docs/platform.md).
     unsafe { core::arch::asm!("rdfsbase {}", out(reg) base, options(nostack, preserves_flags)) };
     base
 }

@@ -25,7 +25,7 @@ pub fn arch_prctl(code: u64, addr: u64) -> SysResult {
                 return Err(guest::linux_abi::errno::EPERM);
             }
             // SAFETY: wrfsbase only changes the fs base, which the kernel never uses; it
-            // runs natively at CPL3 (PLATFORM.md).
+            // runs natively at CPL3 (docs/platform.md).
             unsafe {
                 core::arch::asm!("wrfsbase {}", in(reg) addr, options(nostack, preserves_flags))
             };

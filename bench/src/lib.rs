@@ -1,6 +1,11 @@
 //! `cvmm bench fault-latency`: the guest fault-latency probe on every data path this
 //! `cvmm` offers, in one invocation, with medians across repeats, ratios to software/udp,
-//! serving-node CPU per fault, a JSON document and an SVG chart.
+//! serving-node CPU per fault, a JSON document and an SVG chart; and `cvmm bench linux`
+//! ([`linux`]).
+//!
+//! A crate of its own: it drives `cvmm` from outside, as a user would (child processes,
+//! their output and `/proc`), and needs nothing of the VMM's insides. `cvmm bench` is its
+//! command line.
 //!
 //! Design rules:
 //! - The measurement is the guest's (`probe KIND PAGES [SHARERS]`, see
@@ -15,12 +20,14 @@
 //!   ([`modeled`]).
 //!
 //! ```no_run
-//! use host_vmm::bench::{fault_latency, FaultLatencyOptions};
+//! use cvmm_bench::{fault_latency, FaultLatencyOptions};
 //! let options = FaultLatencyOptions::new(std::env::current_exe()?, 2, 20, 1);
 //! let report = fault_latency(&options, &mut std::io::stderr())?;
-//! println!("{}", host_vmm::bench::report::table(&report));
+//! println!("{}", cvmm_bench::report::table(&report));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+
+#![deny(missing_docs)]
 
 pub mod cpu;
 pub mod linux;
@@ -179,7 +186,14 @@ pub fn fault_latency(
                         }
                     }
                     Err(error) => {
-                        let error = crate::error::error_chain(&error);
+                        // The error and its sources on one line.
+                        let error =
+                            std::iter::successors(Some(&error as &dyn std::error::Error), |e| {
+                                e.source()
+                            })
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(": ");
                         let _ = writeln!(progress, "        failed: {error}");
                         // A path whose very first run fails is not usable here (flags
                         // accepted, backend missing): skip the rest of it. The baseline
