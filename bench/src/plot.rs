@@ -1,107 +1,96 @@
-//! The SVG chart of a benchmark report, written by hand (a few rectangles and lines do not
-//! need a plotting library and its font stack).
+//! The SVG chart of a benchmark report, drawn with `plotters` (its SVG backend only: text
+//! is left to the viewer's fonts, so no font stack is needed to draw).
 //!
 //! One group of bars per kind; in a group, one bar per measured path: the bar is the
 //! end-to-end p50, the whisker reaches the p99, and a diamond marks the fetch service p50.
-//! Modeled rows, if any, are hollow dashed bars of their predicted service time, in a
-//! series of their own. The latency axis is logarithmic: the local floor, remote faults
-//! and their tails span more than a decade.
+//! Modeled rows, if any, are hollow bars of their predicted service time, in a series of
+//! their own. The latency axis is logarithmic: the local floor, remote faults and their
+//! tails span more than a decade. The legend, the skipped paths and the model's source
+//! are in a column to the right. Each path keeps its colour whichever paths ran.
 
-use std::fmt::Write;
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::parse::DataPath;
 use super::report::BenchReport;
 
-const WIDTH_LEGEND: f64 = 230.0;
-const MARGIN_LEFT: f64 = 80.0;
-const MARGIN_TOP: f64 = 60.0;
-const PLOT_HEIGHT: f64 = 340.0;
-const MARGIN_BOTTOM: f64 = 70.0;
-const BAR_WIDTH: f64 = 20.0;
-const GROUP_GAP: f64 = 28.0;
+const LEGEND_WIDTH: u32 = 260;
+const PLOT_HEIGHT: u32 = 480;
+/// Width of one bar, and the room between groups.
+const BAR_PIXELS: u32 = 20;
+const GROUP_GAP_PIXELS: u32 = 28;
 /// Narrowest group: room for a label like `invalidate/3` under one bar.
-const MIN_GROUP_WIDTH: f64 = 96.0;
-const COLORS: [&str; 4] = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759"];
-const MODELED_COLOR: &str = "#9c755f";
+const MIN_GROUP_PIXELS: u32 = 96;
+/// One colour per path of [`DataPath::ALL`].
+const COLORS: [RGBColor; 4] = [
+    RGBColor(0x4e, 0x79, 0xa7),
+    RGBColor(0xf2, 0x8e, 0x2b),
+    RGBColor(0x59, 0xa1, 0x4f),
+    RGBColor(0xe1, 0x57, 0x59),
+];
+const MODELED_COLOR: RGBColor = RGBColor(0x9c, 0x75, 0x5f);
+const GREY: RGBColor = RGBColor(0x55, 0x55, 0x55);
 
-/// Escapes text for SVG.
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-/// A logarithmic axis from `lo` to `hi` (decades), mapped to `[bottom, top]` pixels.
-#[derive(Clone, Copy, Debug, PartialEq)]
-struct LogAxis {
-    lo_exp: i32,
-    hi_exp: i32,
-    bottom: f64,
-    top: f64,
-}
-
-impl LogAxis {
-    #[expect(
-        clippy::cast_possible_truncation,
-        reason = "log10 of a finite positive f64 lies within +-400"
-    )]
-    fn new(min: f64, max: f64, bottom: f64, top: f64) -> Self {
-        let min = if min > 0.0 { min } else { 1.0 };
-        let max = max.max(min);
-        let lo_exp = min.log10().floor() as i32;
-        let hi_exp = (max.log10().ceil() as i32).max(lo_exp + 1);
-        Self {
-            lo_exp,
-            hi_exp,
-            bottom,
-            top,
-        }
-    }
-
-    fn y(&self, value: f64) -> f64 {
-        let v = value.max(10f64.powi(self.lo_exp)).log10();
-        let span = f64::from(self.hi_exp - self.lo_exp);
-        self.bottom - (v - f64::from(self.lo_exp)) / span * (self.bottom - self.top)
-    }
-
-    /// 1, 2, 5 times each power of ten in range.
-    fn ticks(&self) -> Vec<f64> {
-        let mut ticks = Vec::new();
-        for exp in self.lo_exp..=self.hi_exp {
-            for m in [1.0, 2.0, 5.0] {
-                let v = m * 10f64.powi(exp);
-                if v <= 10f64.powi(self.hi_exp) * 1.0001 {
-                    ticks.push(v);
-                }
-            }
-        }
-        ticks
-    }
-}
-
-fn tick_label(v: f64) -> String {
-    if v >= 1.0 {
-        format!("{v:.0}")
+/// The latency axis: whole decades around `[min, max]` (one at least).
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "log10 of a finite positive f64 lies within +-400"
+)]
+fn decades(min: f64, max: f64) -> (f64, f64) {
+    let min = if min > 0.0 && min.is_finite() {
+        min
     } else {
-        format!("{v}")
+        1.0
+    };
+    let max = max.max(min);
+    let lo = min.log10().floor() as i32;
+    let hi = (max.log10().ceil() as i32).max(lo + 1);
+    (10f64.powi(lo), 10f64.powi(hi))
+}
+
+/// A path's colour, the same in every chart whichever paths ran.
+fn color_of(path: &DataPath) -> RGBColor {
+    let index = DataPath::ALL.iter().position(|p| p == path).unwrap_or(0);
+    COLORS[index % COLORS.len()]
+}
+
+/// The label of a case under its group.
+fn case_label(kind: &str, sharers: u32) -> String {
+    if kind == "invalidate" {
+        format!("invalidate/{sharers}")
+    } else {
+        kind.to_string()
     }
 }
 
 /// The chart of `report` as an SVG document.
 pub fn svg(report: &BenchReport) -> String {
+    let mut out = String::new();
+    if let Err(e) = draw(report, &mut out) {
+        // Drawing into a string fails only on a plotters bug; say so in the picture.
+        let why = e.to_string().replace('&', "&amp;").replace('<', "&lt;");
+        out = format!(
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"400\" height=\"40\"><text x=\"10\" y=\"25\">chart failed: {why}</text></svg>\n"
+        );
+    }
+    out
+}
+
+type DrawResult = Result<(), Box<dyn std::error::Error>>;
+
+fn draw(report: &BenchReport, out: &mut String) -> DrawResult {
     // Groups: every case in the order rows appear (measured first, then modeled-only).
     let mut cases: Vec<(String, u32)> = Vec::new();
-    let mut add_case = |kind: &str, sharers: u32| {
+    for (kind, sharers) in report
+        .paths
+        .iter()
+        .map(|r| (&r.kind, r.sharers))
+        .chain(report.rows_modeled.iter().map(|r| (&r.kind, r.sharers)))
+    {
         if !cases.iter().any(|(k, s)| k == kind && *s == sharers) {
-            cases.push((kind.to_string(), sharers));
+            cases.push((kind.clone(), sharers));
         }
-    };
-    for row in &report.paths {
-        add_case(&row.kind, row.sharers);
-    }
-    for row in &report.rows_modeled {
-        add_case(&row.kind, row.sharers);
     }
     let paths: Vec<DataPath> = DataPath::ALL
         .into_iter()
@@ -114,90 +103,49 @@ pub fn svg(report: &BenchReport) -> String {
         .collect();
     let modeled = !report.rows_modeled.is_empty();
     let series = paths.len() + usize::from(modeled);
-    let group_width = (series.max(1) as f64 * BAR_WIDTH + GROUP_GAP).max(MIN_GROUP_WIDTH);
-    let plot_width = (cases.len().max(1) as f64 * group_width).max(420.0);
-    let width = MARGIN_LEFT + plot_width + WIDTH_LEGEND;
-    let height = MARGIN_TOP + PLOT_HEIGHT + MARGIN_BOTTOM;
-    let bottom = MARGIN_TOP + PLOT_HEIGHT;
+    let series32 = u32::try_from(series.max(1)).unwrap_or(1);
+    let groups = u32::try_from(cases.len().max(1)).unwrap_or(1);
+    let group_pixels = (series32 * BAR_PIXELS + GROUP_GAP_PIXELS).max(MIN_GROUP_PIXELS);
+    let plot_width = (groups * group_pixels + 100).max(520);
+    let (lo, hi) = {
+        let values = report
+            .paths
+            .iter()
+            .flat_map(|r| [Some(r.p50_us), Some(r.p99_us), r.service_p50_us])
+            .chain(report.rows_modeled.iter().map(|r| Some(r.service_p50_us)))
+            .flatten()
+            .filter(|v| v.is_finite() && *v > 0.0);
+        let (min, max) = values.fold((f64::INFINITY, 0.0f64), |(lo, hi), v| {
+            (lo.min(v), hi.max(v))
+        });
+        decades(min, max)
+    };
 
-    let values = report
-        .paths
-        .iter()
-        .flat_map(|r| [Some(r.p50_us), Some(r.p99_us), r.service_p50_us])
-        .chain(report.rows_modeled.iter().map(|r| Some(r.service_p50_us)))
-        .flatten()
-        .filter(|v| v.is_finite() && *v > 0.0);
-    let (min, max) = values.fold((f64::INFINITY, 0.0f64), |(lo, hi), v| {
-        (lo.min(v), hi.max(v))
-    });
-    let axis = LogAxis::new(
-        if min.is_finite() { min } else { 1.0 },
-        max,
-        bottom,
-        MARGIN_TOP,
-    );
+    let root =
+        SVGBackend::with_string(out, (plot_width + LEGEND_WIDTH, PLOT_HEIGHT)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (plot, legend) = root.split_horizontally(plot_width);
+    let mut chart = ChartBuilder::on(&plot)
+        .caption(
+            "cvmm fault latency by path, end to end in the guest",
+            ("sans-serif", 18),
+        )
+        .margin(12)
+        .x_label_area_size(50)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0f64..f64::from(groups), (lo..hi).log_scale())?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(0)
+        .y_desc("latency (µs, log scale)")
+        .x_desc("fault kind (invalidate/k: k sharers)")
+        .draw()?;
 
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0}" height="{height:.0}" viewBox="0 0 {width:.0} {height:.0}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(
-        s,
-        r#"<text x="{MARGIN_LEFT}" y="22" font-size="15" font-weight="bold">cvmm fault latency by path, end to end in the guest</text>"#
-    );
-    let _ = writeln!(
-        s,
-        r##"<text x="{MARGIN_LEFT}" y="40" fill="#555">bar: p50, whisker: p99, diamond: fetch service p50; {} nodes, {} pages per run, median of {} repeat(s); lower is better</text>"##,
-        report.nodes, report.pages, report.repeat
-    );
-    // Grid and y ticks.
-    for tick in axis.ticks() {
-        let y = axis.y(tick);
-        let _ = writeln!(
-            s,
-            r##"<line x1="{MARGIN_LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
-            MARGIN_LEFT + plot_width,
-            MARGIN_LEFT - 6.0,
-            y + 4.0,
-            tick_label(tick)
-        );
-    }
-    // Axes and their labels.
-    let _ = writeln!(
-        s,
-        r#"<line x1="{MARGIN_LEFT}" y1="{MARGIN_TOP}" x2="{MARGIN_LEFT}" y2="{bottom}" stroke="black"/><line x1="{MARGIN_LEFT}" y1="{bottom}" x2="{:.1}" y2="{bottom}" stroke="black"/>"#,
-        MARGIN_LEFT + plot_width
-    );
-    let mid_y = MARGIN_TOP + PLOT_HEIGHT / 2.0;
-    let _ = writeln!(
-        s,
-        r#"<text x="20" y="{mid_y:.1}" text-anchor="middle" transform="rotate(-90 20 {mid_y:.1})">latency (µs, log scale)</text>"#
-    );
-    let _ = writeln!(
-        s,
-        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">fault kind (invalidate/k: k sharers)</text>"#,
-        MARGIN_LEFT + plot_width / 2.0,
-        height - 18.0
-    );
-
+    // Bars, in group units: a group is 1.0 wide, each series a slice of it.
+    let bar = f64::from(BAR_PIXELS) / f64::from(group_pixels);
+    let first_bar = |g: usize| g as f64 + (1.0 - series as f64 * bar) / 2.0;
     for (g, (kind, sharers)) in cases.iter().enumerate() {
-        // Bars centred in their group.
-        let x0 =
-            MARGIN_LEFT + g as f64 * group_width + (group_width - series as f64 * BAR_WIDTH) / 2.0;
-        let label = if kind == "invalidate" {
-            format!("invalidate/{sharers}")
-        } else {
-            kind.clone()
-        };
-        let _ = writeln!(
-            s,
-            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
-            x0 + series as f64 * BAR_WIDTH / 2.0,
-            bottom + 18.0,
-            escape(&label)
-        );
         for (i, path) in paths.iter().enumerate() {
             let Some(row) = report.paths.iter().find(|r| {
                 r.fabric == path.fabric
@@ -207,38 +155,22 @@ pub fn svg(report: &BenchReport) -> String {
             }) else {
                 continue;
             };
-            let x = x0 + i as f64 * BAR_WIDTH;
-            let top = axis.y(row.p50_us);
-            let color = COLORS[i % COLORS.len()];
-            let _ = writeln!(
-                s,
-                r#"<rect x="{:.1}" y="{top:.1}" width="{:.1}" height="{:.1}" fill="{color}"><title>{} {}: p50 {:.1} µs, p99 {:.1} µs</title></rect>"#,
-                x + 1.0,
-                BAR_WIDTH - 2.0,
-                (bottom - top).max(0.0),
-                escape(&path.label()),
-                escape(&label),
-                row.p50_us,
-                row.p99_us
-            );
-            let cx = x + BAR_WIDTH / 2.0;
-            let y99 = axis.y(row.p99_us);
-            let _ = writeln!(
-                s,
-                r#"<line x1="{cx:.1}" y1="{top:.1}" x2="{cx:.1}" y2="{y99:.1}" stroke="black"/><line x1="{:.1}" y1="{y99:.1}" x2="{:.1}" y2="{y99:.1}" stroke="black"/>"#,
-                cx - 5.0,
-                cx + 5.0
-            );
+            let x = first_bar(g) + i as f64 * bar;
+            let centre = x + bar / 2.0;
+            let (p50, p99) = (row.p50_us.max(lo), row.p99_us.max(lo));
+            chart.draw_series([Rectangle::new(
+                [(x + bar * 0.05, lo), (x + bar * 0.95, p50)],
+                color_of(path).filled(),
+            )])?;
+            chart.draw_series([PathElement::new(vec![(centre, p50), (centre, p99)], BLACK)])?;
+            chart
+                .draw_series([EmptyElement::at((centre, p99))
+                    + PathElement::new(vec![(-5, 0), (5, 0)], BLACK)])?;
             if let Some(service) = row.service_p50_us {
-                let y = axis.y(service);
-                let _ = writeln!(
-                    s,
-                    r#"<path d="M {cx:.1} {:.1} L {:.1} {y:.1} L {cx:.1} {:.1} L {:.1} {y:.1} Z" fill="white" stroke="black"><title>service p50 {service:.1} µs</title></path>"#,
-                    y - 5.0,
-                    cx + 5.0,
-                    y + 5.0,
-                    cx - 5.0
-                );
+                let diamond = vec![(0, -5), (5, 0), (0, 5), (-5, 0), (0, -5)];
+                chart.draw_series([EmptyElement::at((centre, service.max(lo)))
+                    + Polygon::new(diamond.clone(), WHITE.filled())
+                    + PathElement::new(diamond, BLACK)])?;
             }
         }
         if let Some(row) = report
@@ -246,83 +178,102 @@ pub fn svg(report: &BenchReport) -> String {
             .iter()
             .find(|r| &r.kind == kind && r.sharers == *sharers)
         {
-            let x = x0 + paths.len() as f64 * BAR_WIDTH;
-            let top = axis.y(row.service_p50_us);
-            let _ = writeln!(
-                s,
-                r#"<rect x="{:.1}" y="{top:.1}" width="{:.1}" height="{:.1}" fill="none" stroke="{MODELED_COLOR}" stroke-dasharray="4 2"><title>{}: service p50 {:.2} µs ({})</title></rect>"#,
-                x + 1.0,
-                BAR_WIDTH - 2.0,
-                (bottom - top).max(0.0),
-                escape(&row.label),
-                row.service_p50_us,
-                escape(&row.source)
-            );
+            let x = first_bar(g) + paths.len() as f64 * bar;
+            chart.draw_series([Rectangle::new(
+                [
+                    (x + bar * 0.05, lo),
+                    (x + bar * 0.95, row.service_p50_us.max(lo)),
+                ],
+                MODELED_COLOR.stroke_width(2),
+            )])?;
         }
     }
+    // Case labels under their groups, in pixels (the x axis has no ticks of its own).
+    let label_style = ("sans-serif", 13)
+        .into_font()
+        .color(&BLACK)
+        .pos(Pos::new(HPos::Center, VPos::Top));
+    for (g, (kind, sharers)) in cases.iter().enumerate() {
+        let (px, py) = chart.backend_coord(&(g as f64 + 0.5, lo));
+        plot.draw(&Text::new(
+            case_label(kind, *sharers),
+            (px, py + 6),
+            label_style.clone(),
+        ))?;
+    }
+    draw_legend(&legend, report, &paths, modeled)?;
+    root.present()?;
+    Ok(())
+}
 
-    // Legend.
-    let lx = MARGIN_LEFT + plot_width + 20.0;
-    let mut ly = MARGIN_TOP + 10.0;
-    let _ = writeln!(
-        s,
-        r#"<text x="{lx}" y="{ly}" font-weight="bold">path</text>"#
-    );
-    for (i, path) in paths.iter().enumerate() {
-        ly += 20.0;
-        let _ = writeln!(
-            s,
-            r#"<rect x="{lx}" y="{:.1}" width="14" height="14" fill="{}"/><text x="{:.1}" y="{ly:.1}">{} (measured)</text>"#,
-            ly - 11.0,
-            COLORS[i % COLORS.len()],
-            lx + 20.0,
-            escape(&path.label())
-        );
+/// The legend column: a swatch per series, what the marks mean, the run's shape, what
+/// was not run.
+fn draw_legend(
+    area: &DrawingArea<SVGBackend<'_>, Shift>,
+    report: &BenchReport,
+    paths: &[DataPath],
+    modeled: bool,
+) -> DrawResult {
+    let text = ("sans-serif", 13).into_font().color(&BLACK);
+    let small = ("sans-serif", 11).into_font().color(&GREY);
+    let bold = ("sans-serif", 13).into_font().style(FontStyle::Bold);
+    let mut y = 50;
+    area.draw(&Text::new("path", (10, y), bold))?;
+    for path in paths {
+        y += 22;
+        area.draw(&Rectangle::new(
+            [(10, y), (24, y + 14)],
+            color_of(path).filled(),
+        ))?;
+        let label = format!("{} (measured)", path.label());
+        area.draw(&Text::new(label, (32, y), text.clone()))?;
     }
     if modeled {
-        ly += 20.0;
-        let _ = writeln!(
-            s,
-            r#"<rect x="{lx}" y="{:.1}" width="14" height="14" fill="none" stroke="{MODELED_COLOR}" stroke-dasharray="4 2"/><text x="{:.1}" y="{ly:.1}">fpga (modeled) service p50</text>"#,
-            ly - 11.0,
-            lx + 20.0
-        );
+        y += 22;
+        area.draw(&Rectangle::new(
+            [(10, y), (24, y + 14)],
+            MODELED_COLOR.stroke_width(2),
+        ))?;
+        area.draw(&Text::new(
+            "fpga (modeled) service p50",
+            (32, y),
+            text.clone(),
+        ))?;
     }
-    ly += 26.0;
-    let _ = writeln!(
-        s,
-        r#"<line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="black"/><text x="{:.1}" y="{ly:.1}">whisker: p99</text>"#,
-        lx + 7.0,
-        ly - 12.0,
-        lx + 7.0,
-        ly + 2.0,
-        lx + 20.0
+    y += 28;
+    area.draw(&PathElement::new(vec![(17, y), (17, y + 14)], BLACK))?;
+    area.draw(&PathElement::new(vec![(12, y), (22, y)], BLACK))?;
+    area.draw(&Text::new("whisker: p99", (32, y), text.clone()))?;
+    y += 24;
+    let diamond = vec![(17, y), (22, y + 5), (17, y + 10), (12, y + 5), (17, y)];
+    area.draw(&PathElement::new(diamond, BLACK))?;
+    area.draw(&Text::new(
+        "diamond: fetch service p50",
+        (32, y),
+        text.clone(),
+    ))?;
+    y += 30;
+    let mut notes = vec![
+        format!("{} nodes, {} pages per run,", report.nodes, report.pages),
+        format!("median of {} repeat(s); lower is better", report.repeat),
+    ];
+    notes.extend(
+        report
+            .rows_modeled
+            .first()
+            .map(|r| format!("model: {}", r.source)),
     );
-    ly += 22.0;
-    let _ = writeln!(
-        s,
-        r#"<path d="M {:.1} {:.1} L {:.1} {:.1} L {:.1} {:.1} L {:.1} {:.1} Z" fill="white" stroke="black"/><text x="{:.1}" y="{ly:.1}">fetch service p50</text>"#,
-        lx + 7.0,
-        ly - 10.0,
-        lx + 12.0,
-        ly - 5.0,
-        lx + 7.0,
-        ly,
-        lx + 2.0,
-        ly - 5.0,
-        lx + 20.0
+    notes.extend(
+        report
+            .skipped
+            .iter()
+            .map(|s| format!("not run: {}/{}", s.fabric, s.transport)),
     );
-    for skipped in &report.skipped {
-        ly += 20.0;
-        let _ = writeln!(
-            s,
-            r##"<text x="{lx}" y="{ly:.1}" fill="#888" font-size="10">not run: {}/{}</text>"##,
-            escape(skipped.fabric.as_str()),
-            escape(skipped.transport.as_str())
-        );
+    for note in notes {
+        area.draw(&Text::new(note, (10, y), small.clone()))?;
+        y += 16;
     }
-    s.push_str("</svg>\n");
-    s
+    Ok(())
 }
 
 #[cfg(test)]
@@ -383,28 +334,25 @@ mod tests {
     }
 
     #[test]
-    fn log_axis() {
-        let axis = LogAxis::new(30.0, 700.0, 400.0, 100.0);
-        assert_eq!((axis.lo_exp, axis.hi_exp), (1, 3));
-        assert_eq!(axis.y(10.0), 400.0);
-        assert_eq!(axis.y(1000.0), 100.0);
-        assert!((axis.y(100.0) - 250.0).abs() < 1e-9);
-        assert_eq!(axis.y(0.0), 400.0, "values below the axis sit on it");
-        assert_eq!(
-            axis.ticks(),
-            [10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0]
-        );
-        let flat = LogAxis::new(100.0, 100.0, 1.0, 0.0);
-        assert_eq!((flat.lo_exp, flat.hi_exp), (2, 3));
+    fn the_axis_spans_whole_decades() {
+        assert_eq!(decades(30.0, 700.0), (10.0, 1000.0));
+        assert_eq!(decades(100.0, 100.0), (100.0, 1000.0));
+        assert_eq!(decades(f64::INFINITY, 0.0), (1.0, 10.0), "no values");
+        assert_eq!(decades(0.5, 3.0), (0.1, 10.0));
     }
 
     #[test]
     fn chart_has_every_bar_legend_and_labels() {
         let svg = svg(&report());
-        assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
+        assert!(svg.starts_with("<svg"), "{svg}");
         assert!(svg.trim_end().ends_with("</svg>"));
-        // One filled bar per measured row, one hollow dashed bar per modeled row.
-        assert_eq!(svg.matches("<rect x=").count() - 3, 4 + 1, "{svg}");
+        // One filled bar per measured row of each path and one swatch in the legend: three
+        // software/udp rows, one offload/dpdk row (its own colour, the fourth), and one
+        // hollow modeled bar.
+        let filled = |color: &str| svg.matches(&format!("fill=\"{color}\"")).count();
+        assert_eq!(filled("#4E79A7"), 3 + 1, "{svg}");
+        assert_eq!(filled("#E15759"), 1 + 1, "{svg}");
+        assert_eq!(svg.matches("stroke=\"#9C755F\"").count(), 1 + 1, "{svg}");
         for text in [
             "software/udp (measured)",
             "offload/dpdk (measured)",
