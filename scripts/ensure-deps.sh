@@ -17,6 +17,13 @@ declare -A need=(
   [busybox-static]=/bin/busybox
 )
 
+# Only the test suite needs these: curl and promtool (Debian's prometheus package) check
+# the management API as operators' tools would.
+if [ "${1:-}" = "--for" ] && [ "${2:-}" = "test" ]; then
+  need[curl]=/usr/bin/curl
+  need[prometheus]=/usr/bin/promtool
+fi
+
 missing=()
 for pkg in "${!need[@]}"; do
   [ -e "${need[$pkg]}" ] || missing+=("$pkg")

@@ -3,7 +3,7 @@
 # guest's own checks. Installs missing system packages first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/ensure-deps.sh
+scripts/ensure-deps.sh --for test
 echo "== guest kernel: unit tests" >&2
 cargo test --manifest-path guest/Cargo.toml
 echo "== workspace: build" >&2

@@ -8,6 +8,7 @@
 //! together.
 #![deny(missing_docs)]
 
+pub mod api;
 pub mod boot;
 pub mod cli;
 pub mod cluster;

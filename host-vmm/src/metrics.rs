@@ -4,14 +4,20 @@
 //! once at exit. Fault counts and latencies come from the memory module's own counters.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use serde::Serialize;
 use vima::call::{Call, CALL_COUNT};
+use vima::layout::MAX_VPS;
 use vima::Status;
 
 /// Counters of the VP side of a node.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct VmmStats {
+    /// Per VP: time inside KVM_RUN (guest code, and faults it waits in), ns.
+    vp_run_ns: Box<[AtomicU64]>,
+    /// Per VP: time blocked in SpinWait (the guest's idle and lock waits), ns.
+    vp_idle_ns: Box<[AtomicU64]>,
     calls: [AtomicU64; CALL_COUNT],
     unknown_calls: AtomicU64,
     bad_calls: AtomicU64,
@@ -24,11 +30,46 @@ pub struct VmmStats {
     unimplemented: std::sync::Mutex<std::collections::BTreeMap<u64, (String, u64)>>,
 }
 
+impl Default for VmmStats {
+    fn default() -> Self {
+        let per_vp = || (0..MAX_VPS).map(|_| AtomicU64::new(0)).collect();
+        VmmStats {
+            vp_run_ns: per_vp(),
+            vp_idle_ns: per_vp(),
+            calls: Default::default(),
+            unknown_calls: AtomicU64::new(0),
+            bad_calls: AtomicU64::new(0),
+            timeouts: AtomicU64::new(0),
+            interrupts_delivered: AtomicU64::new(0),
+            interrupts_dropped: AtomicU64::new(0),
+            ipis_sent: AtomicU64::new(0),
+            spin_wait_blocks: AtomicU64::new(0),
+            stray_port_io: AtomicU64::new(0),
+            unimplemented: Default::default(),
+        }
+    }
+}
+
+fn add_ns(per_vp: &[AtomicU64], vp: u32, time: Duration) {
+    if let Some(slot) = per_vp.get(vp as usize) {
+        let ns = u64::try_from(time.as_nanos()).unwrap_or(u64::MAX);
+        slot.fetch_add(ns, Ordering::Relaxed);
+    }
+}
+
 fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
 impl VmmStats {
+    /// VP `vp` spent `time` in KVM_RUN.
+    pub fn add_run_time(&self, vp: u32, time: Duration) {
+        add_ns(&self.vp_run_ns, vp, time);
+    }
+    /// VP `vp` spent `time` blocked in SpinWait.
+    pub fn add_idle_time(&self, vp: u32, time: Duration) {
+        add_ns(&self.vp_idle_ns, vp, time);
+    }
     /// One call of `call`.
     pub fn count_call(&self, call: Call) {
         bump(&self.calls[call as usize]);
@@ -78,6 +119,16 @@ impl VmmStats {
                 .map(|call| (call.name().to_string(), get(&self.calls[*call as usize])))
                 .filter(|(_, n)| *n > 0)
                 .collect(),
+            vp_time: (0..MAX_VPS)
+                .filter_map(|vp| {
+                    let (run, idle) = (get(&self.vp_run_ns[vp]), get(&self.vp_idle_ns[vp]));
+                    (run != 0 || idle != 0).then(|| VpTime {
+                        vp: u32::try_from(vp).unwrap_or(u32::MAX),
+                        run_s: run as f64 / 1e9,
+                        idle_s: idle as f64 / 1e9,
+                    })
+                })
+                .collect(),
             unknown_calls: get(&self.unknown_calls),
             bad_calls: get(&self.bad_calls),
             spin_wait_timeouts: get(&self.timeouts),
@@ -102,10 +153,12 @@ impl VmmStats {
 }
 
 /// What `--stats-json` reports for the VP side of a node.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct VmmStatsSnapshot {
     /// Calls by name (only those made).
     pub calls: std::collections::BTreeMap<String, u64>,
+    /// Run and idle time of each VP of this node that ran.
+    pub vp_time: Vec<VpTime>,
     /// Calls with an unknown number.
     pub unknown_calls: u64,
     /// Calls rejected for a bad argument.
@@ -125,6 +178,17 @@ pub struct VmmStatsSnapshot {
     /// A Linux program's system calls that got ENOSYS, by number.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unimplemented_syscalls: Vec<UnimplementedSyscall>,
+}
+
+/// Where one VP's time went.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct VpTime {
+    /// The VP.
+    pub vp: u32,
+    /// Seconds inside KVM_RUN: guest code, and the faults it waited in.
+    pub run_s: f64,
+    /// Seconds blocked in SpinWait: idle, or waiting for a lock's word to change.
+    pub idle_s: f64,
 }
 
 /// One system call a Linux program made that the guest kernel does not implement.

@@ -174,8 +174,8 @@ fn bad_call_arguments_return_errors_and_are_counted() {
         assert_eq!(results[i], *want as u64, "case {i}: call {call}");
     }
     assert_eq!(report.console, vec!["hi".to_string()]);
-    assert_eq!(report.vmm.unknown_calls, 2);
-    assert_eq!(report.vmm.bad_calls, cases.len() as u64 - 3);
+    assert_eq!(report.counters.vmm.unknown_calls, 2);
+    assert_eq!(report.counters.vmm.bad_calls, cases.len() as u64 - 3);
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! The `cvmm` command line.
 
 pub mod bench;
+pub mod ctl;
 pub mod nic;
 pub mod node;
 pub mod run;
@@ -27,6 +28,8 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Run the NIC model of one node (offload path; `cvmm node` starts it).
     Nic(nic::NicArgs),
+    /// Ask a running server's management API (`--api-socket`).
+    Ctl(ctl::CtlArgs),
 }
 
 /// Parses the command line and runs it; returns the process exit status.
@@ -37,5 +40,6 @@ pub fn main() -> i32 {
         Command::Node(args) => node::node(&args),
         Command::Bench(args) => bench::bench(&args),
         Command::Nic(args) => nic::nic(&args),
+        Command::Ctl(args) => ctl::ctl(&args),
     }
 }

@@ -22,6 +22,9 @@ pub struct NodeArgs {
     /// Write this node's counters as JSON to this file at exit.
     #[arg(long)]
     pub stats_json: Option<PathBuf>,
+    /// Serve this node's management API on a new Unix socket here (mode 0600).
+    #[arg(long, value_name = "PATH")]
+    pub api_socket: Option<PathBuf>,
 }
 
 /// Runs the node; returns the exit status.
@@ -36,7 +39,8 @@ pub fn node(args: &NodeArgs) -> i32 {
 }
 
 fn run_node(args: &NodeArgs) -> Result<i32, String> {
-    let run = run_member(&args.config, args.id).map_err(|e| error_chain(&e))?;
+    let run =
+        run_member(&args.config, args.id, args.api_socket.clone()).map_err(|e| error_chain(&e))?;
     let report = &run.report;
     match &report.outcome {
         Outcome::GuestFault(fault) => eprintln!("cvmm node {}: {fault}", args.id),

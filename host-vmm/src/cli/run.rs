@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 use serde::Serialize;
 
+use crate::boot::elf;
 use crate::boot::invocation::ProgramSpec;
 use crate::cluster::config::{FabricKind, TransportKind};
 use crate::cluster::launch::{launch, LaunchOptions};
@@ -12,7 +13,7 @@ use crate::cluster::servers::launch_servers;
 use crate::devices::console::StdoutSink;
 use crate::error::error_chain;
 use crate::guest_image::GUEST_ELF;
-use crate::node::{run_node, LinuxSpec, Node, NodeBuilder, NodeConfig, NodeReport};
+use crate::node::{LinuxSpec, Node, NodeBuilder, NodeConfig, NodeError, NodeReport};
 use crate::server::Outcome;
 
 /// Thread placement of the guest scheduler (`cvmm run --placement`).
@@ -87,6 +88,10 @@ pub struct RunArgs {
     /// load alone (`load`, to measure the difference).
     #[arg(long, value_enum, default_value_t = Placement::Memory)]
     pub placement: Placement,
+    /// Serve the management API on a new Unix socket here (mode 0600: its owner's only)
+    /// while the server runs: `curl --unix-socket PATH http://localhost/v1/status`.
+    #[arg(long, value_name = "PATH")]
+    pub api_socket: Option<PathBuf>,
     /// The guest workload and its arguments, e.g. `matmul 64`; or the path of a static
     /// x86-64 Linux executable (any name containing `/`) and its arguments.
     #[arg(last = true, required = true, num_args = 1..)]
@@ -111,6 +116,12 @@ pub fn run(args: &RunArgs) -> i32 {
     if args.nodes != 1 || args.netns || offload || args.servers != 1 {
         let opts = launch_options(args);
         if args.servers != 1 {
+            if args.api_socket.is_some() {
+                eprintln!(
+                    "cvmm: --api-socket serves one virtual server; it does not go with --servers"
+                );
+                return 2;
+            }
             return launch_servers(&opts, args.servers, &args.server_workload);
         }
         return launch(&opts);
@@ -122,7 +133,15 @@ pub fn run(args: &RunArgs) -> i32 {
         mem_mib_per_node: args.mem_mib,
         cmdline: args.workload.join(" "),
     };
-    let report = match run_node(&cfg, GUEST_ELF, Box::new(StdoutSink { tag_node: false })) {
+    let report = elf::parse(GUEST_ELF, cfg.logical_bytes())
+        .map_err(NodeError::from)
+        .and_then(|image| {
+            NodeBuilder::new(&cfg, &image, Box::new(StdoutSink { tag_node: false }))
+                .api_socket(args.api_socket.clone())
+                .build()
+                .and_then(Node::run)
+        });
+    let report = match report {
         Ok(report) => report,
         Err(e) => {
             eprintln!("cvmm: {}", error_chain(&e));
@@ -198,6 +217,7 @@ fn run_program(args: &RunArgs, path: &str) -> i32 {
             program,
             root: spec.root.clone(),
         })
+        .api_socket(args.api_socket.clone())
         .build()
         .and_then(Node::run);
     let report = match report {
@@ -228,6 +248,7 @@ fn launch_options(args: &RunArgs) -> LaunchOptions {
         transport: args.transport,
         vs_id: args.vs_id,
         program: None,
+        api_socket: args.api_socket.clone(),
     }
 }
 

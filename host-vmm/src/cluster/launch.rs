@@ -12,12 +12,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use super::api::ClusterApi;
 use super::config::{
     ClusterConfig, ClusterSection, DpdkLinkKind, DpdkSection, FabricKind, NodeDpdk, NodeEntry,
     ServerSection, TransportKind,
 };
 use super::netns::NetnsCluster;
 use super::wire::write_key_file;
+use crate::api::ApiServer;
 use crate::boot::invocation::ProgramSpec;
 use crate::error::error_chain;
 use dpdk_transport::ClusterKey;
@@ -48,6 +53,8 @@ pub struct LaunchOptions {
     pub vs_id: u16,
     /// The Linux program to run, if any (`cmdline` is then `linux ...`).
     pub program: Option<ProgramSpec>,
+    /// Serve the management API for the whole server here.
+    pub api_socket: Option<PathBuf>,
 }
 
 impl LaunchOptions {
@@ -201,6 +208,18 @@ fn try_launch(opts: &LaunchOptions) -> Result<i32, String> {
         .map_err(|e| format!("failed to write the cluster description: {e}"))?;
 
     let exe = std::env::current_exe().map_err(|e| format!("cannot find the cvmm binary: {e}"))?;
+    let node_socket = |node: u32| dir.0.join(format!("node-{node}.api"));
+    let ended: Arc<Vec<AtomicBool>> =
+        Arc::new((0..opts.nodes).map(|_| AtomicBool::new(false)).collect());
+    // Started before the nodes, so a caller polling the socket sees them join.
+    let _api = match &opts.api_socket {
+        Some(path) => {
+            let sockets = (0..opts.nodes).map(node_socket).collect();
+            let source = Arc::new(ClusterApi::new(sockets, ended.clone()));
+            Some(ApiServer::start(path, source).map_err(|e| error_chain(&e))?)
+        }
+        None => None,
+    };
     let mut children = Vec::new();
     for node in 0..opts.nodes {
         let stats = dir.0.join(format!("node-{node}.json"));
@@ -219,6 +238,9 @@ fn try_launch(opts: &LaunchOptions) -> Result<i32, String> {
             .arg("--id")
             .arg(node.to_string());
         command.arg("--stats-json").arg(&stats);
+        if opts.api_socket.is_some() {
+            command.arg("--api-socket").arg(node_socket(node));
+        }
         die_with_parent(&mut command);
         match command.spawn() {
             Ok(child) => children.push(child),
@@ -228,7 +250,7 @@ fn try_launch(opts: &LaunchOptions) -> Result<i32, String> {
             }
         }
     }
-    let statuses = watch(&mut children);
+    let statuses = watch(&mut children, &ended);
     let code = match statuses.first().copied().flatten() {
         Some(status) => status.code().unwrap_or(1),
         None => 1,
@@ -294,7 +316,7 @@ fn kill_all(children: &mut [Child]) {
 }
 
 /// Waits for every node; reports deaths; kills stragglers after the grace period.
-fn watch(children: &mut [Child]) -> Vec<Option<ExitStatus>> {
+fn watch(children: &mut [Child], ended: &[AtomicBool]) -> Vec<Option<ExitStatus>> {
     let mut statuses: Vec<Option<ExitStatus>> = vec![None; children.len()];
     let mut first_end: Option<Instant> = None;
     loop {
@@ -304,6 +326,9 @@ fn watch(children: &mut [Child]) -> Vec<Option<ExitStatus>> {
             }
             if let Ok(Some(status)) = child.try_wait() {
                 statuses[node] = Some(status);
+                if let Some(flag) = ended.get(node) {
+                    flag.store(true, Ordering::Relaxed);
+                }
                 first_end.get_or_insert_with(Instant::now);
                 let ended_badly = status.signal().is_some();
                 if ended_badly {

@@ -193,8 +193,13 @@ pub struct MemberRun {
     pub runs_program: bool,
 }
 
-/// Runs node `id` of the cluster described at `config_path` until its server ends.
-pub fn run_member(config_path: &Path, id: u32) -> Result<MemberRun, MemberError> {
+/// Runs node `id` of the cluster described at `config_path` until its server ends,
+/// serving its management API at `api_socket` if given.
+pub fn run_member(
+    config_path: &Path,
+    id: u32,
+    api_socket: Option<PathBuf>,
+) -> Result<MemberRun, MemberError> {
     let config = ClusterConfig::load(config_path)?;
     if config.program.is_some() && std::env::var_os("RUST_LOG").is_none() {
         // A Linux program's stderr is the program's: the VMM's warnings (a frame
@@ -224,8 +229,9 @@ pub fn run_member(config_path: &Path, id: u32) -> Result<MemberRun, MemberError>
             }
         }
     };
-    let mut builder =
-        NodeBuilder::new(&cfg, &image, Box::new(StdoutSink { tag_node: true })).fabric(fabric);
+    let mut builder = NodeBuilder::new(&cfg, &image, Box::new(StdoutSink { tag_node: true }))
+        .fabric(fabric)
+        .api_socket(api_socket);
     if let Some(spec) = &config.program {
         builder = builder.linux(if id == 0 {
             let home_end = config.server.mem_mib_per_node << 20;

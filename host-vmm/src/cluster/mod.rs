@@ -3,6 +3,7 @@
 //! machine, on loopback or in network namespaces ([`launch`]), and one member node from
 //! its description to its end ([`member`]).
 
+pub mod api;
 pub mod config;
 pub mod launch;
 pub mod member;

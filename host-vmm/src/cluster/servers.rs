@@ -229,6 +229,7 @@ mod tests {
             transport: TransportKind::Udp,
             vs_id: 1,
             program: None,
+            api_socket: None,
         };
         let args = server_args(&opts, 2, "sort 1000", Path::new("/tmp/s2.json"));
         let joined = args.join(" ");

@@ -49,6 +49,46 @@ pub struct LatencyUs {
     pub count: u64,
 }
 
+/// Upper bounds of the latency histograms (`--stats-json`, `/metrics`), in µs: from a
+/// fast remote fault to a retransmitted one.
+pub const HISTOGRAM_BOUNDS_US: [u64; 11] = [
+    10, 25, 50, 100, 250, 500, 1_000, 2_500, 10_000, 100_000, 1_000_000,
+];
+
+/// A latency histogram: how many faults took at most each bound.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Histogram {
+    /// The bounds, µs ([`HISTOGRAM_BOUNDS_US`]).
+    pub le_us: Vec<u64>,
+    /// Faults at most each bound (cumulative, as Prometheus's buckets).
+    pub cumulative: Vec<u64>,
+    /// All faults.
+    pub count: u64,
+    /// Their total latency, µs.
+    pub sum_us: f64,
+}
+
+fn histogram(h: &LatencyHistogram) -> Histogram {
+    let bounds_ns: Vec<u64> = HISTOGRAM_BOUNDS_US.iter().map(|us| us * 1000).collect();
+    Histogram {
+        le_us: HISTOGRAM_BOUNDS_US.to_vec(),
+        cumulative: h.cumulative_counts(&bounds_ns),
+        count: h.count(),
+        sum_us: h.sum_us(),
+    }
+}
+
+/// Histograms by fault kind.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct HistogramsByKind {
+    /// Read misses.
+    pub read_miss: Histogram,
+    /// Write misses.
+    pub write_miss: Histogram,
+    /// Upgrades.
+    pub upgrade: Histogram,
+}
+
 fn summary(h: &LatencyHistogram) -> LatencyUs {
     LatencyUs {
         p50: h.percentile(50.0).unwrap_or(0.0),
@@ -110,6 +150,11 @@ impl FabricStats {
                 write_miss: summary(&self.write),
                 upgrade: summary(&self.upgrade),
             },
+            fault_latency_histograms_us: HistogramsByKind {
+                read_miss: histogram(&self.read),
+                write_miss: histogram(&self.write),
+                upgrade: histogram(&self.upgrade),
+            },
         }
     }
 }
@@ -148,4 +193,6 @@ pub struct FabricStatsSnapshot {
     pub fault_latency_us: LatencyUs,
     /// The same by kind.
     pub fault_latency_by_kind_us: LatencyByKind,
+    /// The same latencies as histograms (for `/metrics`).
+    pub fault_latency_histograms_us: HistogramsByKind,
 }

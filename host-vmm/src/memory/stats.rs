@@ -112,6 +112,36 @@ impl LatencyHistogram {
         None
     }
 
+    /// For each bound (ns, ascending): how many values are at most that bound, counting a
+    /// bucket only once all of it is (so a count is never more than the exact one, and
+    /// less by at most one bucket's values). The buckets of a Prometheus histogram.
+    pub fn cumulative_counts(&self, bounds_ns: &[u64]) -> Vec<u64> {
+        let counts: Vec<u64> = self
+            .buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        bounds_ns
+            .iter()
+            .map(|&bound| {
+                counts
+                    .iter()
+                    .enumerate()
+                    .filter(|(index, _)| {
+                        let (low, width) = bucket_range(*index);
+                        low.saturating_add(width - 1) <= bound
+                    })
+                    .map(|(_, count)| count)
+                    .sum()
+            })
+            .collect()
+    }
+
+    /// Sum of the values recorded, in microseconds.
+    pub fn sum_us(&self) -> f64 {
+        self.sum_ns.load(Ordering::Relaxed) as f64 / 1000.0
+    }
+
     /// Largest value recorded, in microseconds.
     pub fn max_us(&self) -> f64 {
         self.max_ns.load(Ordering::Relaxed) as f64 / 1000.0
@@ -260,6 +290,30 @@ mod tests {
                 (r >> 34) >> (r % 31)
             })
             .collect()
+    }
+
+    #[test]
+    fn cumulative_counts_never_exceed_the_exact_ones_and_trail_by_one_bucket_at_most() {
+        let vals = values(5000, 0x1234_5678);
+        let h = LatencyHistogram::new();
+        for v in &vals {
+            h.record_ns(*v);
+        }
+        let bounds = [10u64, 1_000, 25_000, 100_000, 1_000_000, u64::MAX];
+        let got = h.cumulative_counts(&bounds);
+        for (bound, count) in bounds.iter().zip(&got) {
+            let exact = vals.iter().filter(|v| *v <= bound).count() as u64;
+            // Values in the bucket that straddles the bound are the only ones left out.
+            let straddling = vals
+                .iter()
+                .filter(|v| **v > *bound / 17 * 16 && *v <= bound)
+                .count() as u64;
+            assert!(*count <= exact, "{bound}: {count} > {exact}");
+            assert!(exact - count <= straddling, "{bound}: {count} vs {exact}");
+        }
+        assert_eq!(got.last(), Some(&5000));
+        let sum: u64 = vals.iter().sum();
+        assert!((h.sum_us() - sum as f64 / 1000.0).abs() < 1e-6);
     }
 
     fn exact_percentile(sorted: &[u64], p: f64) -> u64 {

@@ -15,6 +15,8 @@ use vfio::client::NicBackend;
 use vima::call::UncheckedRange;
 
 use super::{build_config_table, Node, NodeConfig, NodeError};
+use crate::api::node::NodeApi;
+use crate::api::ApiServer;
 use crate::boot::program_layout::ProgramImage;
 use crate::boot::{elf, private};
 use crate::devices::console::{Console, ConsoleSink};
@@ -84,6 +86,7 @@ pub struct NodeBuilder<'a> {
     sink: Box<dyn ConsoleSink>,
     linux: Option<LinuxSpec>,
     fabric: FabricSpec,
+    api_socket: Option<PathBuf>,
 }
 
 impl<'a> NodeBuilder<'a> {
@@ -100,6 +103,7 @@ impl<'a> NodeBuilder<'a> {
             sink,
             linux: None,
             fabric: FabricSpec::None,
+            api_socket: None,
         }
     }
 
@@ -112,6 +116,12 @@ impl<'a> NodeBuilder<'a> {
     /// Joins the other nodes through `fabric`.
     pub fn fabric(mut self, fabric: FabricSpec) -> Self {
         self.fabric = fabric;
+        self
+    }
+
+    /// Serves the management API on a new socket at `path` while the node runs.
+    pub fn api_socket(mut self, path: Option<PathBuf>) -> Self {
+        self.api_socket = path;
         self
     }
 
@@ -165,8 +175,16 @@ impl<'a> NodeBuilder<'a> {
             fabric,
             linux,
         }));
+        let api = match self.api_socket {
+            Some(path) => Some(ApiServer::start(
+                &path,
+                Arc::new(NodeApi::new(server.clone())),
+            )?),
+            None => None,
+        };
         Ok(Node {
             server,
+            api,
             vcpus,
             entry: self.image.entry,
             vm,

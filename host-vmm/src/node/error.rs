@@ -46,6 +46,9 @@ pub enum NodeError {
     /// The NIC could not be set up (offload fabric).
     #[error("Failed to set up the offload fabric")]
     Offload(#[from] OffloadError),
+    /// The management API could not start.
+    #[error("Failed to start the management API")]
+    Api(#[from] crate::api::ApiError),
     /// The program's `--root` cannot be used.
     #[error("--root {path}")]
     Root {

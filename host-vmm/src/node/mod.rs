@@ -24,14 +24,11 @@ pub use builder::{FabricSpec, LinuxSpec, NodeBuilder, KVM_DEVICE_ENV};
 pub use config::{build_config_table, NodeConfig};
 pub use error::NodeError;
 
-/// What a node reports when its server ended.
+/// A node's counters, as `--stats-json` and the management API's `/v1/stats` give them.
 #[derive(Debug, Clone, Serialize)]
-pub struct NodeReport {
+pub struct NodeCounters {
     /// Node id.
     pub id: u32,
-    /// How the server ended, in words.
-    #[serde(skip)]
-    pub outcome: Outcome,
     /// VP-side counters.
     #[serde(flatten)]
     pub vmm: VmmStatsSnapshot,
@@ -41,6 +38,41 @@ pub struct NodeReport {
     /// The fabric's counters (none on a single node): engine, wire or NIC.
     #[serde(flatten)]
     pub fabric: serde_json::Map<String, serde_json::Value>,
+}
+
+impl NodeCounters {
+    /// The counters of `server` now, with the fabric's as `fabric` (its `stats_json`).
+    pub fn of(server: &VirtualServer, fabric: serde_json::Value) -> Self {
+        NodeCounters {
+            id: server.node_id,
+            vmm: server.stats.snapshot(),
+            memory: server.memory.fault_stats().snapshot(),
+            fabric: match fabric {
+                serde_json::Value::Object(members) => members,
+                _ => serde_json::Map::new(),
+            },
+        }
+    }
+
+    /// The counters of a running node's `server`.
+    pub fn live(server: &VirtualServer) -> Self {
+        let fabric = server
+            .fabric
+            .as_ref()
+            .map_or(serde_json::Value::Null, |f| f.stats_json());
+        Self::of(server, fabric)
+    }
+}
+
+/// What a node reports when its server ended.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeReport {
+    /// The counters at the end.
+    #[serde(flatten)]
+    pub counters: NodeCounters,
+    /// How the server ended, in words.
+    #[serde(skip)]
+    pub outcome: Outcome,
     /// Every console line, in order.
     #[serde(skip)]
     pub console: Vec<String>,
@@ -51,6 +83,9 @@ pub struct NodeReport {
 pub struct Node {
     /// The virtual server state shared by this node's threads.
     pub server: Arc<VirtualServer>,
+    /// The management API, while the node runs (`--api-socket`).
+    #[allow(dead_code)]
+    api: Option<crate::api::ApiServer>,
     /// vCPUs of the VPs on this node, in VP order (taken by [`Node::run`]).
     pub vcpus: Vec<(u32, VcpuFd)>,
     entry: u64,
@@ -133,14 +168,8 @@ impl Node {
         let console = server.control.console();
         console.flush(server.node_id);
         Ok(NodeReport {
-            id: server.node_id,
+            counters: NodeCounters::of(&server, fabric),
             outcome,
-            vmm: server.stats.snapshot(),
-            memory: memory.fault_stats().snapshot(),
-            fabric: match fabric {
-                serde_json::Value::Object(members) => members,
-                _ => serde_json::Map::new(),
-            },
             console: console.lines(),
         })
     }

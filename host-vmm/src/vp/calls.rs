@@ -304,10 +304,10 @@ fn spin_wait(server: &VirtualServer, vp: &VpControl, a: &[u64; 5]) -> Result<Rep
         return Ok(Reply::Value(INTERRUPT));
     }
     let deadline = Instant::now() + Duration::from_nanos(a[2]).min(SPIN_WAIT_MAX);
-    let outcome = server
-        .memory
-        .spin_wait(range, a[1], deadline, &vp.wake)
-        .map_err(|_| Status::BadAddress)?;
+    let blocked = Instant::now();
+    let outcome = server.memory.spin_wait(range, a[1], deadline, &vp.wake);
+    server.stats.add_idle_time(vp.id, blocked.elapsed());
+    let outcome = outcome.map_err(|_| Status::BadAddress)?;
     match outcome {
         SpinWaitOutcome::Differs => Ok(Reply::Value(CHANGED)),
         SpinWaitOutcome::TimedOut => Err(Status::TimedOut),

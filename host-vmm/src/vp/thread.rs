@@ -120,7 +120,10 @@ fn run(
         if let Err(end) = deliver(server, vcpu, vp, &local) {
             return end;
         }
-        let exit = match vcpu.run() {
+        let entered = std::time::Instant::now();
+        let result = vcpu.run();
+        server.stats.add_run_time(vp.id, entered.elapsed());
+        let exit = match result {
             Ok(VcpuExit::IoOut(port, _)) if port == VIMA_PORT => Exit::Call,
             Ok(VcpuExit::IoOut(port, _)) if port == EXCEPTION_PORT => Exit::Exception,
             Ok(VcpuExit::IoOut(port, _)) => Exit::OtherPort(port),
