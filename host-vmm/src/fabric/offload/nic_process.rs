@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 #[derive(Debug)]
 pub struct NicProcess {
     child: Child,
+    /// The vfio-user socket it serves, removed when the process is done with.
+    socket: std::path::PathBuf,
 }
 
 impl NicProcess {
@@ -29,7 +31,10 @@ impl NicProcess {
         // A node that dies must not leave its NIC model serving nothing forever.
         crate::cluster::launch::die_with_parent(&mut command);
         let child = command.spawn()?;
-        Ok(Self { child })
+        Ok(Self {
+            child,
+            socket: socket.to_path_buf(),
+        })
     }
 
     /// The process id.
@@ -61,6 +66,8 @@ impl NicProcess {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // The model does not outlive its node, and nothing else will serve this path.
+        let _ = std::fs::remove_file(&self.socket);
     }
 }
 
@@ -70,5 +77,7 @@ impl Drop for NicProcess {
             let _ = self.child.kill();
         }
         let _ = self.child.wait();
+        // The model does not outlive its node, and nothing else will serve this path.
+        let _ = std::fs::remove_file(&self.socket);
     }
 }
