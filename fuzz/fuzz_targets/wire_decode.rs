@@ -32,7 +32,7 @@ impl<'a> Built<'a> {
     fn message(&self, page_data: &'a [u8; PAGE_BYTES]) -> Message<'a> {
         let page = self.page;
         let [a, b, c] = self.words;
-        let body = match self.kind % 16 {
+        let body = match self.kind % 17 {
             0 => Body::ReadReq { page },
             1 => Body::WriteReq {
                 page,
@@ -75,7 +75,11 @@ impl<'a> Built<'a> {
                 line: self.bytes,
             },
             14 => Body::VsExit { status: a },
-            _ => Body::Heartbeat { sequence: a },
+            15 => Body::Heartbeat { sequence: a },
+            _ => Body::ConfigUpdate {
+                epoch: self.vp,
+                offline: a,
+            },
         };
         Message {
             vs_id: self.vs_id,

@@ -29,6 +29,7 @@
 `define K_CONSOLE_LINE  8'h22
 `define K_VS_EXIT       8'h23
 `define K_HEARTBEAT     8'h24
+`define K_CONFIG_UPDATE 8'h25
 
 `define WIRE_MAGIC      16'h5643
 `define WIRE_VERSION    8'd1

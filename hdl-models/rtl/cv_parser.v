@@ -63,7 +63,8 @@ module cv_parser (
         case (h_kind)
             `K_READ_REQ, `K_WRITE_REQ, `K_FORWARD_READ, `K_FORWARD_WRITE, `K_INVALIDATE,
             `K_INV_ACK, `K_PAGE_DATA, `K_UPGRADE_GRANT, `K_WRITEBACK, `K_UNBLOCK, `K_NACK,
-            `K_IPI, `K_VP_START, `K_CONSOLE_LINE, `K_VS_EXIT, `K_HEARTBEAT: known = 1'b1;
+            `K_IPI, `K_VP_START, `K_CONSOLE_LINE, `K_VS_EXIT, `K_HEARTBEAT,
+            `K_CONFIG_UPDATE: known = 1'b1;
             default: known = 1'b0;
         endcase
         coherence = h_kind < 8'h20;
@@ -123,6 +124,10 @@ module cv_parser (
                 end
                 `K_VS_EXIT, `K_HEARTBEAT:
                     if (body_len != 16'd8)             err = `E_W_BAD_LENGTH;
+                `K_CONFIG_UPDATE: begin
+                    if (body_len != 16'd16)            err = `E_W_BAD_LENGTH;
+                    else if (vps_reserved != 32'd0)    err = `E_W_BAD_RESERVED;
+                end
                 default:
                     if (body_len != 16'd0)             err = `E_W_BAD_LENGTH;
             endcase

@@ -65,7 +65,7 @@ mod parser {
         let requester = (0..16u16)
             .find(|n| *n != dst && rng.below(3) == 0)
             .unwrap_or(if dst == 0 { 1 } else { 0 });
-        let body = match rng.below(16) {
+        let body = match rng.below(17) {
             0 => Body::ReadReq { page },
             1 => Body::WriteReq {
                 page,
@@ -103,6 +103,10 @@ mod parser {
             },
             14 => Body::VsExit {
                 status: rng.next_u64(),
+            },
+            15 => Body::ConfigUpdate {
+                epoch: u32::try_from(rng.below(1 << 20)).unwrap(),
+                offline: rng.next_u64(),
             },
             _ => Body::Heartbeat {
                 sequence: rng.next_u64(),

@@ -200,7 +200,7 @@ fn config_read_returns_the_table() {
     let server = node.server.clone();
     let report = node.run().unwrap();
     assert_eq!(report.outcome, Outcome::Exited(0));
-    let len = server.config_table.len() as u64;
+    let len = server.control.configuration().table().len() as u64;
     let range = UncheckedRange::new(DATA, len)
         .check(server.logical_bytes, 1)
         .unwrap();

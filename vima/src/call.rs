@@ -147,10 +147,17 @@ pub enum Call {
     /// the errno (ENOTTY when the stream is not a terminal); `BadArgument` for another
     /// request.
     TermIoctl = 26,
+    /// `ConfigAck(epoch) -> epoch`: the calling VP has applied configuration `epoch`
+    /// (read with `ConfigRead` after a [`crate::interrupt::VECTOR_CONFIG`] interrupt,
+    /// paper 4.10). If that configuration marks the VP offline, the VP is parked: the
+    /// call returns only once a later configuration brings it online again, with that
+    /// epoch (read the table anew and acknowledge again). Otherwise it returns the
+    /// current epoch at once: not `epoch` when the configuration changed meanwhile.
+    ConfigAck = 27,
 }
 
 /// Number of call numbers defined; numbers at or above this are `UnknownCall`.
-pub const CALL_COUNT: usize = 27;
+pub const CALL_COUNT: usize = 28;
 
 /// The terminal requests [`Call::TermIoctl`] passes on (Linux's numbers).
 pub mod term {
@@ -209,6 +216,7 @@ impl Call {
         Call::SyscallUnimplemented,
         Call::MemDiscard,
         Call::TermIoctl,
+        Call::ConfigAck,
     ];
 
     /// Decodes the call number in `rax`.
@@ -249,6 +257,7 @@ impl Call {
             Call::SyscallUnimplemented => "syscall_unimplemented",
             Call::MemDiscard => "mem_discard",
             Call::TermIoctl => "term_ioctl",
+            Call::ConfigAck => "config_ack",
         }
     }
 }

@@ -10,10 +10,10 @@
 //! ```
 //! use vima::config::*;
 //! let nodes = [NodeDesc { node_id: 0, flags: 0 }];
-//! let vps = [VpDesc { vp_id: 0, node_id: 0 }];
+//! let vps = [VpDesc { vp_id: 0, node_id: 0, flags: 0, reserved: 0 }];
 //! let mem = [MemRange { base: 0, size: 16 << 20, node_id: 0, flags: 0 }];
 //! let mut buf = [0u8; 512];
-//! let input = ConfigInput { tsc_khz: 2_000_000, logical_bytes: 16 << 20, nodes: &nodes,
+//! let input = ConfigInput { epoch: 0, tsc_khz: 2_000_000, logical_bytes: 16 << 20, nodes: &nodes,
 //!     vps: &vps, mem_ranges: &mem, devices: &[], cmdline: b"hello" };
 //! let len = encode(&input, &mut buf).unwrap();
 //! let config = Config::parse(&buf[..len]).unwrap();
@@ -27,8 +27,11 @@ use crate::layout::{MAX_NODES, MAX_VPS, PAGE_SIZE};
 
 /// `"VIMA"` little-endian.
 pub const CONFIG_MAGIC: u32 = 0x414d_4956;
-/// The layout version this crate reads and writes.
-pub const CONFIG_VERSION: u32 = 1;
+/// The layout version this crate reads and writes (2: VP flags and the epoch).
+pub const CONFIG_VERSION: u32 = 2;
+/// [`VpDesc::flags`]: the VP is offline in this configuration (hot-removed, paper 4.10):
+/// the guest moves its threads away and parks it with `ConfigAck`.
+pub const VP_OFFLINE: u32 = 1;
 /// Longest command line.
 pub const MAX_CMDLINE: usize = 1024;
 /// Most memory ranges.
@@ -70,8 +73,9 @@ pub struct ConfigHeader {
     pub devices_offset: u32,
     /// Offset of the command line.
     pub cmdline_offset: u32,
-    /// Reserved, 0.
-    pub reserved: u32,
+    /// The configuration epoch: 0 at boot, one more at every configuration change. The
+    /// guest acknowledges the epoch it applied (`ConfigAck`).
+    pub epoch: u32,
 }
 
 /// One node of the virtual computer.
@@ -92,6 +96,17 @@ pub struct VpDesc {
     pub vp_id: u32,
     /// The node whose host runs this VP.
     pub node_id: u32,
+    /// [`VP_OFFLINE`] or 0.
+    pub flags: u32,
+    /// Reserved, 0.
+    pub reserved: u32,
+}
+
+impl VpDesc {
+    /// True when the VP takes part in this configuration.
+    pub const fn is_online(&self) -> bool {
+        self.flags & VP_OFFLINE == 0
+    }
 }
 
 /// A range of logical memory whose home is one node (the NUMA view, paper 4.9.1).
@@ -143,7 +158,8 @@ pub enum ConfigError {
     BadOffset,
     /// A count exceeds its maximum, or is 0 where at least one entry is needed.
     BadCount,
-    /// VP ids are not `0..vp_count` in order, or a VP names an unknown node.
+    /// VP ids are not `0..vp_count` in order, a VP names an unknown node or has unknown
+    /// flags, or no VP is online.
     BadVp,
     /// Node ids are not distinct and below [`MAX_NODES`].
     BadNode,
@@ -155,6 +171,8 @@ pub enum ConfigError {
 /// What [`encode`] writes.
 #[derive(Clone, Copy, Debug)]
 pub struct ConfigInput<'a> {
+    /// See [`ConfigHeader::epoch`].
+    pub epoch: u32,
     /// See [`ConfigHeader::tsc_khz`].
     pub tsc_khz: u64,
     /// See [`ConfigHeader::logical_bytes`].
@@ -215,7 +233,7 @@ pub fn encode(input: &ConfigInput<'_>, buf: &mut [u8]) -> Result<usize, ConfigEr
         mem_ranges_offset: to_u32(mem_ranges_offset)?,
         devices_offset: to_u32(devices_offset)?,
         cmdline_offset: to_u32(cmdline_offset)?,
-        reserved: 0,
+        epoch: input.epoch,
     };
     put(buf, 0, core::slice::from_ref(&header));
     put(buf, nodes_offset, input.nodes);
@@ -307,9 +325,13 @@ impl<'a> Config<'a> {
         }
         let known = |id: u32| (id as usize) < MAX_NODES && seen[id as usize];
         for (index, vp) in self.vps().enumerate() {
-            if vp.vp_id as usize != index || !known(vp.node_id) {
+            let flags_known = vp.flags & !VP_OFFLINE == 0 && vp.reserved == 0;
+            if vp.vp_id as usize != index || !known(vp.node_id) || !flags_known {
                 return Err(ConfigError::BadVp);
             }
+        }
+        if !self.vps().any(|vp| vp.is_online()) {
+            return Err(ConfigError::BadVp);
         }
         let logical = self.header.logical_bytes;
         for (index, range) in self.mem_ranges().enumerate() {
@@ -425,14 +447,17 @@ mod tests {
             VpDesc {
                 vp_id: 0,
                 node_id: 0,
+                ..VpDesc::default()
             },
             VpDesc {
                 vp_id: 1,
                 node_id: 1,
+                ..VpDesc::default()
             },
             VpDesc {
                 vp_id: 2,
                 node_id: 1,
+                ..VpDesc::default()
             },
         ];
         let mem = [
@@ -456,6 +481,7 @@ mod tests {
             flags: 0,
         }];
         let input = ConfigInput {
+            epoch: 3,
             tsc_khz: 2_500_000,
             logical_bytes: 32 << 20,
             nodes: &nodes,
@@ -472,7 +498,7 @@ mod tests {
         let mut buf = [0u8; 1024];
         let len = sample(&mut buf);
         let header_size = core::mem::size_of::<ConfigHeader>();
-        assert_eq!(len, header_size + 2 * 8 + 3 * 8 + 2 * 24 + 16 + 9);
+        assert_eq!(len, header_size + 2 * 8 + 3 * 16 + 2 * 24 + 16 + 9);
         let config = Config::parse(&buf[..len]).unwrap();
         assert_eq!(config.vp_count(), 3);
         assert_eq!(config.node_count(), 2);
@@ -480,7 +506,8 @@ mod tests {
             config.vp(2),
             Some(VpDesc {
                 vp_id: 2,
-                node_id: 1
+                node_id: 1,
+                ..VpDesc::default()
             })
         );
         assert_eq!(config.vp(3), None);
@@ -489,7 +516,34 @@ mod tests {
         assert_eq!(config.home_of(32 << 20), None);
         assert_eq!(config.cmdline(), b"matmul 64");
         assert_eq!(config.header().tsc_khz, 2_500_000);
+        assert_eq!(config.header().epoch, 3);
         assert_eq!(config.devices().count(), 1);
+    }
+
+    /// Patches VP `vp`'s flags in an encoded table.
+    fn set_vp_flags(buf: &mut [u8], vp: usize, flags: u32) {
+        let header: ConfigHeader = bytemuck::pod_read_unaligned(&buf[..HEADER_BYTES]);
+        let at = header.vps_offset as usize + vp * core::mem::size_of::<VpDesc>() + 8;
+        buf[at..at + 4].copy_from_slice(&flags.to_le_bytes());
+    }
+
+    #[test]
+    fn offline_vps_are_read_and_an_all_offline_table_is_refused() {
+        let mut buf = [0u8; 1024];
+        let len = sample(&mut buf);
+        set_vp_flags(&mut buf, 2, VP_OFFLINE);
+        let config = Config::parse(&buf[..len]).unwrap();
+        let mut online = [true; 3];
+        for (slot, vp) in online.iter_mut().zip(config.vps()) {
+            *slot = vp.is_online();
+        }
+        assert_eq!(online, [true, true, false]);
+        set_vp_flags(&mut buf, 1, 0x80);
+        assert_eq!(Config::parse(&buf[..len]).err(), Some(ConfigError::BadVp));
+        for vp in 0..3 {
+            set_vp_flags(&mut buf, vp, VP_OFFLINE);
+        }
+        assert_eq!(Config::parse(&buf[..len]).err(), Some(ConfigError::BadVp));
     }
 
     #[test]
@@ -503,7 +557,8 @@ mod tests {
             config.vp(1),
             Some(VpDesc {
                 vp_id: 1,
-                node_id: 1
+                node_id: 1,
+                ..VpDesc::default()
             })
         );
     }
@@ -552,6 +607,7 @@ mod tests {
         let vps = [VpDesc {
             vp_id: 0,
             node_id: 0,
+            ..VpDesc::default()
         }];
         let mem = [
             MemRange {
@@ -568,6 +624,7 @@ mod tests {
             },
         ];
         let input = ConfigInput {
+            epoch: 0,
             tsc_khz: 1,
             logical_bytes: 16 << 20,
             nodes: &nodes,

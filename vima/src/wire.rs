@@ -100,6 +100,10 @@ pub enum MessageKind {
     VsExit = 0x23,
     /// Liveness.
     Heartbeat = 0x24,
+    /// The configuration changed (paper 4.10): from epoch `epoch` on, the VPs of the
+    /// `offline` mask are offline. Sent by the node that makes the change to every other
+    /// node, so each node's `ConfigRead` answers with the same table.
+    ConfigUpdate = 0x25,
 }
 
 impl MessageKind {
@@ -122,6 +126,7 @@ impl MessageKind {
             0x22 => Self::ConsoleLine,
             0x23 => Self::VsExit,
             0x24 => Self::Heartbeat,
+            0x25 => Self::ConfigUpdate,
             _ => return None,
         })
     }
@@ -231,6 +236,18 @@ pub struct HeartbeatBody {
     pub sequence: u64,
 }
 
+/// Body of [`MessageKind::ConfigUpdate`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct ConfigUpdateBody {
+    /// The configuration epoch the update makes current.
+    pub epoch: u32,
+    /// Reserved, 0.
+    pub reserved: u32,
+    /// Bit `v` set: VP `v` is offline.
+    pub offline: u64,
+}
+
 /// Converts between host and little-endian byte order (the conversion is its own inverse).
 trait LittleEndian: Pod {
     fn swap_le(self) -> Self;
@@ -304,6 +321,16 @@ impl LittleEndian for HeartbeatBody {
     fn swap_le(self) -> Self {
         Self {
             sequence: self.sequence.to_le(),
+        }
+    }
+}
+
+impl LittleEndian for ConfigUpdateBody {
+    fn swap_le(self) -> Self {
+        Self {
+            epoch: self.epoch.to_le(),
+            reserved: self.reserved.to_le(),
+            offline: self.offline.to_le(),
         }
     }
 }
@@ -429,6 +456,13 @@ pub enum Body<'a> {
         /// The sender's heartbeat count.
         sequence: u64,
     },
+    /// See [`MessageKind::ConfigUpdate`].
+    ConfigUpdate {
+        /// The new configuration epoch.
+        epoch: u32,
+        /// Bit `v` set: VP `v` is offline.
+        offline: u64,
+    },
 }
 
 impl Body<'_> {
@@ -451,6 +485,7 @@ impl Body<'_> {
             Self::ConsoleLine { .. } => MessageKind::ConsoleLine,
             Self::VsExit { .. } => MessageKind::VsExit,
             Self::Heartbeat { .. } => MessageKind::Heartbeat,
+            Self::ConfigUpdate { .. } => MessageKind::ConfigUpdate,
         }
     }
 
@@ -472,7 +507,8 @@ impl Body<'_> {
             | Self::VpStart { .. }
             | Self::ConsoleLine { .. }
             | Self::VsExit { .. }
-            | Self::Heartbeat { .. } => None,
+            | Self::Heartbeat { .. }
+            | Self::ConfigUpdate { .. } => None,
         }
     }
 }
@@ -689,6 +725,16 @@ pub fn decode(bytes: &[u8]) -> Result<Message<'_>, WireError> {
                 sequence: beat.sequence,
             }
         }
+        MessageKind::ConfigUpdate => {
+            let update: ConfigUpdateBody = exact(body)?;
+            if update.reserved != 0 {
+                return Err(WireError::BadReserved);
+            }
+            Body::ConfigUpdate {
+                epoch: update.epoch,
+                offline: update.offline,
+            }
+        }
     };
     Ok(Message {
         vs_id: header.vs_id,
@@ -789,6 +835,11 @@ pub fn encode(msg: &Message<'_>, buf: &mut [u8]) -> Result<usize, WireError> {
         }
         Body::VsExit { status } => out.put(VsExitBody { status })?,
         Body::Heartbeat { sequence } => out.put(HeartbeatBody { sequence })?,
+        Body::ConfigUpdate { epoch, offline } => out.put(ConfigUpdateBody {
+            epoch,
+            reserved: 0,
+            offline,
+        })?,
     }
     let body_len = out.len;
     let header = WireHeader {
@@ -856,6 +907,7 @@ mod tests {
             (MessageKind::ConsoleLine, 0x22),
             (MessageKind::VsExit, 0x23),
             (MessageKind::Heartbeat, 0x24),
+            (MessageKind::ConfigUpdate, 0x25),
         ];
         for (kind, raw) in kinds {
             assert_eq!(kind as u8, raw);
@@ -1015,7 +1067,7 @@ mod tests {
 
     fn parts() -> impl Strategy<Value = Parts> {
         (
-            (0usize..16, any::<u16>(), 0u16..16, 1u16..16, any::<u64>()),
+            (0usize..17, any::<u16>(), 0u16..16, 1u16..16, any::<u64>()),
             (5u64..PAGE_NUMBER_LIMIT, any::<bool>(), 1u16..15),
             (0u32..64, 32u8..64, any::<[u64; 3]>()),
             (
@@ -1084,8 +1136,12 @@ mod tests {
                 line: &p.line,
             },
             14 => Body::VsExit { status: p.words[0] },
-            _ => Body::Heartbeat {
+            15 => Body::Heartbeat {
                 sequence: p.words[0],
+            },
+            _ => Body::ConfigUpdate {
+                epoch: p.vp,
+                offline: p.words[1],
             },
         };
         Message {
@@ -1112,6 +1168,7 @@ mod tests {
                 Body::ForwardRead { .. } | Body::ForwardWrite { .. } | Body::Ipi { .. }
                 | Body::VsExit { .. } | Body::Heartbeat { .. } => 8,
                 Body::VpStart { .. } => 32,
+                Body::ConfigUpdate { .. } => 16,
                 Body::ConsoleLine { line, .. } => 8 + line.len(),
                 _ => 0,
             };

@@ -16,7 +16,9 @@ use core::arch::{asm, global_asm};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use vima::call::Call;
-use vima::interrupt::{ExceptionFrame, InterruptFrame, VECTOR_COUNT, VECTOR_IPI, VECTOR_TIMER};
+use vima::interrupt::{
+    ExceptionFrame, InterruptFrame, VECTOR_CONFIG, VECTOR_COUNT, VECTOR_IPI, VECTOR_TIMER,
+};
 use vima::layout::{MAX_VPS, PER_NODE_GUEST_BASE};
 
 use crate::vima_calls::{self, CallError};
@@ -170,6 +172,9 @@ extern "sysv64" fn handle_interrupt(
         }
         Ok(VECTOR_IPI) => {
             IPIS_RECEIVED[vp].fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(VECTOR_CONFIG) if PREEMPTIVE.load(Ordering::Relaxed) => {
+            crate::sched::hotplug::on_config_interrupt(current_vp());
         }
         _ => {
             SPURIOUS[vp].fetch_add(1, Ordering::Relaxed);

@@ -80,6 +80,13 @@ pub fn config_read(buf: &mut [u8]) -> Result<u64, CallError> {
     )
 }
 
+/// `ConfigAck`: this VP applied configuration `epoch`; parks it while that epoch has it
+/// offline. Returns the current epoch (a later one after a park).
+pub fn config_ack(epoch: u32) -> Result<u32, CallError> {
+    let now = checked(Call::ConfigAck, [u64::from(epoch), 0, 0, 0, 0])?;
+    Ok(u32::try_from(now).unwrap_or(u32::MAX))
+}
+
 /// `SelfInfo`: `(vp, node)` of the caller.
 #[expect(clippy::cast_possible_truncation, reason = "the value packs two u32s")]
 pub fn self_info() -> Result<(u32, u32), CallError> {

@@ -7,13 +7,15 @@
 //! | `GET /v1/status` | nodes, their state, VPs and where each runs, memory per node, config epoch |
 //! | `GET /v1/stats` | the `--stats-json` counters, live |
 //! | `GET /metrics` | the same in the Prometheus text format |
+//! | `PUT /v1/vps` | `{"node": N, "vps": K}`: set node N's online VPs (two-phase, paper 4.10) |
 //!
-//! The changes of a running server (`PUT /v1/vps`, `PUT /v1/memory`, `POST /v1/nodes`,
-//! `DELETE /v1/nodes/{id}`) are not built yet: they answer 501 and change nothing.
-//! Every error is `{"error": "..."}` with a 4xx or 5xx status.
+//! The other changes (`PUT /v1/memory`, `POST /v1/nodes`, `DELETE /v1/nodes/{id}`) are
+//! not built yet: they answer 501 and change nothing. Every error is `{"error": "..."}`
+//! with a 4xx or 5xx status, and a refused change changes nothing.
 //!
-//! One thread serves requests one at a time; answers are small and computed from
-//! counters, so none waits on the guest.
+//! One thread serves requests one at a time, which also keeps changes one at a time;
+//! reads are computed from counters, and a change waits for the guest's acknowledgements
+//! (bounded by [`crate::server::reconfig::ACK_TIMEOUT`]).
 
 pub mod client;
 pub mod metrics;
@@ -30,12 +32,46 @@ use tiny_http::{Header, Method, Request, Response, Server};
 /// Longest request body the API reads; a longer one is refused (413) unread.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
+/// A change that was refused or failed: the HTTP status and one sentence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// HTTP status (4xx, or 5xx when the server could not do a valid change).
+    pub status: u16,
+    /// What went wrong.
+    pub message: String,
+}
+
+impl Refusal {
+    /// A refusal with `status`.
+    pub fn new(status: u16, message: impl Into<String>) -> Self {
+        Refusal {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+/// The body of `PUT /v1/vps`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetVps {
+    /// The node.
+    pub node: u32,
+    /// Its VP count afterwards.
+    pub vps: u32,
+}
+
 /// What the API serves: a node's view, or the launcher's view of all its nodes.
 pub trait ApiSource: Send + Sync {
     /// `GET /v1/status`.
     fn status(&self) -> serde_json::Value;
     /// `GET /v1/stats`: `{"nodes": [counters...]}` as `--stats-json` writes it.
     fn stats(&self) -> serde_json::Value;
+    /// `PUT /v1/vps`: the change made, or why not.
+    fn set_vps(&self, change: SetVps) -> Result<serde_json::Value, Refusal> {
+        let _ = change;
+        Err(Refusal::new(501, "this API cannot change VPs"))
+    }
 }
 
 /// Why the API could not start.
@@ -164,15 +200,21 @@ impl Answer {
 }
 
 /// The changes a later version serves, by method and path prefix.
-const NOT_BUILT: [(&str, &str); 4] = [
-    ("PUT", "/v1/vps"),
+const NOT_BUILT: [(&str, &str); 3] = [
     ("PUT", "/v1/memory"),
     ("POST", "/v1/nodes"),
     ("DELETE", "/v1/nodes/"),
 ];
 
-/// Routes one request (`body_len`: its declared length, for the size limit).
-pub fn route(method: &str, url: &str, body_len: Option<usize>, source: &dyn ApiSource) -> Answer {
+/// Routes one request (`body_len`: its declared length, for the size limit; `body`: the
+/// body read, empty when it was too long).
+pub fn route(
+    method: &str,
+    url: &str,
+    body_len: Option<usize>,
+    body: &[u8],
+    source: &dyn ApiSource,
+) -> Answer {
     if body_len.is_some_and(|len| len > MAX_BODY_BYTES) {
         return Answer::error(
             413,
@@ -191,6 +233,17 @@ pub fn route(method: &str, url: &str, body_len: Option<usize>, source: &dyn ApiS
         (_, "/v1/status" | "/v1/stats" | "/metrics") => {
             Answer::error(405, format!("{path} answers GET only"))
         }
+        ("PUT", "/v1/vps") => match serde_json::from_slice::<SetVps>(body) {
+            Err(err) => Answer::error(
+                400,
+                format!("the body must be {{\"node\": N, \"vps\": K}}: {err}"),
+            ),
+            Ok(change) => match source.set_vps(change) {
+                Ok(done) => Answer::json(200, &done),
+                Err(refusal) => Answer::error(refusal.status, refusal.message),
+            },
+        },
+        (_, "/v1/vps") => Answer::error(405, "/v1/vps answers PUT only"),
         _ if NOT_BUILT.iter().any(|(m, p)| {
             *m == method && (path == *p || (p.ends_with('/') && path.starts_with(p)))
         }) =>
@@ -216,20 +269,21 @@ fn answer(mut request: Request, source: &dyn ApiSource) {
         _ => "OTHER",
     };
     let declared = request.body_length();
-    let mut answer = route(method, request.url(), declared, source);
-    if answer.status < 400 || answer.status == 501 {
-        // Read (and drop) a small body so the connection stays in step; a body with no
-        // declared length is read up to the limit.
-        let mut body = Vec::new();
+    // A body declared too long is refused unread; one with no declared length is read
+    // up to the limit.
+    let mut body = Vec::new();
+    if declared.is_none_or(|len| len <= MAX_BODY_BYTES) {
         let limit = u64::try_from(MAX_BODY_BYTES + 1).unwrap_or(u64::MAX);
         let _ = request.as_reader().take(limit).read_to_end(&mut body);
-        if body.len() > MAX_BODY_BYTES {
-            answer = Answer::error(
-                413,
-                format!("the body is larger than {MAX_BODY_BYTES} bytes"),
-            );
-        }
     }
+    let answer = if body.len() > MAX_BODY_BYTES {
+        Answer::error(
+            413,
+            format!("the body is larger than {MAX_BODY_BYTES} bytes"),
+        )
+    } else {
+        route(method, request.url(), declared, &body, source)
+    };
     let content_type =
         Header::from_bytes("Content-Type", answer.content_type).expect("a valid header");
     let response = Response::from_string(answer.body)
@@ -260,9 +314,9 @@ mod tests {
 
     #[test]
     fn reads_are_served_and_everything_else_is_a_json_error() {
-        assert_eq!(route("GET", "/v1/status", None, &Fixed).status, 200);
-        assert_eq!(route("GET", "/v1/stats?x=1", None, &Fixed).status, 200);
-        let metrics = route("GET", "/metrics", None, &Fixed);
+        assert_eq!(route("GET", "/v1/status", None, b"", &Fixed).status, 200);
+        assert_eq!(route("GET", "/v1/stats?x=1", None, b"", &Fixed).status, 200);
+        let metrics = route("GET", "/metrics", None, b"", &Fixed);
         assert!(metrics
             .content_type
             .starts_with("text/plain; version=0.0.4"));
@@ -270,17 +324,38 @@ mod tests {
             ("POST", "/v1/status", 405),
             ("GET", "/v2/status", 404),
             ("GET", "/", 404),
-            ("PUT", "/v1/vps", 501),
+            ("PUT", "/v1/vps", 400),
+            ("GET", "/v1/vps", 405),
+            ("PUT", "/v1/memory", 501),
             ("DELETE", "/v1/nodes/2", 501),
             ("DELETE", "/v1/nodesX", 404),
             ("OTHER", "/metrics", 405),
         ] {
-            let answer = route(method, path, None, &Fixed);
+            let answer = route(method, path, None, b"", &Fixed);
             assert_eq!(answer.status, status, "{method} {path}");
             assert_eq!(answer.content_type, "application/json");
             assert!(!error_of(&answer).is_empty());
         }
-        let huge = route("PUT", "/v1/vps", Some(MAX_BODY_BYTES + 1), &Fixed);
+        let huge = route("PUT", "/v1/vps", Some(MAX_BODY_BYTES + 1), b"", &Fixed);
         assert_eq!(huge.status, 413);
+    }
+
+    #[test]
+    fn a_vp_change_needs_exactly_its_two_fields() {
+        for body in [
+            &br#"{"node": 0}"#[..],
+            br#"{"node": 0, "vps": -1}"#,
+            br#"{"node": 0, "vps": 1, "extra": 2}"#,
+            br#"{"node": "0", "vps": 1}"#,
+            b"not json",
+            b"",
+        ] {
+            let answer = route("PUT", "/v1/vps", None, body, &Fixed);
+            assert_eq!(answer.status, 400, "{}", String::from_utf8_lossy(body));
+            assert!(error_of(&answer).contains("node"));
+        }
+        // A well-formed change reaches the source (which cannot do it here).
+        let answer = route("PUT", "/v1/vps", None, br#"{"node": 1, "vps": 2}"#, &Fixed);
+        assert_eq!(answer.status, 501);
     }
 }

@@ -6,14 +6,10 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 use vima::layout::PAGE_SIZE;
 
-use super::ApiSource;
+use super::{ApiSource, Refusal, SetVps};
 use crate::node::NodeCounters;
 use crate::server::VirtualServer;
 use crate::vp::RunState;
-
-/// The configuration epoch: it changes with every configuration change, and there are
-/// none yet (hotplug is not built), so it stays 0.
-pub const CONFIG_EPOCH: u64 = 0;
 
 /// A running node's view.
 #[derive(Debug)]
@@ -28,8 +24,9 @@ impl NodeApi {
     }
 }
 
-fn run_state(state: RunState) -> &'static str {
+fn run_state(state: RunState, online: bool) -> &'static str {
     match state {
+        _ if !online => "offline",
         RunState::Stopped => "stopped",
         RunState::StartRequested { .. } => "starting",
         RunState::Running => "running",
@@ -59,6 +56,7 @@ fn memory(table: &[u8]) -> Value {
 impl ApiSource for NodeApi {
     fn status(&self) -> Value {
         let server = &self.server;
+        let config = server.control.configuration();
         let vps: Vec<Value> = server
             .control
             .vps()
@@ -66,7 +64,8 @@ impl ApiSource for NodeApi {
             .filter(|vp| vp.node == server.node_id)
             .map(|vp| {
                 let state = *vp.state.lock().expect("state lock");
-                json!({ "vp": vp.id, "node": vp.node, "state": run_state(state) })
+                let state = run_state(state, config.is_online(vp.id));
+                json!({ "vp": vp.id, "node": vp.node, "state": state })
             })
             .collect();
         let fabric = server
@@ -76,7 +75,7 @@ impl ApiSource for NodeApi {
                 f.stats_json()["fabric"].clone()
             });
         json!({
-            "config_epoch": CONFIG_EPOCH,
+            "config_epoch": config.epoch(),
             "nodes": [{
                 "node": server.node_id,
                 "state": if server.is_finished() { "finished" } else { "active" },
@@ -86,7 +85,7 @@ impl ApiSource for NodeApi {
             }],
             "vp_count": server.control.vps().len(),
             "node_count": server.nodes,
-            "memory": memory(&server.config_table),
+            "memory": memory(&config.table()),
             "logical_bytes": server.logical_bytes,
         })
     }
@@ -94,6 +93,13 @@ impl ApiSource for NodeApi {
     fn stats(&self) -> Value {
         let counters = NodeCounters::live(&self.server);
         json!({ "nodes": [counters] })
+    }
+
+    fn set_vps(&self, change: SetVps) -> Result<Value, Refusal> {
+        self.server
+            .set_vp_count(change.node, change.vps)
+            .map(|done| serde_json::to_value(done).expect("a change serializes"))
+            .map_err(|err| Refusal::new(err.http_status(), err.to_string()))
     }
 }
 
@@ -124,6 +130,31 @@ mod tests {
         assert_eq!(status["memory"][0]["mib"], 8);
         server.finish(crate::server::Outcome::AllStopped);
         assert_eq!(api.status()["nodes"][0]["state"], "finished");
+    }
+
+    #[test]
+    fn vp_changes_are_checked_before_anything_changes() {
+        let api = NodeApi::new(Arc::new(single_node(2)));
+        let refused = |node, vps| api.set_vps(SetVps { node, vps }).unwrap_err();
+        assert_eq!(refused(0, 0).status, 400);
+        assert_eq!(refused(0, 3).status, 400);
+        assert_eq!(refused(1, 1).status, 404);
+        // A built-in workload has no scheduler to move threads with.
+        let builtin = refused(0, 1);
+        assert_eq!(builtin.status, 409);
+        assert!(
+            builtin.message.contains("Linux programs"),
+            "{}",
+            builtin.message
+        );
+        let status = api.status();
+        assert_eq!(status["config_epoch"], 0);
+        assert_eq!(status["nodes"][0]["vps"][1]["state"], "stopped");
+        // Asking for what is already there is a change of nothing.
+        let same = api.set_vps(SetVps { node: 0, vps: 2 }).unwrap();
+        assert_eq!(same["removed"], json!([]));
+        assert_eq!(same["online"], json!([0, 1]));
+        assert_eq!(same["config_epoch"], 0);
     }
 
     #[test]

@@ -12,8 +12,7 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use crate::api::client;
-use crate::api::node::CONFIG_EPOCH;
-use crate::api::ApiSource;
+use crate::api::{ApiSource, Refusal, SetVps};
 
 /// The launcher's view of its nodes.
 #[derive(Debug)]
@@ -54,10 +53,14 @@ impl ApiSource for ClusterApi {
     fn status(&self) -> Value {
         let mut nodes = Vec::new();
         let mut first: Option<Value> = None;
+        // Every node holds the same table; the latest epoch any node reports is the
+        // server's (an update may be on its way to the others).
+        let mut epoch = 0;
         for node in 0..self.sockets.len() {
             match self.ask(node, "/v1/status") {
                 Some(status) => {
                     nodes.push(status["nodes"][0].clone());
+                    epoch = epoch.max(status["config_epoch"].as_u64().unwrap_or(0));
                     first.get_or_insert(status);
                 }
                 None => nodes.push(json!({ "node": node, "state": self.absent_state(node) })),
@@ -65,7 +68,7 @@ impl ApiSource for ClusterApi {
         }
         let shared = |key: &str| first.as_ref().map_or(Value::Null, |s| s[key].clone());
         json!({
-            "config_epoch": CONFIG_EPOCH,
+            "config_epoch": epoch,
             "nodes": nodes,
             "vp_count": shared("vp_count"),
             "node_count": self.sockets.len(),
@@ -81,5 +84,31 @@ impl ApiSource for ClusterApi {
             .flatten()
             .collect();
         json!({ "nodes": nodes })
+    }
+
+    /// Asks the node whose VPs change: only its host can park or resume them.
+    fn set_vps(&self, change: SetVps) -> Result<Value, Refusal> {
+        let node = usize::try_from(change.node).unwrap_or(usize::MAX);
+        let Some(socket) = self.sockets.get(node) else {
+            return Err(Refusal::new(
+                404,
+                format!("there is no node {}", change.node),
+            ));
+        };
+        let body = json!({ "node": change.node, "vps": change.vps }).to_string();
+        let timeout = crate::server::reconfig::ACK_TIMEOUT * 3;
+        let reply = client::request(socket, "PUT", "/v1/vps", Some(&body), timeout)
+            .map_err(|err| Refusal::new(502, format!("node {node} did not answer: {err}")))?;
+        let value: Value = serde_json::from_str(&reply.body).map_err(|_| {
+            Refusal::new(
+                502,
+                format!("node {node} answered something that is not JSON"),
+            )
+        })?;
+        if reply.status == 200 {
+            return Ok(value);
+        }
+        let message = value["error"].as_str().unwrap_or("no reason given");
+        Err(Refusal::new(reply.status, message))
     }
 }

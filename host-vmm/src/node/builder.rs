@@ -14,7 +14,7 @@ use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use vfio::client::NicBackend;
 use vima::call::UncheckedRange;
 
-use super::{build_config_table, Node, NodeConfig, NodeError};
+use super::{Node, NodeConfig, NodeError};
 use crate::api::node::NodeApi;
 use crate::api::ApiServer;
 use crate::boot::program_layout::ProgramImage;
@@ -24,6 +24,7 @@ use crate::devices::root_fs::RootFs;
 use crate::fabric::{Fabric, NicProcess, OffloadFabric, SoftwareFabric};
 use crate::memory::LogicalMemory;
 use crate::sched::timer::Timers;
+use crate::server::reconfig::Configuration;
 use crate::server::{ControlPlane, LinuxProgram, ServerParts, VirtualServer};
 use crate::vp::VpControl;
 
@@ -151,7 +152,8 @@ impl<'a> NodeBuilder<'a> {
             .first()
             .and_then(|(_, v)| v.get_tsc_khz().ok())
             .map_or(0, u64::from);
-        let config_table = build_config_table(cfg, tsc_khz)?;
+        let configuration = Configuration::new(cfg.clone(), tsc_khz)?;
+        let config_table = configuration.table();
         let vps: Vec<Arc<VpControl>> = (0..vp_count)
             .map(|vp| Arc::new(VpControl::new(vp, cfg.node_of_vp(vp))))
             .collect();
@@ -160,6 +162,7 @@ impl<'a> NodeBuilder<'a> {
             memory.clone(),
             vps,
             Console::new(self.sink),
+            configuration,
         ));
         let linux = match self.linux {
             None => None,
@@ -169,7 +172,6 @@ impl<'a> NodeBuilder<'a> {
         let fabric = connect_fabric(self.fabric, cfg, &config_table, &local, &memory, &control)?;
         let server = Arc::new(VirtualServer::new(ServerParts {
             control,
-            config_table,
             timers: Timers::new(),
             cr3,
             fabric,

@@ -71,8 +71,18 @@ impl NodeConfig {
     }
 }
 
-/// Builds the configuration table the guest reads.
+/// Builds the boot configuration table the guest reads (epoch 0, every VP online).
 pub fn build_config_table(cfg: &NodeConfig, tsc_khz: u64) -> Result<Vec<u8>, NodeError> {
+    config_table_at(cfg, tsc_khz, 0, 0)
+}
+
+/// The configuration table at `epoch`, with the VPs of the `offline` mask offline.
+pub fn config_table_at(
+    cfg: &NodeConfig,
+    tsc_khz: u64,
+    epoch: u32,
+    offline: u64,
+) -> Result<Vec<u8>, NodeError> {
     let nodes: Vec<NodeDesc> = (0..cfg.nodes)
         .map(|n| NodeDesc {
             node_id: n,
@@ -83,6 +93,12 @@ pub fn build_config_table(cfg: &NodeConfig, tsc_khz: u64) -> Result<Vec<u8>, Nod
         .map(|vp| VpDesc {
             vp_id: vp,
             node_id: cfg.node_of_vp(vp),
+            flags: if vp < 64 && offline & (1u64 << vp) != 0 {
+                config::VP_OFFLINE
+            } else {
+                0
+            },
+            reserved: 0,
         })
         .collect();
     let per_node = cfg.mem_mib_per_node << 20;
@@ -101,6 +117,7 @@ pub fn build_config_table(cfg: &NodeConfig, tsc_khz: u64) -> Result<Vec<u8>, Nod
         flags: 0,
     }];
     let input = ConfigInput {
+        epoch,
         tsc_khz,
         logical_bytes: cfg.logical_bytes(),
         nodes: &nodes,

@@ -21,7 +21,7 @@ use crate::vp::{spawn_vp_thread, RunState};
 
 use builder::PrivateRegion;
 pub use builder::{FabricSpec, LinuxSpec, NodeBuilder, KVM_DEVICE_ENV};
-pub use config::{build_config_table, NodeConfig};
+pub use config::{build_config_table, config_table_at, NodeConfig};
 pub use error::NodeError;
 
 /// A node's counters, as `--stats-json` and the management API's `/v1/stats` give them.

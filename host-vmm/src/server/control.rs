@@ -16,6 +16,7 @@ use vima::layout::vp_shared_addr;
 use vima::wire::Body;
 use vima::Status;
 
+use super::reconfig::Configuration;
 use super::Outcome;
 use crate::devices::console::Console;
 use crate::fabric::FabricEvents;
@@ -29,24 +30,28 @@ pub struct ControlPlane {
     memory: Arc<LogicalMemory>,
     vps: Vec<Arc<VpControl>>,
     console: Console,
+    configuration: Configuration,
     outcome: Mutex<Option<Outcome>>,
     finished: Condvar,
 }
 
 impl ControlPlane {
     /// The control plane of node `node_id`, for every VP of the server (`vps`, in id
-    /// order; those on this node have threads here), over `memory`.
+    /// order; those on this node have threads here), over `memory`, starting from
+    /// `configuration`.
     pub fn new(
         node_id: u32,
         memory: Arc<LogicalMemory>,
         vps: Vec<Arc<VpControl>>,
         console: Console,
+        configuration: Configuration,
     ) -> Self {
         ControlPlane {
             node_id,
             memory,
             vps,
             console,
+            configuration,
             outcome: Mutex::new(None),
             finished: Condvar::new(),
         }
@@ -75,6 +80,11 @@ impl ControlPlane {
     /// The node's logical memory.
     pub fn memory(&self) -> &Arc<LogicalMemory> {
         &self.memory
+    }
+
+    /// The configuration (table, epoch, online VPs).
+    pub fn configuration(&self) -> &Configuration {
+        &self.configuration
     }
 
     /// The console of this node.
@@ -201,6 +211,14 @@ impl FabricEvents for ControlPlane {
                 true
             }
             Body::Heartbeat { .. } => true,
+            Body::ConfigUpdate { epoch, offline } => {
+                // The sender changes only its own VPs; the rest of the table stays ours.
+                match self.configuration.apply_node_vps(from, epoch, offline) {
+                    Ok(_) => {}
+                    Err(err) => log::warn!("node {from}'s configuration {epoch}: {err}"),
+                }
+                true
+            }
             _ => false,
         }
     }
@@ -233,7 +251,20 @@ mod tests {
             Arc::new(VpControl::new(0, 0)),
             Arc::new(VpControl::new(1, 1)),
         ];
-        ControlPlane::new(1, memory, vps, Console::new(Box::new(Quiet)))
+        let shape = crate::node::NodeConfig {
+            node_id: 1,
+            nodes: 2,
+            vps_per_node: 1,
+            mem_mib_per_node: 8,
+            cmdline: "test".into(),
+        };
+        ControlPlane::new(
+            1,
+            memory,
+            vps,
+            Console::new(Box::new(Quiet)),
+            Configuration::new(shape, 1_000).unwrap(),
+        )
     }
 
     fn guest_pending(plane: &ControlPlane, vp: u32) -> u64 {

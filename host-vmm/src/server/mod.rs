@@ -8,6 +8,7 @@
 
 mod control;
 mod outcome;
+pub mod reconfig;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -40,10 +41,8 @@ pub struct LinuxProgram {
 /// The parts a server is assembled from ([`crate::node::NodeBuilder`] makes them).
 #[derive(Debug)]
 pub struct ServerParts {
-    /// The control plane (VPs, console, outcome).
+    /// The control plane (VPs, console, outcome, configuration).
     pub control: Arc<ControlPlane>,
-    /// The encoded configuration (`ConfigRead`).
-    pub config_table: Vec<u8>,
     /// Per-VP timers.
     pub timers: Arc<Timers>,
     /// CR3 of the page tables every VP uses.
@@ -63,9 +62,8 @@ pub struct VirtualServer {
     pub logical_bytes: u64,
     /// Logical memory.
     pub memory: Arc<LogicalMemory>,
-    /// The encoded configuration (`ConfigRead`).
-    pub config_table: Vec<u8>,
-    /// Local VP control, the console and the outcome; what the fabric reports to.
+    /// Local VP control, the console, the outcome and the configuration (`ConfigRead`);
+    /// what the fabric reports to.
     pub control: Arc<ControlPlane>,
     /// Per-VP timers.
     pub timers: Arc<Timers>,
@@ -107,7 +105,6 @@ impl VirtualServer {
             node_id: control.node_id(),
             logical_bytes: memory.size(),
             memory,
-            config_table: parts.config_table,
             control,
             timers: parts.timers,
             stats: VmmStats::default(),
@@ -365,7 +362,8 @@ impl VirtualServer {
 pub(crate) mod testing {
     use super::*;
     use crate::devices::console::{Console, ConsoleSink};
-    use crate::node::{build_config_table, NodeConfig};
+    use crate::node::NodeConfig;
+    use crate::server::reconfig::Configuration;
 
     #[derive(Debug)]
     struct Quiet;
@@ -390,10 +388,10 @@ pub(crate) mod testing {
             memory,
             vp_controls,
             Console::new(Box::new(Quiet)),
+            Configuration::new(cfg, 1_000_000).expect("table"),
         ));
         VirtualServer::new(ServerParts {
             control,
-            config_table: build_config_table(&cfg, 1_000_000).expect("table"),
             timers: Timers::new(),
             cr3: 0,
             fabric: None,

@@ -135,7 +135,7 @@ fn an_unknown_call_number_is_refused_and_counted() {
 fn config_read_copies_at_most_the_buffer_and_returns_the_table_length() {
     let server = single_node(2);
     let mut vp = Vp::new(&server, 0);
-    let table = server.config_table.clone();
+    let table = server.control.configuration().table().to_vec();
     let len = table.len() as u64;
     assert_eq!(vp.call(Call::ConfigRead, [0, 0, 0, 0, 0]), Ok(len));
     assert_eq!(
@@ -463,4 +463,46 @@ fn every_call_is_counted_by_name() {
     let calls = server.stats.snapshot().calls;
     assert_eq!(calls.get(Call::SelfInfo.name()), Some(&2));
     assert_eq!(calls.get(Call::IpiSend.name()), Some(&1));
+}
+
+#[test]
+fn config_ack_returns_the_current_epoch_to_an_online_vp() {
+    let server = single_node(2);
+    let mut vp = Vp::new(&server, 1);
+    assert_eq!(vp.call(Call::ConfigAck, [0, 0, 0, 0, 0]), Ok(0));
+    // An epoch past u32 is no epoch.
+    assert_eq!(
+        vp.call(Call::ConfigAck, [1 << 32, 0, 0, 0, 0]),
+        Err(Status::BadArgument)
+    );
+    let config = server.control.configuration();
+    assert!(config.apply_node_vps(0, 1, 0).unwrap());
+    // A stale acknowledgement learns the new epoch and records nothing.
+    assert_eq!(vp.call(Call::ConfigAck, [0, 0, 0, 0, 0]), Ok(1));
+    let short = std::time::Duration::from_millis(10);
+    assert_eq!(config.wait_acks(&[1], 1, short, || false), Err(vec![1]));
+    assert_eq!(vp.call(Call::ConfigAck, [1, 0, 0, 0, 0]), Ok(1));
+    assert_eq!(config.wait_acks(&[1], 1, short, || false), Ok(()));
+}
+
+#[test]
+fn config_ack_parks_an_offline_vp_until_it_is_online_again() {
+    let server = std::sync::Arc::new(single_node(2));
+    let config = server.control.configuration();
+    assert!(config.apply_node_vps(0, 1, 1 << 1).unwrap());
+    let parked = {
+        let server = server.clone();
+        std::thread::spawn(move || Vp::new(&server, 1).call(Call::ConfigAck, [1, 0, 0, 0, 0]))
+    };
+    let long = std::time::Duration::from_secs(10);
+    assert_eq!(config.wait_acks(&[1], 1, long, || false), Ok(()));
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert!(!parked.is_finished(), "an offline VP stays in ConfigAck");
+    assert!(config.apply_node_vps(0, 2, 0).unwrap());
+    assert_eq!(parked.join().unwrap(), Ok(2));
+    // Parked again, the end of the server ends the call (and the VP).
+    assert!(config.apply_node_vps(0, 3, 1 << 1).unwrap());
+    server.finish(Outcome::AllStopped);
+    let (outcome, _, _) = Vp::new(&server, 1).call_raw(Call::ConfigAck as u64, [3, 0, 0, 0, 0]);
+    assert_eq!(outcome, CallOutcome::ServerDone);
 }

@@ -96,7 +96,7 @@ fn handle(
             Ok(Reply::Value(a[1]))
         }
         Call::ConfigRead => {
-            let table = &server.config_table;
+            let table = server.control.configuration().table();
             let len = a[1].min(table.len() as u64);
             if len > 0 {
                 let range = UncheckedRange::new(a[0], len).check(logical, 1)?;
@@ -258,11 +258,31 @@ fn handle(
             let range = UncheckedRange::new(a[0], a[1]).check(logical, PAGE_SIZE)?;
             server.discard(range).map(Reply::Value)
         }
+        Call::ConfigAck => config_ack(server, vp, a[0]),
         Call::SyscallEntrySet => {
             UncheckedRange::new(a[0], 1).check(logical, 1)?;
             local.syscall_entry = Some(a[0]);
             Ok(Reply::Value(0))
         }
+    }
+}
+
+/// `ConfigAck`: records the acknowledgement; parks a VP that is offline in the epoch it
+/// acknowledged until a later configuration brings it back.
+fn config_ack(server: &VirtualServer, vp: &VpControl, epoch: u64) -> Result<Reply, Status> {
+    let epoch = u32::try_from(epoch).map_err(|_| Status::BadArgument)?;
+    let config = server.control.configuration();
+    config.acknowledge(vp.id, epoch);
+    // Read again after recording: a change made meanwhile is the guest's to see.
+    if config.is_online(vp.id) || config.epoch() != epoch {
+        return Ok(Reply::Value(u64::from(config.epoch())));
+    }
+    let parked = Instant::now();
+    let back = config.park(vp.id, || server.is_finished());
+    server.stats.add_idle_time(vp.id, parked.elapsed());
+    match back {
+        Some(epoch) => Ok(Reply::Value(u64::from(epoch))),
+        None => Ok(Reply::Exit),
     }
 }
 

@@ -217,6 +217,7 @@ mod tests {
         let vps = [VpDesc {
             vp_id: 0,
             node_id: 0,
+            ..VpDesc::default()
         }];
         let mem = [
             MemRange {
@@ -233,6 +234,7 @@ mod tests {
             },
         ];
         let input = ConfigInput {
+            epoch: 0,
             tsc_khz: 1,
             logical_bytes: 16 << 20,
             nodes: &nodes,

@@ -338,7 +338,8 @@ impl<'s> Engine<'s> {
             | Body::VpStart { .. }
             | Body::ConsoleLine { .. }
             | Body::VsExit { .. }
-            | Body::Heartbeat { .. } => Err(EngineError::NotCoherenceMessage { kind }),
+            | Body::Heartbeat { .. }
+            | Body::ConfigUpdate { .. } => Err(EngineError::NotCoherenceMessage { kind }),
         }
     }
 

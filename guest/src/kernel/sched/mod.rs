@@ -18,6 +18,7 @@
 //!   queues it. A thread that stops running is queued again only by the thread that
 //!   takes its VP, once nothing runs on its stack any more.
 
+pub mod hotplug;
 pub mod placement;
 pub mod switch;
 
@@ -193,6 +194,10 @@ pub struct RunQueue {
     waiting: AtomicU32,
     /// Set by an interrupt that could not switch (it hit the kernel).
     resched: AtomicU32,
+    /// Set by the configuration interrupt until the idle context applied it.
+    config_pending: AtomicU32,
+    /// 1 while the VP is offline: enqueues go elsewhere (the queue's lock).
+    offline: AtomicU32,
     timer_lock: RawSpinLock,
     timers: AtomicPtr<Thread>,
     /// The VP's last reading of its remote-fault counts.
@@ -211,6 +216,8 @@ impl RunQueue {
             busy: AtomicU32::new(0),
             waiting: AtomicU32::new(0),
             resched: AtomicU32::new(0),
+            config_pending: AtomicU32::new(0),
+            offline: AtomicU32::new(0),
             timer_lock: RawSpinLock::new(),
             timers: AtomicPtr::new(null_mut()),
             faults_seen: placement::FaultReading::new(),
@@ -305,13 +312,26 @@ fn write_fs_base(base: u64) {
     unsafe { core::arch::asm!("wrfsbase {}", in(reg) base, options(nostack, preserves_flags)) };
 }
 
-fn enqueue(thread: &'static Thread, vp: u32) {
-    let q = queue(vp);
+/// Queues `thread` on `vp`, or on an online VP its affinity allows if `vp` is offline.
+fn enqueue(thread: &'static Thread, mut vp: u32) {
+    let ptr = core::ptr::from_ref(thread).cast_mut();
+    let q = loop {
+        let q = queue(vp);
+        q.lock.lock();
+        if q.offline.load(Ordering::Relaxed) == 0 {
+            break q;
+        }
+        q.lock.unlock();
+        let allowed = hotplug::online_within(thread.affinity.load(Ordering::Relaxed));
+        if thread.affinity.load(Ordering::Relaxed) & allowed == 0 {
+            // Every VP it may run on left: it may run anywhere now (as Linux does).
+            thread.affinity.store(u64::MAX, Ordering::Relaxed);
+        }
+        vp = place_within(allowed);
+    };
     thread.vp.store(vp, Ordering::Relaxed);
     thread.rq_next.store(null_mut(), Ordering::Relaxed);
     thread.state.store(RUNNABLE, Ordering::Release);
-    let ptr = core::ptr::from_ref(thread).cast_mut();
-    q.lock.lock();
     let tail = q.tail.load(Ordering::Relaxed);
     if tail.is_null() {
         q.head.store(ptr, Ordering::Relaxed);
@@ -406,10 +426,11 @@ pub fn place() -> u32 {
     place_within(current().affinity.load(Ordering::Relaxed))
 }
 
-/// The least loaded VP of `mask` (any VP if the mask names none).
+/// The least loaded online VP of `mask` (any online VP if the mask names none).
 fn place_within(mask: u64) -> u32 {
     let count = vp_count();
     let start = PLACE_CURSOR.fetch_add(1, Ordering::Relaxed) % count;
+    let mask = hotplug::online_within(mask);
     let allowed = |vp: u32| mask & (1u64 << (vp % 64)) != 0;
     let mut best: Option<u32> = None;
     for vp in (0..count)
@@ -479,7 +500,9 @@ fn wake_target(thread: &Thread, last: u32) -> u32 {
         return last;
     };
     let Some(there) = (0..vp_count())
-        .filter(|&v| k.node_of(v as usize) == preferred && thread.may_run_on(v))
+        .filter(|&v| {
+            k.node_of(v as usize) == preferred && thread.may_run_on(v) && hotplug::is_online(v)
+        })
         .min_by_key(|&v| queue(v).load())
     else {
         return last;
@@ -515,19 +538,26 @@ pub fn arm_deadline(deadline: u64) {
     q.timer_lock.unlock();
 }
 
-/// Takes the calling thread off the timer list it is on, if any (after it woke).
+/// Takes the calling thread off the timer list it is on, if any (after it woke). The
+/// list may move while it looks (a VP going offline hands its list on): it looks again.
 pub fn disarm_deadline() {
     let me = current();
-    let vp = me.timer_vp.load(Ordering::Relaxed);
-    if vp == NO_VP {
-        return;
+    loop {
+        let vp = me.timer_vp.load(Ordering::Relaxed);
+        if vp == NO_VP {
+            return;
+        }
+        let q = queue(vp);
+        q.timer_lock.lock();
+        let still_there = me.timer_vp.load(Ordering::Relaxed) == vp;
+        if still_there {
+            unlink_timer(q, me);
+        }
+        q.timer_lock.unlock();
+        if still_there {
+            return;
+        }
     }
-    let q = queue(vp);
-    q.timer_lock.lock();
-    if me.timer_vp.load(Ordering::Relaxed) == vp {
-        unlink_timer(q, me);
-    }
-    q.timer_lock.unlock();
 }
 
 /// Removes `thread` from `q`'s timer list; the timer lock is held.
@@ -598,6 +628,13 @@ pub fn schedule() {
     q.resched.store(0, Ordering::Relaxed);
     expire_timers(vp);
     let running = me.state.load(Ordering::Acquire) == RUNNING;
+    if running && !me.is_idle() && hotplug::config_pending(vp) {
+        // The idle context applies the configuration; this thread waits in the queue
+        // (and goes to another VP if this one leaves).
+        me.state.store(YIELDED, Ordering::Release);
+        switch(me, &q.idle);
+        return;
+    }
     let next = if running {
         pop(vp)
     } else {
@@ -624,7 +661,7 @@ pub fn move_to_node(node: u32) {
     // that node's VMM).
     while k.node_of(current_vp() as usize) != node {
         let Some(target) = (0..vp_count())
-            .filter(|&v| k.node_of(v as usize) == node)
+            .filter(|&v| k.node_of(v as usize) == node && hotplug::is_online(v))
             .min_by_key(|&v| queue(v).load())
         else {
             return;
@@ -695,7 +732,7 @@ pub fn preempt_from_interrupt(interrupted_rip: u64) {
         return;
     }
     let timers_due = !q.timers.load(Ordering::Relaxed).is_null();
-    if q.len.load(Ordering::Relaxed) != 0 || timers_due {
+    if q.len.load(Ordering::Relaxed) != 0 || timers_due || hotplug::config_pending(current_vp()) {
         schedule();
     }
 }
@@ -919,6 +956,9 @@ pub fn idle_loop() -> ! {
         }
     }
     loop {
+        if hotplug::config_pending(vp) {
+            hotplug::apply(vp);
+        }
         let earliest = expire_timers(vp);
         if let Some(next) = pop(vp).or_else(|| steal(vp)) {
             switch(&q.idle, next);
