@@ -78,6 +78,7 @@ impl<'a> Built<'a> {
             15 => Body::Heartbeat { sequence: a },
             _ => Body::ConfigUpdate {
                 epoch: self.vp,
+                mem_mib: u32::from(self.vector),
                 offline: a,
             },
         };

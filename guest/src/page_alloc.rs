@@ -43,6 +43,14 @@ pub enum PageAllocError {
         /// Bytes.
         size: u64,
     },
+    /// A range cannot shrink: pages above its new end are in use (or reserved).
+    #[error("node {node}'s memory above {new_end:#x} is in use")]
+    InUse {
+        /// The range's home.
+        node: u32,
+        /// The end asked for.
+        new_end: u64,
+    },
     /// Freed memory that is not an allocated block.
     #[error("freeing {pages} pages at {addr:#x} that are not allocated")]
     NotAllocated {
@@ -301,6 +309,42 @@ impl PageAllocator {
         Ok(())
     }
 
+    /// Moves the end of `node`'s arena that ends at `old_end` to `new_end` (memory
+    /// hotplug). Shrinking needs every page at or above `new_end` free: the bump pointer
+    /// at or below it (a free block that ended at the bump pointer was merged into it,
+    /// so the block just below a higher pointer is in use). Returns the pages that must
+    /// be made zero again before the range may grow back, `[start, end)` (those above
+    /// `new_end` that were ever handed out); empty when growing.
+    pub fn resize(
+        &mut self,
+        node: u32,
+        old_end: u64,
+        new_end: u64,
+    ) -> Result<(u64, u64), PageAllocError> {
+        let in_use = PageAllocError::InUse { node, new_end };
+        if new_end % PAGE_SIZE != 0 {
+            return Err(PageAllocError::BadRange {
+                base: new_end,
+                size: 0,
+            });
+        }
+        let arena = self.arenas[..self.arena_count]
+            .iter_mut()
+            .find(|a| a.node == node && a.end == old_end)
+            .ok_or(in_use)?;
+        if new_end >= arena.end {
+            arena.end = new_end;
+            return Ok((new_end, new_end));
+        }
+        if new_end < arena.next || new_end < arena.start {
+            return Err(in_use);
+        }
+        let dirty = (new_end, arena.touched.max(new_end));
+        arena.end = new_end;
+        arena.touched = arena.touched.min(new_end);
+        Ok(dirty)
+    }
+
     /// Pages that can still be allocated with `node` as their home (bump space and free
     /// blocks; not necessarily contiguous).
     pub fn free_pages_on(&self, node: u32) -> u64 {
@@ -381,6 +425,37 @@ mod tests {
             })
         );
         assert_eq!(alloc.alloc(0, 0), Err(PageAllocError::ZeroPages));
+    }
+
+    #[test]
+    fn a_range_shrinks_only_above_what_is_in_use_and_grows_back_fresh() {
+        let mut alloc = two_nodes();
+        let end = 32 * MIB;
+        let a = alloc.alloc(MIB / PAGE_SIZE, 1).unwrap();
+        let b = alloc.alloc(MIB / PAGE_SIZE, 1).unwrap();
+        assert_eq!(b.addr, 17 * MIB);
+        // b ends at 18 MiB: shrinking to 17 MiB would take it.
+        assert_eq!(
+            alloc.resize(1, end, 17 * MIB),
+            Err(PageAllocError::InUse {
+                node: 1,
+                new_end: 17 * MIB
+            })
+        );
+        // Freed, b goes back to the bump pointer, and the range may end at 17 MiB; the
+        // pages b had must be zeroed before they come back.
+        alloc.free(b.addr, MIB / PAGE_SIZE).unwrap();
+        assert_eq!(alloc.resize(1, end, 17 * MIB), Ok((17 * MIB, 18 * MIB)));
+        assert_eq!(alloc.free_pages_on(1), 0);
+        assert!(alloc.alloc(1, 1).is_ok_and(|c| c.node == 0));
+        // The old end no longer names it; the new one does.
+        assert!(alloc.resize(1, end, 20 * MIB).is_err());
+        assert_eq!(alloc.resize(1, 17 * MIB, end), Ok((end, end)));
+        let c = alloc.alloc(1, 1).unwrap();
+        assert_eq!((c.addr, c.fresh), (17 * MIB, true));
+        // Node 0's reserved image cannot go.
+        assert!(alloc.resize(0, 16 * MIB, 2 * MIB).is_err());
+        assert_eq!(a.node, 1);
     }
 
     #[test]

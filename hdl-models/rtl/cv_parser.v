@@ -124,10 +124,8 @@ module cv_parser (
                 end
                 `K_VS_EXIT, `K_HEARTBEAT:
                     if (body_len != 16'd8)             err = `E_W_BAD_LENGTH;
-                `K_CONFIG_UPDATE: begin
+                `K_CONFIG_UPDATE:
                     if (body_len != 16'd16)            err = `E_W_BAD_LENGTH;
-                    else if (vps_reserved != 32'd0)    err = `E_W_BAD_RESERVED;
-                end
                 default:
                     if (body_len != 16'd0)             err = `E_W_BAD_LENGTH;
             endcase

@@ -106,6 +106,7 @@ mod parser {
             },
             15 => Body::ConfigUpdate {
                 epoch: u32::try_from(rng.below(1 << 20)).unwrap(),
+                mem_mib: u32::try_from(rng.below(1 << 16)).unwrap(),
                 offline: rng.next_u64(),
             },
             _ => Body::Heartbeat {

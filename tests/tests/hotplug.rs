@@ -1,9 +1,10 @@
-//! VPs leave and come back while a multi-threaded Linux program runs (issue 12, paper
-//! 4.10): `PUT /v1/vps` through the launcher's API on a 2-node server, with the software
-//! fabric and with the offload fabric on a lossy wire. The program's output must equal
-//! a native run's (its checksum, no mismatching round, no lost increment), every change
-//! must show in `GET /v1/status` (offline VPs, the epoch), an offline VP must not run,
-//! and refused changes must change nothing.
+//! VPs and memory leave and come back while a multi-threaded Linux program runs (issue
+//! 12, paper 4.10): `PUT /v1/vps` and `PUT /v1/memory` through the launcher's API on a
+//! 2-node server, with the software fabric and with the offload fabric on a lossy wire.
+//! The program's output must equal a native run's (its checksum, no mismatching round,
+//! no lost increment), every change must show in `GET /v1/status` (offline VPs, memory
+//! per node, the epoch), an offline VP must not run, and refused changes must change
+//! nothing.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -77,6 +78,26 @@ fn set_vps(socket: &Path, node: u64, vps: u64) -> Value {
     json(&body)
 }
 
+fn set_memory(socket: &Path, node: u64, mib: u64) -> (u16, Value) {
+    let (code, body) = put(
+        socket,
+        "/v1/memory",
+        &format!(r#"{{"node": {node}, "mib": {mib}}}"#),
+    );
+    (code, json(&body))
+}
+
+/// MiB each node homes, from `GET /v1/status`.
+fn memory_mib(socket: &Path) -> Vec<u64> {
+    let (_, body) = get(socket, "/v1/status");
+    json(&body)["memory"]
+        .as_array()
+        .expect("memory")
+        .iter()
+        .map(|range| range["mib"].as_u64().expect("mib"))
+        .collect()
+}
+
 fn vps_of(value: &Value) -> Vec<u64> {
     value
         .as_array()
@@ -135,6 +156,36 @@ fn vps_come_and_go(name: &str, flags: &[&str]) {
                 assert_eq!(code, want, "{body}: {answer}");
                 assert!(json(&answer)["error"].is_string());
             }
+            assert_eq!(epoch(&socket), expected_epoch);
+
+            // Node 1's memory shrinks under the running threads and grows back.
+            let (code, done) = set_memory(&socket, 1, 16);
+            assert_eq!(code, 200, "{done}");
+            assert_eq!(
+                (done["mib_before"].clone(), done["mib"].clone()),
+                (64.into(), 16.into())
+            );
+            expected_epoch += 1;
+            assert_eq!(memory_mib(&socket), [64, 16]);
+            // Below the minimum, above the boot size: refused before anything changes.
+            for mib in [4, 65] {
+                let (code, answer) = set_memory(&socket, 1, mib);
+                assert_eq!(code, 400, "{answer}");
+            }
+            assert_eq!(epoch(&socket), expected_epoch);
+            let (code, done) = set_memory(&socket, 1, 64);
+            assert_eq!(code, 200, "{done}");
+            expected_epoch += 1;
+            // Node 0's first 8 MiB hold the program: the guest refuses, the table stays
+            // (the epoch moves past the proposal and its withdrawal).
+            let (code, answer) = set_memory(&socket, 0, 8);
+            assert_eq!(code, 409, "{answer}");
+            assert!(
+                answer["error"].as_str().unwrap().contains("uses pages"),
+                "{answer}"
+            );
+            expected_epoch += 2;
+            assert_eq!(memory_mib(&socket), [64, 64]);
             assert_eq!(epoch(&socket), expected_epoch);
         }
         std::thread::sleep(Duration::from_millis(300));

@@ -147,14 +147,19 @@ pub enum Call {
     /// the errno (ENOTTY when the stream is not a terminal); `BadArgument` for another
     /// request.
     TermIoctl = 26,
-    /// `ConfigAck(epoch) -> epoch`: the calling VP has applied configuration `epoch`
-    /// (read with `ConfigRead` after a [`crate::interrupt::VECTOR_CONFIG`] interrupt,
-    /// paper 4.10). If that configuration marks the VP offline, the VP is parked: the
-    /// call returns only once a later configuration brings it online again, with that
-    /// epoch (read the table anew and acknowledge again). Otherwise it returns the
-    /// current epoch at once: not `epoch` when the configuration changed meanwhile.
+    /// `ConfigAck(epoch, refused) -> epoch`: the calling VP has applied configuration
+    /// `epoch` (read with `ConfigRead` after a [`crate::interrupt::VECTOR_CONFIG`]
+    /// interrupt, paper 4.10), or could not (`refused` is a [`CONFIG_REFUSED_MEMORY_IN_USE`]
+    /// reason, 0 when it applied it). If that configuration marks the VP offline, the VP
+    /// is parked: the call returns only once a later configuration brings it online
+    /// again, with that epoch (read the table anew and acknowledge again). Otherwise it
+    /// returns the current epoch at once: not `epoch` when the configuration changed
+    /// meanwhile.
     ConfigAck = 27,
 }
+
+/// `ConfigAck`'s `refused`: a node's memory would shrink below pages the guest uses.
+pub const CONFIG_REFUSED_MEMORY_IN_USE: u64 = 1;
 
 /// Number of call numbers defined; numbers at or above this are `UnknownCall`.
 pub const CALL_COUNT: usize = 28;

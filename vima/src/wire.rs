@@ -100,9 +100,10 @@ pub enum MessageKind {
     VsExit = 0x23,
     /// Liveness.
     Heartbeat = 0x24,
-    /// The configuration changed (paper 4.10): from epoch `epoch` on, the VPs of the
-    /// `offline` mask are offline. Sent by the node that makes the change to every other
-    /// node, so each node's `ConfigRead` answers with the same table.
+    /// The configuration changed (paper 4.10): from epoch `epoch` on, the sender's VPs of
+    /// the `offline` mask are offline and the sender homes `mem_mib` MiB. Sent by the node
+    /// that makes the change to every other node, so each node's `ConfigRead` answers
+    /// with the same table.
     ConfigUpdate = 0x25,
 }
 
@@ -242,8 +243,8 @@ pub struct HeartbeatBody {
 pub struct ConfigUpdateBody {
     /// The configuration epoch the update makes current.
     pub epoch: u32,
-    /// Reserved, 0.
-    pub reserved: u32,
+    /// The logical memory the sender homes, in MiB.
+    pub mem_mib: u32,
     /// Bit `v` set: VP `v` is offline.
     pub offline: u64,
 }
@@ -329,7 +330,7 @@ impl LittleEndian for ConfigUpdateBody {
     fn swap_le(self) -> Self {
         Self {
             epoch: self.epoch.to_le(),
-            reserved: self.reserved.to_le(),
+            mem_mib: self.mem_mib.to_le(),
             offline: self.offline.to_le(),
         }
     }
@@ -460,6 +461,8 @@ pub enum Body<'a> {
     ConfigUpdate {
         /// The new configuration epoch.
         epoch: u32,
+        /// The logical memory the sender homes, in MiB.
+        mem_mib: u32,
         /// Bit `v` set: VP `v` is offline.
         offline: u64,
     },
@@ -727,11 +730,9 @@ pub fn decode(bytes: &[u8]) -> Result<Message<'_>, WireError> {
         }
         MessageKind::ConfigUpdate => {
             let update: ConfigUpdateBody = exact(body)?;
-            if update.reserved != 0 {
-                return Err(WireError::BadReserved);
-            }
             Body::ConfigUpdate {
                 epoch: update.epoch,
+                mem_mib: update.mem_mib,
                 offline: update.offline,
             }
         }
@@ -835,9 +836,13 @@ pub fn encode(msg: &Message<'_>, buf: &mut [u8]) -> Result<usize, WireError> {
         }
         Body::VsExit { status } => out.put(VsExitBody { status })?,
         Body::Heartbeat { sequence } => out.put(HeartbeatBody { sequence })?,
-        Body::ConfigUpdate { epoch, offline } => out.put(ConfigUpdateBody {
+        Body::ConfigUpdate {
             epoch,
-            reserved: 0,
+            mem_mib,
+            offline,
+        } => out.put(ConfigUpdateBody {
+            epoch,
+            mem_mib,
             offline,
         })?,
     }
@@ -1141,6 +1146,7 @@ mod tests {
             },
             _ => Body::ConfigUpdate {
                 epoch: p.vp,
+                mem_mib: u32::from(p.vector),
                 offline: p.words[1],
             },
         };

@@ -88,6 +88,17 @@ fn words(bytes: u64) -> usize {
     (bytes / 8) as usize
 }
 
+/// Moves the end of `node`'s memory from `old_end` to `new_end` (memory hotplug); pages
+/// given up are made zero with `MemDiscard`, which also returns them to the host.
+pub fn resize_node(node: u32, old_end: u64, new_end: u64) -> Result<(), PageAllocError> {
+    let (start, end) = PAGES.lock().resize(node, old_end, new_end)?;
+    if end > start {
+        // Best effort: the VMM gives the memory back either way when it takes the range.
+        let _ = crate::vima_calls::mem_discard(start, end - start);
+    }
+    Ok(())
+}
+
 /// Gives back pages from [`alloc_pages`].
 pub fn free_pages(addr: u64, count: u64) -> Result<(), PageAllocError> {
     PAGES.lock().free(addr, count)

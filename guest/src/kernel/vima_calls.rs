@@ -80,10 +80,11 @@ pub fn config_read(buf: &mut [u8]) -> Result<u64, CallError> {
     )
 }
 
-/// `ConfigAck`: this VP applied configuration `epoch`; parks it while that epoch has it
-/// offline. Returns the current epoch (a later one after a park).
-pub fn config_ack(epoch: u32) -> Result<u32, CallError> {
-    let now = checked(Call::ConfigAck, [u64::from(epoch), 0, 0, 0, 0])?;
+/// `ConfigAck`: this VP applied configuration `epoch` (`refused` 0) or could not (a
+/// `vima::call::CONFIG_REFUSED_*` reason); parks it while that epoch has it offline.
+/// Returns the current epoch (a later one after a park).
+pub fn config_ack(epoch: u32, refused: u64) -> Result<u32, CallError> {
+    let now = checked(Call::ConfigAck, [u64::from(epoch), refused, 0, 0, 0])?;
     Ok(u32::try_from(now).unwrap_or(u32::MAX))
 }
 

@@ -8,9 +8,10 @@
 //! | `GET /v1/stats` | the `--stats-json` counters, live |
 //! | `GET /metrics` | the same in the Prometheus text format |
 //! | `PUT /v1/vps` | `{"node": N, "vps": K}`: set node N's online VPs (two-phase, paper 4.10) |
+//! | `PUT /v1/memory` | `{"node": N, "mib": M}`: set the logical memory node N homes |
 //!
-//! The other changes (`PUT /v1/memory`, `POST /v1/nodes`, `DELETE /v1/nodes/{id}`) are
-//! not built yet: they answer 501 and change nothing. Every error is `{"error": "..."}`
+//! The other changes (`POST /v1/nodes`, `DELETE /v1/nodes/{id}`) are not built yet:
+//! they answer 501 and change nothing. Every error is `{"error": "..."}`
 //! with a 4xx or 5xx status, and a refused change changes nothing.
 //!
 //! One thread serves requests one at a time, which also keeps changes one at a time;
@@ -61,16 +62,61 @@ pub struct SetVps {
     pub vps: u32,
 }
 
+/// The body of `PUT /v1/memory`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetMemory {
+    /// The node.
+    pub node: u32,
+    /// The logical memory it homes afterwards, in MiB.
+    pub mib: u64,
+}
+
+/// A change of the running server, as the API received it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// `PUT /v1/vps`.
+    Vps(SetVps),
+    /// `PUT /v1/memory`.
+    Memory(SetMemory),
+}
+
+impl Change {
+    /// The node the change is for.
+    pub fn node(&self) -> u32 {
+        match self {
+            Change::Vps(c) => c.node,
+            Change::Memory(c) => c.node,
+        }
+    }
+
+    /// Its method, path and JSON body, to send it on.
+    pub fn request(&self) -> (&'static str, &'static str, String) {
+        match self {
+            Change::Vps(c) => (
+                "PUT",
+                "/v1/vps",
+                serde_json::json!({ "node": c.node, "vps": c.vps }).to_string(),
+            ),
+            Change::Memory(c) => (
+                "PUT",
+                "/v1/memory",
+                serde_json::json!({ "node": c.node, "mib": c.mib }).to_string(),
+            ),
+        }
+    }
+}
+
 /// What the API serves: a node's view, or the launcher's view of all its nodes.
 pub trait ApiSource: Send + Sync {
     /// `GET /v1/status`.
     fn status(&self) -> serde_json::Value;
     /// `GET /v1/stats`: `{"nodes": [counters...]}` as `--stats-json` writes it.
     fn stats(&self) -> serde_json::Value;
-    /// `PUT /v1/vps`: the change made, or why not.
-    fn set_vps(&self, change: SetVps) -> Result<serde_json::Value, Refusal> {
+    /// A change (`PUT /v1/vps`, `PUT /v1/memory`): what it did, or why not.
+    fn change(&self, change: Change) -> Result<serde_json::Value, Refusal> {
         let _ = change;
-        Err(Refusal::new(501, "this API cannot change VPs"))
+        Err(Refusal::new(501, "this API cannot change the server"))
     }
 }
 
@@ -200,11 +246,7 @@ impl Answer {
 }
 
 /// The changes a later version serves, by method and path prefix.
-const NOT_BUILT: [(&str, &str); 3] = [
-    ("PUT", "/v1/memory"),
-    ("POST", "/v1/nodes"),
-    ("DELETE", "/v1/nodes/"),
-];
+const NOT_BUILT: [(&str, &str); 2] = [("POST", "/v1/nodes"), ("DELETE", "/v1/nodes/")];
 
 /// Routes one request (`body_len`: its declared length, for the size limit; `body`: the
 /// body read, empty when it was too long).
@@ -238,12 +280,16 @@ pub fn route(
                 400,
                 format!("the body must be {{\"node\": N, \"vps\": K}}: {err}"),
             ),
-            Ok(change) => match source.set_vps(change) {
-                Ok(done) => Answer::json(200, &done),
-                Err(refusal) => Answer::error(refusal.status, refusal.message),
-            },
+            Ok(change) => changed(source, Change::Vps(change)),
         },
-        (_, "/v1/vps") => Answer::error(405, "/v1/vps answers PUT only"),
+        ("PUT", "/v1/memory") => match serde_json::from_slice::<SetMemory>(body) {
+            Err(err) => Answer::error(
+                400,
+                format!("the body must be {{\"node\": N, \"mib\": M}}: {err}"),
+            ),
+            Ok(change) => changed(source, Change::Memory(change)),
+        },
+        (_, "/v1/vps" | "/v1/memory") => Answer::error(405, format!("{path} answers PUT only")),
         _ if NOT_BUILT.iter().any(|(m, p)| {
             *m == method && (path == *p || (p.ends_with('/') && path.starts_with(p)))
         }) =>
@@ -257,6 +303,13 @@ pub fn route(
             )
         }
         _ => Answer::error(404, format!("no such endpoint: {method} {path}")),
+    }
+}
+
+fn changed(source: &dyn ApiSource, change: Change) -> Answer {
+    match source.change(change) {
+        Ok(done) => Answer::json(200, &done),
+        Err(refusal) => Answer::error(refusal.status, refusal.message),
     }
 }
 
@@ -326,7 +379,8 @@ mod tests {
             ("GET", "/", 404),
             ("PUT", "/v1/vps", 400),
             ("GET", "/v1/vps", 405),
-            ("PUT", "/v1/memory", 501),
+            ("PUT", "/v1/memory", 400),
+            ("POST", "/v1/nodes", 501),
             ("DELETE", "/v1/nodes/2", 501),
             ("DELETE", "/v1/nodesX", 404),
             ("OTHER", "/metrics", 405),
@@ -357,5 +411,21 @@ mod tests {
         // A well-formed change reaches the source (which cannot do it here).
         let answer = route("PUT", "/v1/vps", None, br#"{"node": 1, "vps": 2}"#, &Fixed);
         assert_eq!(answer.status, 501);
+        let answer = route(
+            "PUT",
+            "/v1/memory",
+            None,
+            br#"{"node": 1, "mib": 8}"#,
+            &Fixed,
+        );
+        assert_eq!(answer.status, 501);
+        let answer = route(
+            "PUT",
+            "/v1/memory",
+            None,
+            br#"{"node": 1, "vps": 8}"#,
+            &Fixed,
+        );
+        assert_eq!(answer.status, 400);
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 use vima::layout::PAGE_SIZE;
 
-use super::{ApiSource, Refusal, SetVps};
+use super::{ApiSource, Change, Refusal};
 use crate::node::NodeCounters;
 use crate::server::VirtualServer;
 use crate::vp::RunState;
@@ -95,10 +95,18 @@ impl ApiSource for NodeApi {
         json!({ "nodes": [counters] })
     }
 
-    fn set_vps(&self, change: SetVps) -> Result<Value, Refusal> {
-        self.server
-            .set_vp_count(change.node, change.vps)
-            .map(|done| serde_json::to_value(done).expect("a change serializes"))
+    fn change(&self, change: Change) -> Result<Value, Refusal> {
+        let done = match change {
+            Change::Vps(c) => self
+                .server
+                .set_vp_count(c.node, c.vps)
+                .map(serde_json::to_value),
+            Change::Memory(c) => self
+                .server
+                .set_memory(c.node, c.mib)
+                .map(serde_json::to_value),
+        };
+        done.map(|value| value.expect("a change serializes"))
             .map_err(|err| Refusal::new(err.http_status(), err.to_string()))
     }
 }
@@ -106,6 +114,7 @@ impl ApiSource for NodeApi {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::{SetMemory, SetVps};
     use crate::server::testing::single_node;
 
     #[test]
@@ -135,7 +144,7 @@ mod tests {
     #[test]
     fn vp_changes_are_checked_before_anything_changes() {
         let api = NodeApi::new(Arc::new(single_node(2)));
-        let refused = |node, vps| api.set_vps(SetVps { node, vps }).unwrap_err();
+        let refused = |node, vps| api.change(Change::Vps(SetVps { node, vps })).unwrap_err();
         assert_eq!(refused(0, 0).status, 400);
         assert_eq!(refused(0, 3).status, 400);
         assert_eq!(refused(1, 1).status, 404);
@@ -151,10 +160,16 @@ mod tests {
         assert_eq!(status["config_epoch"], 0);
         assert_eq!(status["nodes"][0]["vps"][1]["state"], "stopped");
         // Asking for what is already there is a change of nothing.
-        let same = api.set_vps(SetVps { node: 0, vps: 2 }).unwrap();
+        let same = api.change(Change::Vps(SetVps { node: 0, vps: 2 })).unwrap();
         assert_eq!(same["removed"], json!([]));
         assert_eq!(same["online"], json!([0, 1]));
         assert_eq!(same["config_epoch"], 0);
+        let memory = |mib| api.change(Change::Memory(SetMemory { node: 0, mib }));
+        // Between the boot minimum and the size it was started with (8 MiB here).
+        assert_eq!(memory(4).unwrap_err().status, 400);
+        assert_eq!(memory(9).unwrap_err().status, 400);
+        assert_eq!(memory(8).unwrap()["mib_before"], 8);
+        assert_eq!(api.status()["memory"][0]["mib"], 8);
     }
 
     #[test]

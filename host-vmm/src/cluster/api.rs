@@ -12,7 +12,7 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use crate::api::client;
-use crate::api::{ApiSource, Refusal, SetVps};
+use crate::api::{ApiSource, Change, Refusal};
 
 /// The launcher's view of its nodes.
 #[derive(Debug)]
@@ -86,18 +86,19 @@ impl ApiSource for ClusterApi {
         json!({ "nodes": nodes })
     }
 
-    /// Asks the node whose VPs change: only its host can park or resume them.
-    fn set_vps(&self, change: SetVps) -> Result<Value, Refusal> {
-        let node = usize::try_from(change.node).unwrap_or(usize::MAX);
+    /// Asks the node the change is for: only its host can park or resume its VPs and
+    /// give back its memory.
+    fn change(&self, change: Change) -> Result<Value, Refusal> {
+        let node = usize::try_from(change.node()).unwrap_or(usize::MAX);
         let Some(socket) = self.sockets.get(node) else {
             return Err(Refusal::new(
                 404,
-                format!("there is no node {}", change.node),
+                format!("there is no node {}", change.node()),
             ));
         };
-        let body = json!({ "node": change.node, "vps": change.vps }).to_string();
+        let (method, path, body) = change.request();
         let timeout = crate::server::reconfig::ACK_TIMEOUT * 3;
-        let reply = client::request(socket, "PUT", "/v1/vps", Some(&body), timeout)
+        let reply = client::request(socket, method, path, Some(&body), timeout)
             .map_err(|err| Refusal::new(502, format!("node {node} did not answer: {err}")))?;
         let value: Value = serde_json::from_str(&reply.body).map_err(|_| {
             Refusal::new(

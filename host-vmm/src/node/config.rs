@@ -73,15 +73,19 @@ impl NodeConfig {
 
 /// Builds the boot configuration table the guest reads (epoch 0, every VP online).
 pub fn build_config_table(cfg: &NodeConfig, tsc_khz: u64) -> Result<Vec<u8>, NodeError> {
-    config_table_at(cfg, tsc_khz, 0, 0)
+    let boot_mib = vec![cfg.mem_mib_per_node; cfg.nodes as usize];
+    config_table_at(cfg, tsc_khz, 0, 0, &boot_mib)
 }
 
-/// The configuration table at `epoch`, with the VPs of the `offline` mask offline.
+/// The configuration table at `epoch`, with the VPs of the `offline` mask offline and
+/// node `n` homing the first `mem_mib[n]` MiB of its range (its range keeps the place
+/// the boot shape gave it, so a node can grow back to it).
 pub fn config_table_at(
     cfg: &NodeConfig,
     tsc_khz: u64,
     epoch: u32,
     offline: u64,
+    mem_mib: &[u64],
 ) -> Result<Vec<u8>, NodeError> {
     let nodes: Vec<NodeDesc> = (0..cfg.nodes)
         .map(|n| NodeDesc {
@@ -105,7 +109,7 @@ pub fn config_table_at(
     let mem: Vec<MemRange> = (0..cfg.nodes)
         .map(|n| MemRange {
             base: u64::from(n) * per_node,
-            size: per_node,
+            size: mem_mib.get(n as usize).map_or(per_node, |mib| mib << 20),
             node_id: n,
             flags: 0,
         })

@@ -16,7 +16,7 @@ use vima::layout::vp_shared_addr;
 use vima::wire::Body;
 use vima::Status;
 
-use super::reconfig::Configuration;
+use super::reconfig::{Configuration, NodePart};
 use super::Outcome;
 use crate::devices::console::Console;
 use crate::fabric::FabricEvents;
@@ -211,9 +211,17 @@ impl FabricEvents for ControlPlane {
                 true
             }
             Body::Heartbeat { .. } => true,
-            Body::ConfigUpdate { epoch, offline } => {
-                // The sender changes only its own VPs; the rest of the table stays ours.
-                match self.configuration.apply_node_vps(from, epoch, offline) {
+            Body::ConfigUpdate {
+                epoch,
+                mem_mib,
+                offline,
+            } => {
+                // The sender changes only its own part; the rest of the table stays ours.
+                let part = NodePart {
+                    offline,
+                    mem_mib: u64::from(mem_mib),
+                };
+                match self.configuration.apply_node(from, epoch, part) {
                     Ok(_) => {}
                     Err(err) => log::warn!("node {from}'s configuration {epoch}: {err}"),
                 }

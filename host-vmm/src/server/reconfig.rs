@@ -45,6 +45,32 @@ pub enum ChangeError {
     /// The old and new configurations have no VP in common (paper 4.10).
     #[error("the new configuration shares no VP with the current one")]
     NothingShared,
+    /// A memory size that cannot be.
+    #[error(
+        "node {node}'s logical memory must be between {min} and {max} MiB (the size it was \
+         started with); {mib} asked for"
+    )]
+    BadMemory {
+        /// The node.
+        node: u32,
+        /// MiB asked for.
+        mib: u64,
+        /// The least.
+        min: u64,
+        /// The most.
+        max: u64,
+    },
+    /// The guest uses memory the change would take away.
+    #[error(
+        "node {node}'s logical memory cannot shrink to {mib} MiB: the guest uses pages \
+         above it; nothing was changed"
+    )]
+    MemoryInUse {
+        /// The node.
+        node: u32,
+        /// MiB asked for.
+        mib: u64,
+    },
     /// The change is not for this node.
     #[error("node {here} can change only its own VPs, not node {node}'s")]
     NotHere {
@@ -82,13 +108,24 @@ impl ChangeError {
         match self {
             ChangeError::UnknownNode(_) => 404,
             ChangeError::NoVpLeft(_)
+            | ChangeError::BadMemory { .. }
             | ChangeError::TooManyVps { .. }
             | ChangeError::NothingShared
             | ChangeError::NotHere { .. } => 400,
-            ChangeError::Unsupported(_) | ChangeError::Finished => 409,
+            ChangeError::Unsupported(_)
+            | ChangeError::Finished
+            | ChangeError::MemoryInUse { .. } => 409,
             ChangeError::NoAcknowledgement { .. } => 504,
         }
     }
+}
+
+/// A VP's last acknowledgement.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Ack {
+    epoch: u32,
+    /// 0, or why the guest could not apply it (`ConfigAck`'s `refused`).
+    refused: u64,
 }
 
 #[derive(Debug)]
@@ -96,9 +133,19 @@ struct State {
     epoch: u32,
     /// Bit `v`: VP `v` is offline.
     offline: u64,
+    /// The logical memory each node homes, in MiB.
+    mem_mib: Vec<u64>,
     table: Arc<Vec<u8>>,
-    /// The last epoch each VP acknowledged.
-    acked: Vec<u32>,
+    acked: Vec<Ack>,
+}
+
+/// A node's part of a configuration: what only that node changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodePart {
+    /// Bit `v`: VP `v` is offline (only the node's own VPs count).
+    pub offline: u64,
+    /// The logical memory the node homes, in MiB.
+    pub mem_mib: u64,
 }
 
 /// The configuration of the virtual server as this node holds it.
@@ -136,14 +183,16 @@ pub fn shares_a_vp(vp_count: u32, old: u64, new: u64) -> Result<(), ChangeError>
 impl Configuration {
     /// The boot configuration of `shape` (epoch 0, every VP online).
     pub fn new(shape: NodeConfig, tsc_khz: u64) -> Result<Self, NodeError> {
-        let table = Arc::new(config_table_at(&shape, tsc_khz, 0, 0)?);
+        let mem_mib = vec![shape.mem_mib_per_node; shape.nodes as usize];
+        let table = Arc::new(config_table_at(&shape, tsc_khz, 0, 0, &mem_mib)?);
         let vps = shape.nodes * shape.vps_per_node;
         Ok(Configuration {
             state: Mutex::new(State {
                 epoch: 0,
                 offline: 0,
+                mem_mib,
                 table,
-                acked: vec![0; vps as usize],
+                acked: vec![Ack::default(); vps as usize],
             }),
             shape,
             tsc_khz,
@@ -174,6 +223,43 @@ impl Configuration {
     /// The offline VPs, a bit each.
     pub fn offline(&self) -> u64 {
         self.state().offline
+    }
+
+    /// The logical memory node `node` homes now, in MiB.
+    pub fn mem_mib(&self, node: u32) -> u64 {
+        self.state()
+            .mem_mib
+            .get(node as usize)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Node `node`'s part of the current configuration.
+    pub fn node_part(&self, node: u32) -> NodePart {
+        NodePart {
+            offline: self.offline() & self.slots_of(node),
+            mem_mib: self.mem_mib(node),
+        }
+    }
+
+    /// Checks a new size for node `node`'s logical memory: at least the boot minimum,
+    /// at most the size it was started with (its range keeps that place).
+    pub fn plan_memory(&self, node: u32, mib: u64) -> Result<(), ChangeError> {
+        let shape = &self.shape;
+        if node >= shape.nodes {
+            return Err(ChangeError::UnknownNode(node));
+        }
+        let min = vima::layout::MIN_LOGICAL_BYTES >> 20;
+        let max = shape.mem_mib_per_node;
+        if mib < min || mib > max {
+            return Err(ChangeError::BadMemory {
+                node,
+                mib,
+                min,
+                max,
+            });
+        }
+        Ok(())
     }
 
     /// True when VP `vp` is online in the current configuration.
@@ -218,31 +304,41 @@ impl Configuration {
         vp_mask(first..first.saturating_add(self.shape.vps_per_node))
     }
 
-    /// Takes the online state of `node`'s VPs from `offline` (the other bits stay as they
-    /// are: a node changes only its own VPs) and moves the epoch to `epoch` if that is
-    /// later. An update that is stale (not a later epoch) changes nothing and gives false.
-    pub fn apply_node_vps(&self, node: u32, epoch: u32, offline: u64) -> Result<bool, NodeError> {
+    /// Takes node `node`'s part (the online state of its VPs, its memory) from `part`;
+    /// the rest stays as it is, since a node changes only its own part. The epoch moves
+    /// to `epoch`. An update that is stale (not a later epoch) changes nothing and gives
+    /// false.
+    pub fn apply_node(&self, node: u32, epoch: u32, part: NodePart) -> Result<bool, NodeError> {
         let mut state = self.state();
         if epoch <= state.epoch || node >= self.shape.nodes {
             return Ok(false);
         }
         let slots = self.slots_of(node);
-        let offline = (state.offline & !slots) | (offline & slots);
-        state.table = Arc::new(config_table_at(&self.shape, self.tsc_khz, epoch, offline)?);
+        let offline = (state.offline & !slots) | (part.offline & slots);
+        let mut mem_mib = state.mem_mib.clone();
+        mem_mib[node as usize] = part.mem_mib;
+        state.table = Arc::new(config_table_at(
+            &self.shape,
+            self.tsc_khz,
+            epoch,
+            offline,
+            &mem_mib,
+        )?);
         state.epoch = epoch;
         state.offline = offline;
+        state.mem_mib = mem_mib;
         drop(state);
         self.changed.notify_all();
         Ok(true)
     }
 
-    /// `ConfigAck(epoch)` of VP `vp`: records it if `epoch` is current; returns the
-    /// current epoch.
-    pub fn acknowledge(&self, vp: u32, epoch: u32) -> u32 {
+    /// `ConfigAck(epoch, refused)` of VP `vp`: records it if `epoch` is current; returns
+    /// the current epoch.
+    pub fn acknowledge(&self, vp: u32, epoch: u32, refused: u64) -> u32 {
         let mut state = self.state();
         if epoch == state.epoch {
             if let Some(slot) = state.acked.get_mut(vp as usize) {
-                *slot = epoch;
+                *slot = Ack { epoch, refused };
             }
             drop(state);
             self.changed.notify_all();
@@ -271,26 +367,37 @@ impl Configuration {
         }
     }
 
-    /// Waits until every VP of `vps` acknowledged `epoch`; the ones that did not by
-    /// `timeout` (or by the end of the server) are returned.
+    /// Waits until every VP of `vps` acknowledged `epoch`; returns the refusals
+    /// (`(vp, reason)`), or the VPs that did not answer by `timeout` (or by the end of
+    /// the server).
     pub fn wait_acks(
         &self,
         vps: &[u32],
         epoch: u32,
         timeout: Duration,
         ended: impl Fn() -> bool,
-    ) -> Result<(), Vec<u32>> {
+    ) -> Result<Vec<(u32, u64)>, Vec<u32>> {
         let deadline = Instant::now() + timeout;
         let mut state = self.state();
         loop {
+            let acks: Vec<Ack> = vps
+                .iter()
+                .map(|vp| state.acked.get(*vp as usize).copied().unwrap_or_default())
+                .collect();
             let missing: Vec<u32> = vps
                 .iter()
-                .copied()
-                .filter(|vp| state.acked.get(*vp as usize).is_none_or(|e| *e < epoch))
+                .zip(&acks)
+                .filter(|(_, ack)| ack.epoch < epoch)
+                .map(|(vp, _)| *vp)
                 .collect();
             let now = Instant::now();
             if missing.is_empty() {
-                return Ok(());
+                return Ok(vps
+                    .iter()
+                    .zip(&acks)
+                    .filter(|(_, ack)| ack.refused != 0)
+                    .map(|(vp, ack)| (*vp, ack.refused))
+                    .collect());
             }
             if now >= deadline || ended() {
                 return Err(missing);
@@ -325,7 +432,39 @@ pub struct VpChange {
     pub took_ms: f64,
 }
 
+/// What a memory size change did (the answer to `PUT /v1/memory`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct MemoryChange {
+    /// The node.
+    pub node: u32,
+    /// The epoch the change ended at.
+    pub config_epoch: u32,
+    /// MiB the node homed before.
+    pub mib_before: u64,
+    /// MiB it homes now.
+    pub mib: u64,
+    /// Milliseconds from the request to the guest's acknowledgement.
+    pub took_ms: f64,
+}
+
 impl VirtualServer {
+    /// What every change checks first: it is this node's, and the guest can take it.
+    fn may_change(&self, node: u32, what: &str) -> Result<(), ChangeError> {
+        if node != self.node_id {
+            return Err(ChangeError::NotHere {
+                node,
+                here: self.node_id,
+            });
+        }
+        if !self.runs_linux_program {
+            return Err(ChangeError::Unsupported(format!(
+                "{what} needs the guest's configuration handler and thread scheduler, which \
+                 run Linux programs; a built-in workload runs one fixed share per VP"
+            )));
+        }
+        Ok(())
+    }
+
     /// Sets the number of online VPs of this node to `count` in two phases (the module
     /// docs): departing VPs are interrupted, move their threads away and park before
     /// their resources are taken; arriving VPs are online in the table before they go on.
@@ -334,84 +473,134 @@ impl VirtualServer {
     pub fn set_vp_count(&self, node: u32, count: u32) -> Result<VpChange, ChangeError> {
         let config = self.control.configuration();
         let _one_at_a_time = config.begin_change();
-        let old = config.offline();
         let new = config.plan_vp_count(node, count)?;
-        if node != self.node_id {
-            return Err(ChangeError::NotHere {
-                node,
-                here: self.node_id,
-            });
-        }
-        if new != old && !self.runs_linux_program {
-            return Err(ChangeError::Unsupported(
-                "VP hotplug moves threads of the guest scheduler, which runs Linux programs; \
-                 a built-in workload runs one fixed share per VP"
-                    .into(),
-            ));
+        let old = config.node_part(node);
+        let new = NodePart {
+            offline: new & config.slots_of(node),
+            ..old
+        };
+        if new != old {
+            self.may_change(node, "VP hotplug")?;
         }
         let started = Instant::now();
-        let removed = vps_of(new & !old);
-        let added = vps_of(old & !new);
+        let removed = vps_of(new.offline & !old.offline);
+        let added = vps_of(old.offline & !new.offline);
         if !removed.is_empty() {
-            let epoch = self.publish(old | new)?;
-            for vp in &removed {
-                if let Some(control) = self.vp(*vp) {
-                    self.control.post_local(control, VECTOR_CONFIG);
-                }
-            }
-            if let Err(missing) =
-                config.wait_acks(&removed, epoch, ACK_TIMEOUT, || self.is_finished())
-            {
-                if self.is_finished() {
-                    return Err(ChangeError::Finished);
-                }
+            let leaving = NodePart {
+                offline: old.offline | new.offline,
+                ..old
+            };
+            let epoch = self.publish(leaving)?;
+            self.interrupt(&removed);
+            if let Err(err) = self.await_acks(&removed, epoch) {
                 // The VPs that parked go on; those that did not will find themselves
                 // online when they read the table.
                 self.publish(old)?;
-                return Err(ChangeError::NoAcknowledgement {
-                    epoch,
-                    vps: missing,
-                    timeout: ACK_TIMEOUT,
-                });
+                return Err(err);
             }
         }
         if !added.is_empty() {
             // Online in the table first: the parked VPs go on as soon as they see it.
             let epoch = self.publish(new)?;
-            if let Err(missing) =
-                config.wait_acks(&added, epoch, ACK_TIMEOUT, || self.is_finished())
-            {
-                if self.is_finished() {
-                    return Err(ChangeError::Finished);
-                }
-                return Err(ChangeError::NoAcknowledgement {
-                    epoch,
-                    vps: missing,
-                    timeout: ACK_TIMEOUT,
-                });
-            }
+            self.await_acks(&added, epoch)?;
         }
-        let online = vps_of(!new & config.slots_of(node));
         Ok(VpChange {
             node,
             config_epoch: config.epoch(),
             removed,
             added,
-            online,
+            online: vps_of(!new.offline & config.slots_of(node)),
             took_ms: started.elapsed().as_secs_f64() * 1e3,
         })
     }
 
-    /// Makes this node's VPs of `offline` the new configuration, here and (by a
+    /// Sets the logical memory this node homes to `mib` MiB (at most what it was started
+    /// with). The table changes first; the node's first VP is interrupted and its guest
+    /// gives the pages above the new end back (`MemDiscard`: the memory returns to the
+    /// host) or takes the regrown ones into its allocator, and acknowledges. A guest that
+    /// uses pages above the new end refuses, and the change is taken back.
+    pub fn set_memory(&self, node: u32, mib: u64) -> Result<MemoryChange, ChangeError> {
+        let config = self.control.configuration();
+        let _one_at_a_time = config.begin_change();
+        config.plan_memory(node, mib)?;
+        let old = config.node_part(node);
+        let started = Instant::now();
+        if mib != old.mem_mib {
+            self.may_change(node, "memory hotplug")?;
+            let first = vps_of(config.slots_of(node))
+                .into_iter()
+                .find(|vp| config.is_online(*vp))
+                .ok_or(ChangeError::NoVpLeft(node))?;
+            let epoch = self.publish(NodePart {
+                mem_mib: mib,
+                ..old
+            })?;
+            self.interrupt(&[first]);
+            let refused = self.await_acks(&[first], epoch).inspect_err(|_| {
+                // Back to the old size; the guest looks again, in case it did apply it.
+                if self.publish(old).is_ok() {
+                    self.interrupt(&[first]);
+                }
+            })?;
+            if !refused.is_empty() {
+                self.publish(old)?;
+                return Err(ChangeError::MemoryInUse { node, mib });
+            }
+        }
+        Ok(MemoryChange {
+            node,
+            config_epoch: config.epoch(),
+            mib_before: old.mem_mib,
+            mib,
+            took_ms: started.elapsed().as_secs_f64() * 1e3,
+        })
+    }
+
+    /// Raises the configuration interrupt on each of `vps` (this node's).
+    fn interrupt(&self, vps: &[u32]) {
+        for vp in vps {
+            if let Some(control) = self.vp(*vp) {
+                self.control.post_local(control, VECTOR_CONFIG);
+            }
+        }
+    }
+
+    /// Waits for `vps` to acknowledge `epoch`; returns their refusals.
+    fn await_acks(&self, vps: &[u32], epoch: u32) -> Result<Vec<(u32, u64)>, ChangeError> {
+        let config = self.control.configuration();
+        config
+            .wait_acks(vps, epoch, ACK_TIMEOUT, || self.is_finished())
+            .map_err(|missing| {
+                if self.is_finished() {
+                    ChangeError::Finished
+                } else {
+                    ChangeError::NoAcknowledgement {
+                        epoch,
+                        vps: missing,
+                        timeout: ACK_TIMEOUT,
+                    }
+                }
+            })
+    }
+
+    /// Makes `part` this node's part of a new configuration, here and (by a
     /// `ConfigUpdate`) on every other node; returns its epoch.
-    fn publish(&self, offline: u64) -> Result<u32, ChangeError> {
+    fn publish(&self, part: NodePart) -> Result<u32, ChangeError> {
         let config = self.control.configuration();
         let epoch = config.epoch() + 1;
         config
-            .apply_node_vps(self.node_id, epoch, offline)
+            .apply_node(self.node_id, epoch, part)
             .map_err(|err| ChangeError::Unsupported(err.to_string()))?;
         if let Some(fabric) = &self.fabric {
-            fabric.broadcast(self.nodes, Body::ConfigUpdate { epoch, offline });
+            let mem_mib = u32::try_from(part.mem_mib).unwrap_or(u32::MAX);
+            fabric.broadcast(
+                self.nodes,
+                Body::ConfigUpdate {
+                    epoch,
+                    mem_mib,
+                    offline: part.offline,
+                },
+            );
         }
         Ok(epoch)
     }
@@ -428,6 +617,14 @@ mod tests {
             vps_per_node,
             mem_mib_per_node: 8,
             cmdline: "test".into(),
+        }
+    }
+
+    /// Node `node`'s part with VPs `offline` offline and its memory as it is.
+    fn part(config: &Configuration, node: u32, offline: u64) -> NodePart {
+        NodePart {
+            offline,
+            mem_mib: config.mem_mib(node),
         }
     }
 
@@ -460,7 +657,7 @@ mod tests {
     #[test]
     fn planning_keeps_other_nodes_offline_vps() {
         let config = Configuration::new(shape(2, 3), 1_000).unwrap();
-        assert!(config.apply_node_vps(1, 1, 1 << 5).unwrap());
+        assert!(config.apply_node(1, 1, part(&config, 1, 1 << 5)).unwrap());
         assert_eq!(
             config.plan_vp_count(0, 1),
             Ok((1 << 5) | (1 << 1) | (1 << 2))
@@ -486,46 +683,85 @@ mod tests {
     fn apply_rewrites_the_table_and_ignores_stale_updates() {
         let config = Configuration::new(shape(2, 2), 1_000).unwrap();
         assert_eq!(online_vps(&config.table()), [true; 4]);
-        assert!(config.apply_node_vps(1, 2, 1 << 3).unwrap());
+        assert!(config.apply_node(1, 2, part(&config, 1, 1 << 3)).unwrap());
         assert_eq!(online_vps(&config.table()), [true, true, true, false]);
         let epoch = vima::config::Config::parse(&config.table())
             .unwrap()
             .header()
             .epoch;
         assert_eq!(epoch, 2);
-        assert!(!config.apply_node_vps(0, 2, 0).unwrap());
-        assert!(!config.apply_node_vps(0, 1, 0).unwrap());
+        assert!(!config.apply_node(0, 2, part(&config, 0, 0)).unwrap());
+        assert!(!config.apply_node(0, 1, part(&config, 0, 0)).unwrap());
         assert!(!config.is_online(3));
         assert!(config.is_online(2));
         // Node 0's update touches node 0's VPs only.
-        assert!(config.apply_node_vps(0, 3, u64::MAX).unwrap());
+        assert!(config.apply_node(0, 3, part(&config, 0, u64::MAX)).unwrap());
         assert_eq!(online_vps(&config.table()), [false, false, true, false]);
+    }
+
+    #[test]
+    fn memory_changes_stay_within_the_boot_size_and_rewrite_the_node_range() {
+        let config = Configuration::new(shape(2, 1), 1_000).unwrap();
+        let min = vima::layout::MIN_LOGICAL_BYTES >> 20;
+        assert_eq!(config.plan_memory(1, 8), Ok(()));
+        assert!(matches!(
+            config.plan_memory(1, min - 1),
+            Err(ChangeError::BadMemory { .. })
+        ));
+        assert!(matches!(
+            config.plan_memory(1, 9),
+            Err(ChangeError::BadMemory { max: 8, .. })
+        ));
+        assert_eq!(config.plan_memory(2, 8), Err(ChangeError::UnknownNode(2)));
+        let shape = shape(2, 1);
+        let bigger = Configuration::new(
+            NodeConfig {
+                mem_mib_per_node: 32,
+                ..shape
+            },
+            1_000,
+        )
+        .unwrap();
+        let part = NodePart {
+            offline: 0,
+            mem_mib: 12,
+        };
+        assert!(bigger.apply_node(1, 1, part).unwrap());
+        assert_eq!(bigger.mem_mib(1), 12);
+        let table = bigger.table();
+        let config = vima::config::Config::parse(&table).unwrap();
+        let ranges: Vec<(u64, u64, u32)> = config
+            .mem_ranges()
+            .map(|r| (r.base, r.size, r.node_id))
+            .collect();
+        // Node 1's range keeps its base (32 MiB) and homes 12 MiB of it.
+        assert_eq!(ranges, [(0, 32 << 20, 0), (32 << 20, 12 << 20, 1)]);
     }
 
     #[test]
     fn acknowledgements_count_only_for_the_current_epoch() {
         let config = Configuration::new(shape(1, 2), 1_000).unwrap();
-        assert!(config.apply_node_vps(0, 1, 1 << 1).unwrap());
-        assert_eq!(config.acknowledge(1, 0), 1);
+        assert!(config.apply_node(0, 1, part(&config, 0, 1 << 1)).unwrap());
+        assert_eq!(config.acknowledge(1, 0, 0), 1);
         let short = Duration::from_millis(20);
         assert_eq!(config.wait_acks(&[1], 1, short, || false), Err(vec![1]));
-        assert_eq!(config.acknowledge(1, 1), 1);
-        assert_eq!(config.wait_acks(&[1], 1, short, || false), Ok(()));
+        assert_eq!(config.acknowledge(1, 1, 0), 1);
+        assert_eq!(config.wait_acks(&[1], 1, short, || false), Ok(vec![]));
     }
 
     #[test]
     fn a_parked_vp_goes_on_when_it_is_online_again_or_the_server_ends() {
         let config = Arc::new(Configuration::new(shape(1, 2), 1_000).unwrap());
-        assert!(config.apply_node_vps(0, 1, 1 << 1).unwrap());
+        assert!(config.apply_node(0, 1, part(&config, 0, 1 << 1)).unwrap());
         let parked = {
             let config = config.clone();
             std::thread::spawn(move || config.park(1, || false))
         };
         std::thread::sleep(Duration::from_millis(50));
         assert!(!parked.is_finished());
-        assert!(config.apply_node_vps(0, 2, 0).unwrap());
+        assert!(config.apply_node(0, 2, part(&config, 0, 0)).unwrap());
         assert_eq!(parked.join().unwrap(), Some(2));
-        assert!(config.apply_node_vps(0, 3, 1 << 1).unwrap());
+        assert!(config.apply_node(0, 3, part(&config, 0, 1 << 1)).unwrap());
         assert_eq!(config.park(1, || true), None);
         // VP 0 is online: it never parks.
         assert_eq!(config.park(0, || false), Some(3));

@@ -465,6 +465,17 @@ fn every_call_is_counted_by_name() {
     assert_eq!(calls.get(Call::IpiSend.name()), Some(&1));
 }
 
+/// Node 0's part with VPs `mask` offline and its memory as it is.
+fn offline(
+    config: &crate::server::reconfig::Configuration,
+    mask: u64,
+) -> crate::server::reconfig::NodePart {
+    crate::server::reconfig::NodePart {
+        offline: mask,
+        mem_mib: config.mem_mib(0),
+    }
+}
+
 #[test]
 fn config_ack_returns_the_current_epoch_to_an_online_vp() {
     let server = single_node(2);
@@ -476,32 +487,36 @@ fn config_ack_returns_the_current_epoch_to_an_online_vp() {
         Err(Status::BadArgument)
     );
     let config = server.control.configuration();
-    assert!(config.apply_node_vps(0, 1, 0).unwrap());
+    assert!(config.apply_node(0, 1, offline(config, 0)).unwrap());
     // A stale acknowledgement learns the new epoch and records nothing.
     assert_eq!(vp.call(Call::ConfigAck, [0, 0, 0, 0, 0]), Ok(1));
     let short = std::time::Duration::from_millis(10);
     assert_eq!(config.wait_acks(&[1], 1, short, || false), Err(vec![1]));
     assert_eq!(vp.call(Call::ConfigAck, [1, 0, 0, 0, 0]), Ok(1));
-    assert_eq!(config.wait_acks(&[1], 1, short, || false), Ok(()));
+    assert_eq!(config.wait_acks(&[1], 1, short, || false), Ok(vec![]));
+    // A refusal is recorded with its reason.
+    assert!(config.apply_node(0, 2, offline(config, 0)).unwrap());
+    assert_eq!(vp.call(Call::ConfigAck, [2, 1, 0, 0, 0]), Ok(2));
+    assert_eq!(config.wait_acks(&[1], 2, short, || false), Ok(vec![(1, 1)]));
 }
 
 #[test]
 fn config_ack_parks_an_offline_vp_until_it_is_online_again() {
     let server = std::sync::Arc::new(single_node(2));
     let config = server.control.configuration();
-    assert!(config.apply_node_vps(0, 1, 1 << 1).unwrap());
+    assert!(config.apply_node(0, 1, offline(config, 1 << 1)).unwrap());
     let parked = {
         let server = server.clone();
         std::thread::spawn(move || Vp::new(&server, 1).call(Call::ConfigAck, [1, 0, 0, 0, 0]))
     };
     let long = std::time::Duration::from_secs(10);
-    assert_eq!(config.wait_acks(&[1], 1, long, || false), Ok(()));
+    assert_eq!(config.wait_acks(&[1], 1, long, || false), Ok(vec![]));
     std::thread::sleep(std::time::Duration::from_millis(50));
     assert!(!parked.is_finished(), "an offline VP stays in ConfigAck");
-    assert!(config.apply_node_vps(0, 2, 0).unwrap());
+    assert!(config.apply_node(0, 2, offline(config, 0)).unwrap());
     assert_eq!(parked.join().unwrap(), Ok(2));
     // Parked again, the end of the server ends the call (and the VP).
-    assert!(config.apply_node_vps(0, 3, 1 << 1).unwrap());
+    assert!(config.apply_node(0, 3, offline(config, 1 << 1)).unwrap());
     server.finish(Outcome::AllStopped);
     let (outcome, _, _) = Vp::new(&server, 1).call_raw(Call::ConfigAck as u64, [3, 0, 0, 0, 0]);
     assert_eq!(outcome, CallOutcome::ServerDone);

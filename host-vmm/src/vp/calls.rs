@@ -258,7 +258,7 @@ fn handle(
             let range = UncheckedRange::new(a[0], a[1]).check(logical, PAGE_SIZE)?;
             server.discard(range).map(Reply::Value)
         }
-        Call::ConfigAck => config_ack(server, vp, a[0]),
+        Call::ConfigAck => config_ack(server, vp, a[0], a[1]),
         Call::SyscallEntrySet => {
             UncheckedRange::new(a[0], 1).check(logical, 1)?;
             local.syscall_entry = Some(a[0]);
@@ -267,12 +267,17 @@ fn handle(
     }
 }
 
-/// `ConfigAck`: records the acknowledgement; parks a VP that is offline in the epoch it
-/// acknowledged until a later configuration brings it back.
-fn config_ack(server: &VirtualServer, vp: &VpControl, epoch: u64) -> Result<Reply, Status> {
+/// `ConfigAck`: records the acknowledgement (or refusal); parks a VP that is offline in
+/// the epoch it acknowledged until a later configuration brings it back.
+fn config_ack(
+    server: &VirtualServer,
+    vp: &VpControl,
+    epoch: u64,
+    refused: u64,
+) -> Result<Reply, Status> {
     let epoch = u32::try_from(epoch).map_err(|_| Status::BadArgument)?;
     let config = server.control.configuration();
-    config.acknowledge(vp.id, epoch);
+    config.acknowledge(vp.id, epoch, refused);
     // Read again after recording: a change made meanwhile is the guest's to see.
     if config.is_online(vp.id) || config.epoch() != epoch {
         return Ok(Reply::Value(u64::from(config.epoch())));

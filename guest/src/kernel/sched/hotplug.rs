@@ -13,14 +13,20 @@
 //!   online before letting it go); the VP reads the table again, joins the mask, and
 //!   acknowledges; other VPs steal from and place on it from then on.
 //!
+//! - **Memory.** A node's memory range that got shorter is taken from the page allocator
+//!   if nothing above the new end is in use (the pages given up are discarded, so they
+//!   are zero and back with the host), else the VP refuses in its `ConfigAck` and the VMM
+//!   takes the change back; a range that got longer goes to the allocator again.
+//!
 //! A thread whose affinity names only offline VPs may run anywhere online, as Linux
 //! breaks the affinity of a task whose CPUs all went offline.
 
 use core::ptr::null_mut;
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use vima::call::CONFIG_REFUSED_MEMORY_IN_USE;
 use vima::config::Config;
-use vima::layout::MAX_VPS;
+use vima::layout::{MAX_NODES, MAX_VPS};
 
 use super::{enqueue, queue, vp_count, Thread, NO_VP};
 use crate::spinlock::SpinLock;
@@ -32,6 +38,28 @@ static ONLINE: PageAligned<AtomicU64> = PageAligned(AtomicU64::new(u64::MAX));
 
 /// Where a VP reads the configuration it applies.
 static TABLE: SpinLock<[u8; 8192]> = SpinLock::new([0; 8192]);
+
+/// The end of each node's memory range as the page allocator has it (`None` until the
+/// first change: the boot table's).
+static MEMORY_ENDS: SpinLock<Option<[u64; MAX_NODES]>> = SpinLock::new(None);
+
+/// What a VP reads from the table.
+struct TableState {
+    epoch: u32,
+    online: bool,
+    /// The end of each node's memory range (0: none).
+    memory_ends: [u64; MAX_NODES],
+}
+
+fn memory_ends(config: &Config<'_>) -> [u64; MAX_NODES] {
+    let mut ends = [0; MAX_NODES];
+    for range in config.mem_ranges() {
+        if let Some(end) = ends.get_mut(range.node_id as usize) {
+            *end = range.base + range.size;
+        }
+    }
+    ends
+}
 
 /// Every VP of the server, a bit each.
 fn all_vps() -> u64 {
@@ -71,8 +99,8 @@ pub fn config_pending(vp: u32) -> bool {
     queue(vp).config_pending.load(Ordering::Acquire) != 0
 }
 
-/// This VP's state in the current table and the table's epoch.
-fn read_state(vp: u32) -> (u32, bool) {
+/// This VP's state in the current table, the table's epoch and memory.
+fn read_state(vp: u32) -> TableState {
     let mut table = TABLE.lock();
     let size = match vima_calls::config_read(&mut table[..]) {
         Ok(size) => size,
@@ -80,10 +108,11 @@ fn read_state(vp: u32) -> (u32, bool) {
     };
     let len = usize::try_from(size).unwrap_or(usize::MAX).min(table.len());
     match Config::parse(&table[..len]) {
-        Ok(config) => {
-            let online = config.vp(vp as usize).is_some_and(|d| d.is_online());
-            (config.header().epoch, online)
-        }
+        Ok(config) => TableState {
+            epoch: config.header().epoch,
+            online: config.vp(vp as usize).is_some_and(|d| d.is_online()),
+            memory_ends: memory_ends(&config),
+        },
         Err(err) => crate::machine::fail(1, format_args!("VP {vp}: bad configuration {err:?}")),
     }
 }
@@ -95,7 +124,12 @@ pub fn apply(vp: u32) {
     let bit = 1u64 << (vp % 64);
     loop {
         q.config_pending.store(0, Ordering::Release);
-        let (epoch, online) = read_state(vp);
+        let TableState {
+            epoch,
+            online,
+            memory_ends,
+        } = read_state(vp);
+        let refused = resize_memory(&memory_ends);
         if online {
             q.lock.lock();
             q.offline.store(0, Ordering::Relaxed);
@@ -105,7 +139,7 @@ pub fn apply(vp: u32) {
             ONLINE.0.fetch_and(!bit, Ordering::AcqRel);
             hand_over(vp);
         }
-        match vima_calls::config_ack(epoch) {
+        match vima_calls::config_ack(epoch, refused) {
             // Online in the epoch it acknowledged, and nothing newer: done.
             Ok(now) if now == epoch && online => return,
             // Back from being parked, or the table changed meanwhile: read it again.
@@ -113,6 +147,24 @@ pub fn apply(vp: u32) {
             Err(err) => crate::machine::fail(1, format_args!("VP {vp}: {err}")),
         }
     }
+}
+
+/// Brings the page allocator's node ranges to the table's `ends`; returns 0, or
+/// [`CONFIG_REFUSED_MEMORY_IN_USE`] when a range could not shrink (it keeps its size).
+fn resize_memory(ends: &[u64; MAX_NODES]) -> u64 {
+    let mut current = MEMORY_ENDS.lock();
+    let current = current.get_or_insert_with(|| memory_ends(&crate::machine::kernel().config));
+    let mut refused = 0;
+    for (node, (now, wanted)) in (0u32..).zip(current.iter_mut().zip(ends)) {
+        if *now == *wanted || *now == 0 || *wanted == 0 {
+            continue;
+        }
+        match crate::alloc::resize_node(node, *now, *wanted) {
+            Ok(()) => *now = *wanted,
+            Err(_) => refused = CONFIG_REFUSED_MEMORY_IN_USE,
+        }
+    }
+    refused
 }
 
 /// Marks `vp`'s queue offline and gives its queued threads and sleepers' deadlines to
