@@ -59,6 +59,12 @@ pub trait Fabric: PageResolver + Send + Sync + std::fmt::Debug {
     fn register_vp_thread(&self, vp: u32) {
         self.core().register_vp_thread(vp);
     }
+    /// VP `vp` of this node left (`present` false) or came back: whoever steers fault
+    /// completions to VP threads stops or starts naming it. The software path steers by
+    /// thread and a parked VP takes no faults, so only the NIC has something to change.
+    fn set_vp_present(&self, vp: u32, present: bool) {
+        let _ = (vp, present);
+    }
     /// Sends a control message (IPI, VpStart, ConsoleLine, VsExit) to `node`.
     fn send_control(&self, node: u32, body: Body<'_>);
     /// Sends a control message to every node of `nodes` but this one.

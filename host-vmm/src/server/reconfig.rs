@@ -498,9 +498,13 @@ impl VirtualServer {
                 self.publish(old)?;
                 return Err(err);
             }
+            // Parked: nothing is steered to them any more.
+            self.steer(&removed, false);
         }
         if !added.is_empty() {
-            // Online in the table first: the parked VPs go on as soon as they see it.
+            // Steered to and online in the table first: the parked VPs go on as soon as
+            // they see it.
+            self.steer(&added, true);
             let epoch = self.publish(new)?;
             self.await_acks(&added, epoch)?;
         }
@@ -554,6 +558,15 @@ impl VirtualServer {
             mib,
             took_ms: started.elapsed().as_secs_f64() * 1e3,
         })
+    }
+
+    /// Tells the fabric that `vps` (this node's) left or came back.
+    fn steer(&self, vps: &[u32], present: bool) {
+        if let Some(fabric) = &self.fabric {
+            for vp in vps {
+                fabric.set_vp_present(*vp, present);
+            }
+        }
     }
 
     /// Raises the configuration interrupt on each of `vps` (this node's).

@@ -80,6 +80,8 @@ pub struct OffloadFabric {
     memory: Arc<LogicalMemory>,
     events: Arc<dyn FabricEvents>,
     sq: Mutex<SubmissionProducer>,
+    /// Held while the VP steering registers change.
+    steering: Mutex<()>,
     vectors: Vec<EventFd>,
     process: Mutex<Option<NicProcess>>,
     doorbell: EventFd,
@@ -164,6 +166,7 @@ impl OffloadFabric {
             memory,
             events,
             sq: Mutex::new(sq),
+            steering: Mutex::new(()),
             vectors,
             process: Mutex::new(process),
             doorbell,
@@ -425,6 +428,21 @@ impl OffloadFabric {
 impl Fabric for OffloadFabric {
     fn core(&self) -> &FabricCore {
         &self.core
+    }
+
+    /// Clears or sets the VP's bit in the NIC's `VP_PRESENT` register: the firmware
+    /// steers a completion for a VP that is not present to the host vector (counted as
+    /// `resteered`), as the steering table of the FPGA pipeline hands a removed VP's
+    /// vectors on (`hdl_models::steering`).
+    fn set_vp_present(&self, vp: u32, present: bool) {
+        let Some(bit) = 1u64.checked_shl(vp) else {
+            return;
+        };
+        let _steering = self.steering.lock().expect("steering lock");
+        let bar = self.nic.bar0();
+        let mask = bar.load_u64(reg::VP_PRESENT);
+        let mask = if present { mask | bit } else { mask & !bit };
+        bar.store_u64(reg::VP_PRESENT, mask);
     }
 
     /// Sends a control message to `node` through the NIC.

@@ -15,6 +15,7 @@ use crate::fabric::testing::{
 };
 use crate::fabric::Fabric;
 use crate::memory::LogicalMemory;
+use vfio::layout::reg;
 
 fn two_nodes(name: &str) -> [Side<OffloadFabric>; 2] {
     let (table, logical_bytes) = two_node_table();
@@ -55,6 +56,28 @@ fn two_nodes(name: &str) -> [Side<OffloadFabric>; 2] {
         .unwrap();
         Side::started(fabric, memory, events)
     })
+}
+
+#[test]
+fn a_completion_for_a_vp_that_left_goes_to_the_host_vector() {
+    let [home, reader] = two_nodes("offload-steer");
+    let present = |side: &Side<OffloadFabric>| side.fabric.nic.bar0().load_u64(reg::VP_PRESENT);
+    // Node 1's VP is VP 1; an unregistered thread faults as the node's first VP.
+    assert_eq!(present(&reader), 1 << 1);
+    reader.fabric.set_vp_present(1, false);
+    assert_eq!(present(&reader), 0);
+    read_then_write_remote_page(
+        (&home.memory, home.fabric.as_ref()),
+        (&reader.memory, reader.fabric.as_ref()),
+    );
+    // Both completions (the read, the upgrade) were steered to the host vector, and
+    // still completed.
+    assert_eq!(reader.fabric.stats_json()["nic"]["resteered"], 2);
+    reader.fabric.set_vp_present(1, true);
+    assert_eq!(present(&reader), 1 << 1);
+    for side in [&home, &reader] {
+        side.fabric.stop();
+    }
 }
 
 #[test]
