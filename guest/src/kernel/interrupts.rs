@@ -173,7 +173,9 @@ extern "sysv64" fn handle_interrupt(
         Ok(VECTOR_IPI) => {
             IPIS_RECEIVED[vp].fetch_add(1, Ordering::Relaxed);
         }
-        Ok(VECTOR_CONFIG) if PREEMPTIVE.load(Ordering::Relaxed) => {
+        Ok(VECTOR_CONFIG) => {
+            // Kept until the idle context looks, even before the scheduler runs (a VP
+            // that just started): a configuration interrupt is never dropped.
             crate::sched::hotplug::on_config_interrupt(current_vp());
         }
         _ => {
