@@ -1,7 +1,7 @@
 //! `cvmm bench fault-latency`: the guest fault-latency probe on every data path this
 //! `cvmm` offers, in one invocation, with medians across repeats, ratios to software/udp,
 //! serving-node CPU per fault, a JSON document and an SVG chart; and `cvmm bench linux`
-//! ([`linux`]).
+//! ([`linux`]) and `cvmm bench reconfig` ([`reconfig`]).
 //!
 //! A crate of its own: it drives `cvmm` from outside, as a user would (child processes,
 //! their output and `/proc`), and needs nothing of the VMM's insides. `cvmm bench` is its
@@ -34,6 +34,7 @@ pub mod linux;
 pub mod modeled;
 pub mod parse;
 pub mod plot;
+pub mod reconfig;
 pub mod report;
 pub mod runner;
 

@@ -134,3 +134,51 @@ fn fault_latency_writes_json_and_svg() {
     // The table is printed at the end.
     assert!(stdout.contains("software/udp   read_miss"), "{stdout}");
 }
+
+/// `cvmm bench reconfig`: every change on both fabrics is measured as many times as asked,
+/// with figures in order (p50 <= p99 <= max, all positive) and no fabric failed (its
+/// program's output matched the native run's).
+#[test]
+fn reconfig_measures_every_change_on_both_fabrics() {
+    let json_path = temp("reconfig.json");
+    let out = Command::new(cvmm_bin())
+        .args(["bench", "reconfig", "--cycles", "2", "--json"])
+        .arg(&json_path)
+        .output()
+        .expect("cvmm runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let text = std::fs::read_to_string(&json_path).expect("JSON written");
+    let _ = std::fs::remove_file(&json_path);
+    let json: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+    assert_eq!(json["failed"], serde_json::json!([]), "{text}");
+    let rows = json["rows"].as_array().expect("rows");
+    let mut seen = Vec::new();
+    for row in rows {
+        assert_eq!(row["count"], 2, "{row}");
+        let figure = |key: &str| row[key].as_f64().expect("a number");
+        let (p50, p99, max) = (figure("p50_ms"), figure("p99_ms"), figure("max_ms"));
+        assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{row}");
+        seen.push(format!(
+            "{}/{}",
+            row["fabric"].as_str().unwrap(),
+            row["change"].as_str().unwrap()
+        ));
+    }
+    let mut want = Vec::new();
+    for fabric in ["software", "offload"] {
+        for change in ["vp_remove", "vp_add", "memory_shrink", "memory_grow"] {
+            want.push(format!("{fabric}/{change}"));
+        }
+    }
+    assert_eq!(seen, want);
+    // The table on stdout has a line per row.
+    assert_eq!(
+        stdout
+            .lines()
+            .filter(|l| l.contains("| vp_remove |"))
+            .count(),
+        2
+    );
+}

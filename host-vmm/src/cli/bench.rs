@@ -26,6 +26,24 @@ pub enum BenchCommand {
     /// with remote faults per operation, and the remote faults of threads placed by
     /// memory weight against load alone.
     Linux(LinuxArgs),
+    /// How long configuration changes of a running server take (VPs leave and come
+    /// back, a node's memory shrinks and grows) while a threaded Linux program runs, on
+    /// both fabrics.
+    Reconfig(ReconfigArgs),
+}
+
+/// Arguments of `cvmm bench reconfig`.
+#[derive(Debug, Args)]
+pub struct ReconfigArgs {
+    /// Rounds of the four changes per fabric.
+    #[arg(long, default_value_t = 20)]
+    pub cycles: u32,
+    /// Logical memory per node, in MiB (node 1 shrinks to half of it and back).
+    #[arg(long, default_value_t = 64)]
+    pub mem_mib: u64,
+    /// Write the results as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 /// Arguments of `cvmm bench linux`.
@@ -76,7 +94,44 @@ pub fn bench(args: &BenchArgs) -> i32 {
     match &args.which {
         BenchCommand::FaultLatency(args) => fault_latency_main(args),
         BenchCommand::Linux(args) => linux_main(args),
+        BenchCommand::Reconfig(args) => reconfig_main(args),
     }
+}
+
+fn reconfig_main(args: &ReconfigArgs) -> i32 {
+    use cvmm_bench::reconfig::{reconfig_bench, table, ReconfigOptions};
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => {
+            eprintln!("cvmm bench: cannot find the cvmm binary: {e}");
+            return 1;
+        }
+    };
+    if args.cycles == 0 || args.mem_mib < 16 {
+        eprintln!("cvmm bench reconfig: --cycles must be at least 1 and --mem-mib at least 16");
+        return 2;
+    }
+    let options = ReconfigOptions {
+        exe,
+        cycles: args.cycles,
+        mem_mib: args.mem_mib,
+    };
+    let report = match reconfig_bench(&options, &mut std::io::stderr()) {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("cvmm bench reconfig: {e}");
+            return 1;
+        }
+    };
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&report).expect("the report serializes");
+        if let Err(e) = std::fs::write(path, text) {
+            eprintln!("cvmm bench: failed to write {}: {e}", path.display());
+            return 1;
+        }
+    }
+    print!("{}", table(&report));
+    i32::from(report.rows.is_empty())
 }
 
 fn linux_main(args: &LinuxArgs) -> i32 {
