@@ -111,6 +111,7 @@ fn check_config(bytes: &[u8]) {
     }
     // The canonical encoding of the same contents parses back to them.
     let input = ConfigInput {
+        epoch: header.epoch,
         tsc_khz: header.tsc_khz,
         logical_bytes: header.logical_bytes,
         nodes: &nodes,
