@@ -119,21 +119,7 @@ pub fn nearest_rank(values: &[f64], q: f64) -> Option<f64> {
 }
 
 fn build(dir: &Path) -> Result<PathBuf, ReconfigError> {
-    let src = dir.join("hotplug.c");
-    let bin = dir.join("hotplug");
-    std::fs::write(&src, SOURCE)?;
-    let out = Command::new("gcc")
-        .args(["-static", "-O2", "-pthread", "-o"])
-        .arg(&bin)
-        .arg(&src)
-        .output()
-        .map_err(|e| ReconfigError::Build(e.to_string()))?;
-    if !out.status.success() {
-        return Err(ReconfigError::Build(
-            String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        ));
-    }
-    Ok(bin)
+    super::linux::build_static(dir, "hotplug", SOURCE).map_err(ReconfigError::Build)
 }
 
 /// Runs the benchmark, printing a progress line per fabric to `progress`.

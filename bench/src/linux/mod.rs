@@ -197,19 +197,23 @@ fn cases(scale: f64) -> Vec<Case> {
 
 /// Builds the program into `dir`.
 fn build(dir: &Path) -> Result<PathBuf, LinuxBenchError> {
-    let src = dir.join("linuxbench.c");
-    let bin = dir.join("linuxbench");
-    std::fs::write(&src, SOURCE).map_err(|e| LinuxBenchError::Build(e.to_string()))?;
+    build_static(dir, "linuxbench", SOURCE).map_err(LinuxBenchError::Build)
+}
+
+/// Writes C `source` to `dir/NAME.c` and builds it with `gcc -static -O2 -pthread`
+/// into `dir/NAME`; the error is gcc's message (or why it could not run).
+pub fn build_static(dir: &Path, name: &str, source: &str) -> Result<PathBuf, String> {
+    let src = dir.join(format!("{name}.c"));
+    let bin = dir.join(name);
+    std::fs::write(&src, source).map_err(|e| e.to_string())?;
     let out = Command::new("gcc")
         .args(["-static", "-O2", "-pthread", "-o"])
         .arg(&bin)
         .arg(&src)
         .output()
-        .map_err(|e| LinuxBenchError::Build(e.to_string()))?;
+        .map_err(|e| e.to_string())?;
     if !out.status.success() {
-        return Err(LinuxBenchError::Build(
-            String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        ));
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
     }
     Ok(bin)
 }
