@@ -32,7 +32,7 @@ impl<'a> Built<'a> {
     fn message(&self, page_data: &'a [u8; PAGE_BYTES]) -> Message<'a> {
         let page = self.page;
         let [a, b, c] = self.words;
-        let body = match self.kind % 17 {
+        let body = match self.kind % 19 {
             0 => Body::ReadReq { page },
             1 => Body::WriteReq {
                 page,
@@ -76,6 +76,11 @@ impl<'a> Built<'a> {
             },
             14 => Body::VsExit { status: a },
             15 => Body::Heartbeat { sequence: a },
+            16 => Body::Evict {
+                page,
+                data: self.flag.then_some(page_data),
+            },
+            17 => Body::EvictAck { page },
             _ => Body::ConfigUpdate {
                 epoch: self.vp,
                 mem_mib: u32::from(self.vector),

@@ -24,6 +24,8 @@
 `define K_WRITEBACK     8'h09
 `define K_UNBLOCK       8'h0a
 `define K_NACK          8'h0b
+`define K_EVICT         8'h0c
+`define K_EVICT_ACK     8'h0d
 `define K_IPI           8'h20
 `define K_VP_START      8'h21
 `define K_CONSOLE_LINE  8'h22

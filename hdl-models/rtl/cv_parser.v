@@ -63,12 +63,13 @@ module cv_parser (
         case (h_kind)
             `K_READ_REQ, `K_WRITE_REQ, `K_FORWARD_READ, `K_FORWARD_WRITE, `K_INVALIDATE,
             `K_INV_ACK, `K_PAGE_DATA, `K_UPGRADE_GRANT, `K_WRITEBACK, `K_UNBLOCK, `K_NACK,
-            `K_IPI, `K_VP_START, `K_CONSOLE_LINE, `K_VS_EXIT, `K_HEARTBEAT,
+            `K_EVICT, `K_EVICT_ACK, `K_IPI, `K_VP_START, `K_CONSOLE_LINE, `K_VS_EXIT, `K_HEARTBEAT,
             `K_CONFIG_UPDATE: known = 1'b1;
             default: known = 1'b0;
         endcase
         coherence = h_kind < 8'h20;
-        allowed_flags = (h_kind == `K_WRITE_REQ || h_kind == `K_PAGE_DATA) ? 16'h0001 : 16'h0000;
+        allowed_flags = (h_kind == `K_WRITE_REQ || h_kind == `K_PAGE_DATA || h_kind == `K_EVICT)
+                        ? 16'h0001 : 16'h0000;
     end
 
     // vima::wire::is_coherent_page: not the null page, not a per-node page (1..4), below
@@ -105,6 +106,9 @@ module cv_parser (
                 end
                 `K_PAGE_DATA, `K_WRITEBACK:
                     if (body_len != `PAGE_BYTES)       err = `E_W_BAD_LENGTH;
+                // An Exclusive eviction (flag 0) carries the page; a Shared one nothing.
+                `K_EVICT:
+                    if (body_len != (h_flags[0] ? `PAGE_BYTES : 16'd0)) err = `E_W_BAD_LENGTH;
                 `K_IPI: begin
                     if (body_len != 16'd8)             err = `E_W_BAD_LENGTH;
                     else if (ipi_reserved != 24'd0)    err = `E_W_BAD_RESERVED;

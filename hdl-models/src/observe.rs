@@ -180,7 +180,10 @@ pub fn error_code(error: &EngineError) -> u8 {
         EngineError::BadVp { .. } => 10,
         EngineError::PendingFull => 11,
         EngineError::StorageTooSmall => 12,
-        EngineError::BadNodeConfig | EngineError::BadHomeRange => u8::MAX,
+        // Eviction is started by the host, not by a message: the RTL has no such input.
+        EngineError::BadNodeConfig
+        | EngineError::BadHomeRange
+        | EngineError::EvictAtHome { .. } => u8::MAX,
     }
 }
 

@@ -65,7 +65,7 @@ mod parser {
         let requester = (0..16u16)
             .find(|n| *n != dst && rng.below(3) == 0)
             .unwrap_or(if dst == 0 { 1 } else { 0 });
-        let body = match rng.below(17) {
+        let body = match rng.below(19) {
             0 => Body::ReadReq { page },
             1 => Body::WriteReq {
                 page,
@@ -109,6 +109,11 @@ mod parser {
                 mem_mib: u32::try_from(rng.below(1 << 16)).unwrap(),
                 offline: rng.next_u64(),
             },
+            16 => Body::Evict {
+                page,
+                data: (rng.below(2) == 1).then(|| leak(data)),
+            },
+            17 => Body::EvictAck { page },
             _ => Body::Heartbeat {
                 sequence: rng.next_u64(),
             },

@@ -90,6 +90,13 @@ pub enum MessageKind {
     Unblock = 0x0a,
     /// Home -> requester: no room to queue the request; send it again.
     Nack = 0x0b,
+    /// Node -> home: the sender gives up its copy (eviction, before the node leaves).
+    /// With [`FLAG_EXCLUSIVE`] it was the Exclusive copy and the body is the page, which
+    /// the home's memory takes; else it was Shared and there is no body. The sender keeps
+    /// answering forwards and invalidations from its memory until the [`Self::EvictAck`].
+    Evict = 0x0c,
+    /// Home -> node: the directory no longer counts the sender's copy.
+    EvictAck = 0x0d,
     /// Make `vector` pending on VP `vp`.
     Ipi = 0x20,
     /// Start VP `vp` (the `VpStart` call, on the node that runs it).
@@ -122,6 +129,8 @@ impl MessageKind {
             0x09 => Self::Writeback,
             0x0a => Self::Unblock,
             0x0b => Self::Nack,
+            0x0c => Self::Evict,
+            0x0d => Self::EvictAck,
             0x20 => Self::Ipi,
             0x21 => Self::VpStart,
             0x22 => Self::ConsoleLine,
@@ -140,7 +149,7 @@ impl MessageKind {
     const fn allowed_flags(self) -> u16 {
         match self {
             Self::WriteReq => FLAG_HAS_COPY,
-            Self::PageData => FLAG_EXCLUSIVE,
+            Self::PageData | Self::Evict => FLAG_EXCLUSIVE,
             _ => 0,
         }
     }
@@ -422,6 +431,18 @@ pub enum Body<'a> {
         /// Page.
         page: u64,
     },
+    /// See [`MessageKind::Evict`].
+    Evict {
+        /// Page.
+        page: u64,
+        /// The page contents when the copy was Exclusive; `None` for a Shared copy.
+        data: Option<&'a [u8; PAGE_BYTES]>,
+    },
+    /// See [`MessageKind::EvictAck`].
+    EvictAck {
+        /// Page.
+        page: u64,
+    },
     /// See [`MessageKind::Ipi`].
     Ipi {
         /// Target VP.
@@ -483,6 +504,8 @@ impl Body<'_> {
             Self::Writeback { .. } => MessageKind::Writeback,
             Self::Unblock { .. } => MessageKind::Unblock,
             Self::Nack { .. } => MessageKind::Nack,
+            Self::Evict { .. } => MessageKind::Evict,
+            Self::EvictAck { .. } => MessageKind::EvictAck,
             Self::Ipi { .. } => MessageKind::Ipi,
             Self::VpStart { .. } => MessageKind::VpStart,
             Self::ConsoleLine { .. } => MessageKind::ConsoleLine,
@@ -505,7 +528,9 @@ impl Body<'_> {
             | Self::UpgradeGrant { page }
             | Self::Writeback { page, .. }
             | Self::Unblock { page }
-            | Self::Nack { page } => Some(page),
+            | Self::Nack { page }
+            | Self::Evict { page, .. }
+            | Self::EvictAck { page } => Some(page),
             Self::Ipi { .. }
             | Self::VpStart { .. }
             | Self::ConsoleLine { .. }
@@ -679,6 +704,15 @@ pub fn decode(bytes: &[u8]) -> Result<Message<'_>, WireError> {
         },
         MessageKind::Unblock => no_body(body).map(|()| Body::Unblock { page })?,
         MessageKind::Nack => no_body(body).map(|()| Body::Nack { page })?,
+        MessageKind::Evict => Body::Evict {
+            page,
+            data: if flag(FLAG_EXCLUSIVE) {
+                Some(page_bytes(body)?)
+            } else {
+                no_body(body).map(|()| None)?
+            },
+        },
+        MessageKind::EvictAck => no_body(body).map(|()| Body::EvictAck { page })?,
         MessageKind::Ipi => {
             let ipi: IpiBody = exact(body)?;
             if ipi.reserved != [0; 3] {
@@ -788,7 +822,14 @@ pub fn encode(msg: &Message<'_>, buf: &mut [u8]) -> Result<usize, WireError> {
         | Body::InvalidateAck { .. }
         | Body::UpgradeGrant { .. }
         | Body::Unblock { .. }
-        | Body::Nack { .. } => {}
+        | Body::Nack { .. }
+        | Body::EvictAck { .. } => {}
+        Body::Evict { data, .. } => {
+            if let Some(data) = data {
+                flags |= FLAG_EXCLUSIVE;
+                out.put_bytes(data)?;
+            }
+        }
         Body::WriteReq { has_copy, .. } => {
             if has_copy {
                 flags |= FLAG_HAS_COPY;
@@ -907,6 +948,8 @@ mod tests {
             (MessageKind::Writeback, 0x09),
             (MessageKind::Unblock, 0x0a),
             (MessageKind::Nack, 0x0b),
+            (MessageKind::Evict, 0x0c),
+            (MessageKind::EvictAck, 0x0d),
             (MessageKind::Ipi, 0x20),
             (MessageKind::VpStart, 0x21),
             (MessageKind::ConsoleLine, 0x22),
@@ -1072,7 +1115,7 @@ mod tests {
 
     fn parts() -> impl Strategy<Value = Parts> {
         (
-            (0usize..17, any::<u16>(), 0u16..16, 1u16..16, any::<u64>()),
+            (0usize..19, any::<u16>(), 0u16..16, 1u16..16, any::<u64>()),
             (5u64..PAGE_NUMBER_LIMIT, any::<bool>(), 1u16..15),
             (0u32..64, 32u8..64, any::<[u64; 3]>()),
             (
@@ -1144,6 +1187,11 @@ mod tests {
             15 => Body::Heartbeat {
                 sequence: p.words[0],
             },
+            16 => Body::Evict {
+                page,
+                data: p.flag.then_some(data),
+            },
+            17 => Body::EvictAck { page },
             _ => Body::ConfigUpdate {
                 epoch: p.vp,
                 mem_mib: u32::from(p.vector),
@@ -1170,7 +1218,8 @@ mod tests {
             prop_assert_eq!(decode(&buf[..len]), Ok(original));
             // The length follows from the kind alone (the console line from its text).
             let expected_body = match original.body {
-                Body::PageData { .. } | Body::Writeback { .. } => PAGE_BYTES,
+                Body::PageData { .. } | Body::Writeback { .. }
+                | Body::Evict { data: Some(_), .. } => PAGE_BYTES,
                 Body::ForwardRead { .. } | Body::ForwardWrite { .. } | Body::Ipi { .. }
                 | Body::VsExit { .. } | Body::Heartbeat { .. } => 8,
                 Body::VpStart { .. } => 32,

@@ -92,6 +92,8 @@ pub enum PageSendKind {
     Exclusive,
     /// `Writeback` to the home.
     Writeback,
+    /// `Evict` of the Exclusive copy, to the home.
+    Evict,
 }
 
 /// A page message whose contents the applier reads from its DMA window.
@@ -127,6 +129,10 @@ impl PageSend {
                 data,
             },
             PageSendKind::Writeback => Body::Writeback { page, data },
+            PageSendKind::Evict => Body::Evict {
+                page,
+                data: Some(data),
+            },
         };
         Message {
             vs_id: self.vs_id,
@@ -176,6 +182,13 @@ pub struct Counters {
     pub pages_received: u64,
     /// Home: writebacks received from downgraded owners.
     pub writebacks_received: u64,
+    /// Copies this node gave up (`Evict` sent).
+    pub evictions_sent: u64,
+    /// Home: evictions received (whether or not the directory still counted the copy).
+    pub evictions_received: u64,
+    /// Forwards and invalidations that reached a copy while it was being evicted (served
+    /// from the DMA window).
+    pub evicting_copies_taken: u64,
     /// Messages refused because they did not fit the protocol.
     pub protocol_errors: u64,
 }

@@ -81,6 +81,11 @@ pub enum EngineError {
         /// The sender.
         src: NodeId,
     },
+    /// A node was asked to evict a page it is the home of.
+    EvictAtHome {
+        /// The page.
+        page: u64,
+    },
 }
 
 impl core::fmt::Display for EngineError {
@@ -105,6 +110,12 @@ impl core::fmt::Display for EngineError {
             }
             Self::UnexpectedMessage { kind, page, src } => {
                 write!(f, "Unexpected {kind:?} for page {page:#x} from node {src}")
+            }
+            Self::EvictAtHome { page } => {
+                write!(
+                    f,
+                    "Page {page:#x} is homed here: it moves, it is not evicted"
+                )
             }
         }
     }

@@ -38,3 +38,31 @@ pub(super) fn sharers_to_invalidate(remote: NodeSet) -> NodeSet {
         _ => remote,
     }
 }
+
+std::thread_local! {
+    static DROP_EVICTED_DATA: Cell<bool> = const { Cell::new(false) };
+}
+
+/// While alive, the home takes an Exclusive eviction without storing its page: the
+/// directory says the home's memory is valid, but it holds an older version.
+#[derive(Debug)]
+pub(crate) struct DropEvictedData(());
+
+impl DropEvictedData {
+    /// Turns the bug on for this thread.
+    pub(crate) fn enable() -> Self {
+        DROP_EVICTED_DATA.with(|on| on.set(true));
+        Self(())
+    }
+}
+
+impl Drop for DropEvictedData {
+    fn drop(&mut self) {
+        DROP_EVICTED_DATA.with(|on| on.set(false));
+    }
+}
+
+/// True when the home stores an evicted page (always, unless the bug is on).
+pub(super) fn stores_evicted_data() -> bool {
+    !DROP_EVICTED_DATA.with(Cell::get)
+}

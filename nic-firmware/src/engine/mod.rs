@@ -20,6 +20,7 @@
 
 mod action;
 mod error;
+mod evict;
 mod home;
 mod homes;
 mod node;
@@ -39,6 +40,7 @@ use vima::wire::{is_coherent_page, Body, Message};
 
 pub use action::{Action, Actions, Counters, PageSend, PageSendKind};
 pub use error::EngineError;
+pub use evict::{Eviction, EVICTIONS_IN_FLIGHT};
 pub use homes::{HomeMap, HomeRange, MAX_HOME_RANGES};
 #[cfg(any(feature = "alloc", test))]
 pub use setup::{build_engine, storage_lengths};
@@ -323,6 +325,14 @@ impl<'s> Engine<'s> {
             Body::Nack { .. } => {
                 from_home()?;
                 self.node_nack(src, page, rid, actions)
+            }
+            Body::Evict { data, .. } => {
+                to_home()?;
+                self.home_evict(src, page, rid, data, actions)
+            }
+            Body::EvictAck { .. } => {
+                from_home()?;
+                self.node_evict_ack(src, page, rid, actions)
             }
             Body::PageData {
                 exclusive, data, ..

@@ -51,7 +51,8 @@ impl Engine<'_> {
         }
         if let Some(slot) = self.pending_slot(page) {
             // Coalesce: an Exclusive grant satisfies readers too; a writer joining a read
-            // request gets its upgrade when the read is served (see `node_granted`).
+            // request gets its upgrade when the read is served (see `node_granted`); a
+            // fault on a page being evicted waits for the `EvictAck` (see `evict`).
             self.counters.faults_coalesced += 1;
             let pending = &mut self.pending[slot];
             if fault.write {
@@ -72,6 +73,7 @@ impl Engine<'_> {
             read_vps: if fault.write { 0 } else { bit },
             write_vps: if fault.write { bit } else { 0 },
             want: if fault.write { Want::Write } else { Want::Read },
+            held: PageState::Invalid,
             deferred: false,
         };
         self.issue(slot, actions)
@@ -79,7 +81,7 @@ impl Engine<'_> {
 
     /// Sends (or defers, when we are the home) the request of pending slot `slot` under a
     /// fresh request id.
-    fn issue<A: Actions + ?Sized>(
+    pub(super) fn issue<A: Actions + ?Sized>(
         &mut self,
         slot: usize,
         actions: &mut A,
@@ -250,7 +252,8 @@ impl Engine<'_> {
         request_id: u64,
         actions: &mut A,
     ) -> Result<(), EngineError> {
-        if self.local_state(page)? != PageState::Shared {
+        let evicting = self.evicting_slot(page, PageState::Shared);
+        if self.local_state(page)? != PageState::Shared && evicting.is_none() {
             return Err(EngineError::UnexpectedMessage {
                 kind: MessageKind::Invalidate,
                 page,
@@ -259,7 +262,14 @@ impl Engine<'_> {
         }
         // A pending upgrade stays pending: the home will answer it with data.
         self.counters.invalidations_received += 1;
-        self.drop_local_copy(page, actions)?;
+        match evicting {
+            // Unmapped when the eviction started: only the record changes.
+            Some(slot) => {
+                self.counters.evicting_copies_taken += 1;
+                self.pending[slot].held = PageState::Invalid;
+            }
+            None => self.drop_local_copy(page, actions)?,
+        }
         self.send(src, request_id, Body::InvalidateAck { page }, actions);
         Ok(())
     }
@@ -277,7 +287,8 @@ impl Engine<'_> {
         // The home only forwards to the node its directory names Exclusive, and that node
         // got the page before the home started anything else on it (see docs/protocol.md,
         // "forward to a node that gave the page up"): we must be the owner.
-        if self.local_state(page)? != PageState::Exclusive {
+        let evicting = self.evicting_slot(page, PageState::Exclusive);
+        if self.local_state(page)? != PageState::Exclusive && evicting.is_none() {
             let kind = if write {
                 MessageKind::ForwardWrite
             } else {
@@ -290,8 +301,24 @@ impl Engine<'_> {
             });
         }
         self.counters.forwards_served += 1;
-        if write {
+        if let Some(slot) = evicting {
+            // The copy is unmapped already (the eviction started it); the DMA window
+            // still holds it.
+            self.counters.evicting_copies_taken += 1;
+            self.pending[slot].held = if write {
+                PageState::Invalid
+            } else {
+                PageState::Shared
+            };
+        } else if write {
             self.drop_local_copy(page, actions)?;
+        } else {
+            self.set_local_state(page, PageState::Shared)?;
+            actions.push(Action::Downgrade {
+                page: LogicalPage(page),
+            });
+        }
+        if write {
             self.send_page(
                 requester,
                 page,
@@ -300,10 +327,6 @@ impl Engine<'_> {
                 actions,
             );
         } else {
-            self.set_local_state(page, PageState::Shared)?;
-            actions.push(Action::Downgrade {
-                page: LogicalPage(page),
-            });
             self.send_page(requester, page, request_id, PageSendKind::Shared, actions);
             if requester != home {
                 // The home's memory becomes valid again: it serves later reads itself.
@@ -323,7 +346,10 @@ impl Engine<'_> {
     ) -> Result<(), EngineError> {
         let slot = self
             .pending_slot(page)
-            .filter(|s| self.pending[*s].request_id == request_id)
+            .filter(|s| {
+                let pending = self.pending[*s];
+                pending.request_id == request_id && pending.want != Want::Evict
+            })
             .ok_or(EngineError::UnexpectedMessage {
                 kind: MessageKind::Nack,
                 page,

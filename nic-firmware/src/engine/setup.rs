@@ -22,7 +22,7 @@ fn table<T: Clone>(len: usize, fill: T) -> &'static mut [T] {
 }
 
 /// How long each table is for node `node` with `local_vps` VPs of its own: a pending slot
-/// per local VP plus a few for the host's own accesses, and room at the home for every
+/// per local VP plus a few for the host's own accesses and for evictions, and room at the home for every
 /// VP of the virtual server twice over (so the home never refuses a requester).
 pub fn storage_lengths(
     config: &Config,
@@ -32,7 +32,7 @@ pub fn storage_lengths(
 ) -> [usize; 4] {
     let pages = usize::try_from(homes.page_limit()).unwrap_or(usize::MAX);
     let directory = usize::try_from(homes.home_page_count(node)).unwrap_or(usize::MAX);
-    let pending = local_vps + 4;
+    let pending = local_vps + 4 + super::EVICTIONS_IN_FLIGHT;
     let requests = pending + config.vp_count() * 2 + 8;
     [pages, directory, pending, requests]
 }

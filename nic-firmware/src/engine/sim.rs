@@ -324,6 +324,16 @@ impl Cluster {
             .expect("fault accepted");
     }
 
+    /// Node `node` gives up its copy of `page`.
+    pub fn evict(&mut self, node: usize, page: usize) -> Eviction {
+        let logical = Self::page(page);
+        let outcome = self
+            .with_node(node, |engine, applier| engine.evict(logical, applier))
+            .expect("eviction accepted");
+        self.check();
+        outcome
+    }
+
     /// Retries the access of a VP that got `FaultDone`.
     pub fn retry(&mut self, node: usize, vp: usize) {
         let VpState::Ready { page, write } = self.nodes[node].vps[vp] else {
@@ -1023,6 +1033,94 @@ mod tests {
         // Nothing changed.
         c.check();
         assert!(c.nodes.iter().all(|n| n.engine.is_idle()));
+    }
+
+    #[test]
+    fn an_evicted_exclusive_page_returns_to_the_home() {
+        let mut c = Cluster::new(2, &[0], 1, 4);
+        c.touch(1, 0, 0, true);
+        c.settle();
+        c.touch(1, 0, 0, true); // v2 at node 1 only
+        assert_eq!(c.evict(1, 0), Eviction::Started);
+        assert_eq!(c.state(1, 0), PageState::Invalid, "unmapped at once");
+        assert_eq!(c.link(1, 0), [Evict]);
+        assert_eq!(c.deliver(1, 0), Evict);
+        assert_eq!(c.dir(0).state, shared(&[]));
+        assert_eq!(c.version(0, 0), 2, "the home's memory took the page");
+        assert_eq!(c.deliver(0, 1), EvictAck);
+        assert!(c.nodes[1].engine.is_idle());
+        // The home reads its memory back without asking anyone.
+        c.touch(0, 0, 0, false);
+        assert!(matches!(c.vp(0, 0), VpState::Idle | VpState::Ready { .. }));
+        c.settle();
+        assert_eq!(c.state(0, 0), PageState::Shared);
+        assert_eq!(c.counters(1).evictions_sent, 1);
+        assert_eq!(c.counters(0).evictions_received, 1);
+    }
+
+    #[test]
+    fn an_eviction_that_crosses_a_forward_serves_it_from_memory() {
+        let mut c = Cluster::new(3, &[0], 1, 4);
+        c.touch(1, 0, 0, true);
+        c.settle();
+        // Node 2 reads (the home forwards to the owner, node 1) while node 1 evicts.
+        c.touch(2, 0, 0, false);
+        c.deliver(2, 0);
+        assert_eq!(c.link(0, 1), [ForwardRead]);
+        assert_eq!(c.evict(1, 0), Eviction::Started);
+        assert_eq!(c.evict(1, 0), Eviction::InFlight);
+        c.deliver(0, 1); // the forward: served from node 1's DMA window
+        assert_eq!(c.counters(1).evicting_copies_taken, 1);
+        assert_eq!(c.link(1, 0), [Evict, Writeback]);
+        c.settle();
+        assert_eq!(c.state(2, 0), PageState::Shared);
+        assert_eq!(c.dir(0).state, shared(&[2]), "node 1 left the sharers");
+        // A fault at the evicting node waits for the ack, then asks again.
+        assert_eq!(c.evict(2, 0), Eviction::Started);
+        c.touch(2, 0, 0, true);
+        assert_eq!(c.link(2, 0), [Evict]);
+        c.settle();
+        assert_eq!(c.state(2, 0), PageState::Exclusive);
+        assert_eq!(c.evict(1, 0), Eviction::NoCopy);
+    }
+
+    #[test]
+    fn evictions_that_break_the_protocol_are_refused() {
+        let mut c = Cluster::new(2, &[0], 1, 4);
+        let page = BASE_PAGE;
+        c.touch(1, 0, 0, true);
+        c.settle();
+        assert_eq!(
+            c.nodes[0]
+                .engine
+                .evict(LogicalPage(page), &mut |_: Action<'_>| {}),
+            Err(EngineError::EvictAtHome { page })
+        );
+        let ack = vima::wire::Message {
+            vs_id: VS_ID,
+            src: 0,
+            dst: 1,
+            request_id: 5,
+            body: Body::EvictAck { page },
+        };
+        let refused = c.nodes[1].engine.receive(&ack, &mut |_: Action<'_>| {});
+        assert!(matches!(
+            refused,
+            Err(EngineError::UnexpectedMessage { kind: EvictAck, .. })
+        ));
+        // A Shared eviction by the node the directory says owns the page.
+        let evict = vima::wire::Message {
+            src: 1,
+            dst: 0,
+            body: Body::Evict { page, data: None },
+            ..ack
+        };
+        let refused = c.nodes[0].engine.receive(&evict, &mut |_: Action<'_>| {});
+        assert!(matches!(
+            refused,
+            Err(EngineError::UnexpectedMessage { kind: Evict, .. })
+        ));
+        c.check();
     }
 
     #[test]

@@ -133,6 +133,19 @@ impl EngineSnapshot {
         })
     }
 
+    /// True when a request or an eviction for `page` is in flight here.
+    pub(crate) fn has_pending(&self, page: LogicalPage) -> bool {
+        self.pending.iter().any(|p| p.in_use() && p.page == page.0)
+    }
+
+    /// The copy an eviction of `page` under way still holds, if one is.
+    pub(crate) fn evicting(&self, page: LogicalPage) -> Option<PageState> {
+        self.pending
+            .iter()
+            .find(|p| p.want == Want::Evict && p.page == page.0)
+            .map(|p| p.held)
+    }
+
     /// [`Engine::is_idle`].
     pub(crate) fn is_idle(&self) -> bool {
         !self.pending.iter().any(PendingFault::in_use)
@@ -219,7 +232,9 @@ impl EngineSnapshot {
                 Want::Nothing => 0,
                 Want::Read => 1,
                 Want::Write => 2,
+                Want::Evict => 3,
             });
+            out.push(p.held as u8);
             out.push(u8::from(p.deferred));
         }
         for r in &self.requests {

@@ -181,6 +181,9 @@ pub(super) enum Want {
     Read,
     /// The Exclusive copy.
     Write,
+    /// Nothing: the node is giving its copy up (`Evict` sent, `EvictAck` awaited). Faults
+    /// on the page wait in the slot and issue a fresh request after the ack.
+    Evict,
 }
 
 /// One page this node has asked the home for: the request in flight and the VPs waiting on
@@ -194,6 +197,10 @@ pub struct PendingFault {
     /// VPs blocked on a write of the page.
     pub(super) write_vps: u64,
     pub(super) want: Want,
+    /// While evicting: the copy the directory may still count (Exclusive, Shared, or
+    /// Invalid once a forward or an invalidation took it). It is unmapped already; the
+    /// DMA window keeps its contents for forwards.
+    pub(super) held: PageState,
     /// The request has not been handed to the home yet: the home is this node, and
     /// requests to ourselves run after the current input (see `Engine::flush_deferred`).
     pub(super) deferred: bool,

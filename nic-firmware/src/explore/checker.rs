@@ -46,7 +46,7 @@ impl fmt::Display for Report {
             f,
             "{} states, {} transitions ({} pruned), {} goal states, depth {}; transitions \
              with: forwards {}, invalidations {}, queued {}, lost-copy upgrades {}, nacks {}, \
-             writebacks {}, coalesced faults {}",
+             writebacks {}, coalesced faults {}, evictions {}, copies taken while evicting {}",
             self.states,
             self.transitions,
             self.pruned,
@@ -58,7 +58,9 @@ impl fmt::Display for Report {
             c.upgrades_lost_copy,
             c.nacks_sent,
             c.writebacks_received,
-            c.faults_coalesced
+            c.faults_coalesced,
+            c.evictions_sent,
+            c.evicting_copies_taken
         )
     }
 }
@@ -363,6 +365,9 @@ fn add_counters(total: &mut Counters, step: &Counters) {
         pages_sent,
         pages_received,
         writebacks_received,
+        evictions_sent,
+        evictions_received,
+        evicting_copies_taken,
         protocol_errors,
     } = *step;
     total.faults += faults;
@@ -382,6 +387,9 @@ fn add_counters(total: &mut Counters, step: &Counters) {
     total.pages_sent += pages_sent;
     total.pages_received += pages_received;
     total.writebacks_received += writebacks_received;
+    total.evictions_sent += evictions_sent;
+    total.evictions_received += evictions_received;
+    total.evicting_copies_taken += evicting_copies_taken;
     total.protocol_errors += protocol_errors;
 }
 

@@ -49,7 +49,7 @@ mod tests {
     use std::io::Write;
 
     use super::*;
-    use crate::engine::fault_injection::SkipOneInvalidation;
+    use crate::engine::fault_injection::{DropEvictedData, SkipOneInvalidation};
 
     /// Three nodes; page 0 is homed at node 0, page 1 at node 1; one VP per node; request
     /// tables big enough that no home ever refuses.
@@ -60,6 +60,7 @@ mod tests {
             vps_per_node: 1,
             accesses: accesses.to_vec(),
             extra_requests: 2,
+            evictions: 0,
             network,
             max_states: 5_000_000,
         }
@@ -130,6 +131,45 @@ mod tests {
     }
 
     #[test]
+    fn evictions_race_reads_writes_and_invalidations() {
+        // Each node may give up one copy at any moment, while the others read and write.
+        let config = ModelConfig {
+            evictions: 1,
+            ..three_nodes_two_pages(&[1, 1, 1], NetworkModel::Reliable)
+        };
+        let report = pass(
+            "3 nodes, 2 pages, 1+1+1 accesses, one eviction a node, reliable links",
+            config,
+        );
+        let c = report.coverage;
+        assert!(c.evictions_sent > 0 && c.evictions_received > 0);
+        // The races of docs/protocol.md "Eviction": a forward or an invalidation that
+        // reaches a node after it sent its Evict, and a fault waiting behind an eviction
+        // (one VP a node: nothing else coalesces).
+        assert!(c.evicting_copies_taken > 0);
+        assert!(c.faults_coalesced > 0);
+    }
+
+    #[test]
+    fn evictions_over_a_lossy_wire() {
+        let network = NetworkModel::Lossy {
+            wire_capacity: 2,
+            window: 3,
+            retransmit: true,
+        };
+        let config = ModelConfig {
+            evictions: 1,
+            ..three_nodes_two_pages(&[1, 1, 0], network)
+        };
+        let report = pass(
+            "3 nodes, 2 pages, 1+1+0 accesses, one eviction a node, lossy wire",
+            config,
+        );
+        assert!(report.coverage.evictions_sent > 0);
+        assert_eq!(report.pruned, 0);
+    }
+
+    #[test]
     fn a_full_home_queue_nacks_and_still_completes() {
         // One request record for remote requesters: the home refuses and they retry.
         let config = ModelConfig {
@@ -160,6 +200,25 @@ mod tests {
         // The shortest counterexample: a read by a remote node, a write by another, and
         // the write's invalidation round.
         assert!(trace.len() >= 3, "{trace:?}");
+    }
+
+    #[test]
+    fn a_home_that_drops_an_evicted_page_is_caught() {
+        let _bug = DropEvictedData::enable();
+        let config = ModelConfig {
+            evictions: 1,
+            ..three_nodes_two_pages(&[1, 1, 0], NetworkModel::Reliable)
+        };
+        let violation = explore(config).expect_err("the checker must catch a lost eviction");
+        let _ = writeln!(
+            std::io::stderr(),
+            "model check with a dropped eviction fails as it must: {violation}"
+        );
+        let Violation::Invariant { message, trace } = violation else {
+            panic!("expected a broken invariant, got {violation}");
+        };
+        assert!(message.contains("home's memory holds"), "{message}");
+        assert!(trace.iter().any(|t| t.contains("evicts")), "{trace:?}");
     }
 
     #[test]
@@ -204,7 +263,8 @@ mod tests {
 
     /// Any configuration, from the environment (all optional):
     /// `CVMM_MC_ACCESSES=2,2,2` (accesses per VP), `CVMM_MC_VPS=1` (VPs per node),
-    /// `CVMM_MC_EXTRA=2` (extra home records), `CVMM_MC_NETWORK=reliable|lossy:CAP:WINDOW`,
+    /// `CVMM_MC_EXTRA=2` (extra home records), `CVMM_MC_EVICTIONS=0` (evictions a
+    /// node), `CVMM_MC_NETWORK=reliable|lossy:CAP:WINDOW`,
     /// `CVMM_MC_MAX_STATES=50000000`. Run with
     /// `cargo test -p nic-firmware --release -- --ignored --nocapture explore::tests::configured`.
     #[test]
@@ -237,6 +297,7 @@ mod tests {
         let config = ModelConfig {
             vps_per_node: number("CVMM_MC_VPS", "1"),
             extra_requests: number("CVMM_MC_EXTRA", "2"),
+            evictions: u8::try_from(number("CVMM_MC_EVICTIONS", "0")).expect("a small number"),
             max_states: number("CVMM_MC_MAX_STATES", "50000000"),
             ..three_nodes_two_pages(&accesses, network)
         };

@@ -51,6 +51,9 @@ pub(crate) struct ModelConfig {
     /// Home request records beyond one per pending slot; `(nodes - 1) * vps_per_node`
     /// never refuses a request, fewer makes the home answer `Nack`.
     pub extra_requests: usize,
+    /// How many copies each node may evict (`Engine::evict`, at any moment, of any page
+    /// it holds and is not the home of): 0 explores the protocol without eviction.
+    pub evictions: u8,
     /// How the network behaves.
     pub network: NetworkModel,
     /// Stop (and fail) beyond this many states.
@@ -93,6 +96,8 @@ pub(super) struct State {
     links: Vec<Link>,
     /// The version of the last write of each page.
     latest: Vec<u16>,
+    /// Evictions each node may still start.
+    evictions_left: Vec<u8>,
 }
 
 /// One step of the system.
@@ -102,6 +107,8 @@ pub(super) enum Event {
     Access { vp: u8, op: Op },
     /// A VP whose fault was resolved tries its access again.
     Retry { vp: u8 },
+    /// A node gives up its copy of a page homed elsewhere.
+    Evict { node: u8, page: u8 },
     /// Reliable network: the oldest message of a link is delivered.
     Deliver { link: u8 },
     /// Lossy: a copy on the wire reaches the receiver's transport.
@@ -225,7 +232,10 @@ impl Model {
 
     /// Every page Exclusive at its home, every VP idle with all its accesses ahead.
     pub(super) fn initial(&self) -> Result<State, String> {
-        let pending = self.config.vps_per_node;
+        // A slot per VP, and one per eviction a node may have in flight (the engine's rule:
+        // faults never wait for a slot).
+        let evictions = usize::from(self.config.evictions).min(crate::engine::EVICTIONS_IN_FLIGHT);
+        let pending = self.config.vps_per_node + evictions;
         let requests = pending + self.config.extra_requests;
         let mut engines = Vec::new();
         let mut hosts = Vec::new();
@@ -273,6 +283,7 @@ impl Model {
             vps,
             links: vec![Link::default(); self.nodes() * self.nodes()],
             latest: vec![0; self.pages()],
+            evictions_left: vec![self.config.evictions; self.nodes()],
         };
         self.check(&state)?;
         self.canonicalize(&mut state);
@@ -309,6 +320,22 @@ impl Model {
                     }
                 }
                 (None, false) => {}
+            }
+        }
+        for (node, left) in state.evictions_left.iter().enumerate() {
+            if *left == 0 {
+                continue;
+            }
+            for page in 0..self.pages() {
+                let evictable = usize::from(self.config.homes[page]) != node
+                    && state.engines[node].page_state(Self::logical(page)) != PageState::Invalid
+                    && !state.engines[node].has_pending(Self::logical(page));
+                if evictable {
+                    out.push(Event::Evict {
+                        node: index_u8(node),
+                        page: index_u8(page),
+                    });
+                }
             }
         }
         for (index, link) in state.links.iter().enumerate() {
@@ -370,6 +397,21 @@ impl Model {
                 let slot = next.vps[usize::from(vp)];
                 let op = slot.current.filter(|_| !slot.blocked).ok_or_else(missing)?;
                 outcome = self.touch(&mut next, usize::from(vp), op);
+            }
+            Event::Evict { node, page } => {
+                let node = usize::from(node);
+                let left = next.evictions_left[node]
+                    .checked_sub(1)
+                    .ok_or_else(missing)?;
+                next.evictions_left[node] = left;
+                let logical = Self::logical(usize::from(page));
+                let mut started = None;
+                outcome = self.run_engine(&mut next, node, |engine, applier| {
+                    engine.evict(logical, applier).map(|e| started = Some(e))
+                });
+                if started != Some(crate::engine::Eviction::Started) && outcome.is_ok() {
+                    return Err(format!("{event:?}: the engine answered {started:?}"));
+                }
             }
             Event::Deliver { link } => {
                 let packet = next.links[usize::from(link)]
@@ -568,6 +610,19 @@ impl Model {
                     }
                 }
                 DirectoryState::Exclusive(owner) => {
+                    // An owner evicting its copy has it unmapped, and serves forwards
+                    // from its memory: that must still be the last write.
+                    let memory = state.hosts[usize::from(owner)].memory[page];
+                    let evicting = state.engines[usize::from(owner)].evicting(logical)
+                        == Some(PageState::Exclusive);
+                    if evicting && memory != state.latest[page] {
+                        return Err(format!(
+                            "page {page} owned by node {owner}, whose memory holds {}, last \
+                             write is v{}",
+                            show_version(memory),
+                            state.latest[page]
+                        ));
+                    }
                     for (node, local) in states.iter().enumerate() {
                         if node != usize::from(owner) && *local != PageState::Invalid {
                             return Err(format!(
@@ -637,6 +692,7 @@ impl Model {
         for version in &state.latest {
             out.extend_from_slice(&version.to_le_bytes());
         }
+        out.extend_from_slice(&state.evictions_left);
     }
 
     fn describe_access(&self, state: &State, vp: u8, op: Op, verb: &str) -> String {
@@ -661,6 +717,10 @@ impl Model {
         };
         match event {
             Event::Access { vp, op } => self.describe_access(state, vp, op, "starts"),
+            Event::Evict { node, page } => format!(
+                "node {node} evicts page {page} (mapped {:?})",
+                state.hosts[usize::from(node)].mapped[usize::from(page)]
+            ),
             Event::Retry { vp } => match state.vps[usize::from(vp)].current {
                 Some(op) => self.describe_access(state, vp, op, "retries"),
                 None => format!("VP {vp} retries nothing"),
@@ -742,7 +802,12 @@ impl Applier<'_> {
     fn apply(&mut self, action: Action<'_>) -> Result<(), String> {
         match action {
             Action::Send(msg) => {
-                if matches!(msg.body, Body::PageData { .. } | Body::Writeback { .. }) {
+                if matches!(
+                    msg.body,
+                    Body::PageData { .. }
+                        | Body::Writeback { .. }
+                        | Body::Evict { data: Some(_), .. }
+                ) {
                     return Err("page contents sent without SendPage".to_string());
                 }
                 self.transmit(&msg)
@@ -845,6 +910,10 @@ impl Applier<'_> {
             },
             Body::Unblock { .. } => PacketBody::Unblock,
             Body::Nack { .. } => PacketBody::Nack,
+            Body::Evict { data, .. } => PacketBody::Evict {
+                version: data.map(|d| version_of(d, logical)).transpose()?,
+            },
+            Body::EvictAck { .. } => PacketBody::EvictAck,
             other => return Err(format!("engine sent a control message: {other:?}")),
         };
         let packet = Packet {

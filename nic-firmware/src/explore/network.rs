@@ -62,16 +62,32 @@ pub(super) struct Packet {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum PacketBody {
     ReadReq,
-    WriteReq { has_copy: bool },
-    ForwardRead { requester: NodeId },
-    ForwardWrite { requester: NodeId },
+    WriteReq {
+        has_copy: bool,
+    },
+    ForwardRead {
+        requester: NodeId,
+    },
+    ForwardWrite {
+        requester: NodeId,
+    },
     Invalidate,
     InvalidateAck,
-    PageData { exclusive: bool, version: u16 },
+    PageData {
+        exclusive: bool,
+        version: u16,
+    },
     UpgradeGrant,
-    Writeback { version: u16 },
+    Writeback {
+        version: u16,
+    },
     Unblock,
     Nack,
+    /// The version stands for the page of an Exclusive eviction; `None`: a Shared one.
+    Evict {
+        version: Option<u16>,
+    },
+    EvictAck,
 }
 
 impl Packet {
@@ -93,6 +109,17 @@ impl Packet {
             PacketBody::UpgradeGrant => Body::UpgradeGrant { page },
             PacketBody::Unblock => Body::Unblock { page },
             PacketBody::Nack => Body::Nack { page },
+            PacketBody::EvictAck => Body::EvictAck { page },
+            PacketBody::Evict { version: None } => Body::Evict { page, data: None },
+            PacketBody::Evict {
+                version: Some(version),
+            } => {
+                *buf = super::model::contents(page, version);
+                Body::Evict {
+                    page,
+                    data: Some(buf),
+                }
+            }
             PacketBody::PageData { exclusive, version } => {
                 *buf = super::model::contents(page, version);
                 Body::PageData {
@@ -132,6 +159,11 @@ impl Packet {
             PacketBody::Writeback { version } => format!("Writeback(v{version})"),
             PacketBody::Unblock => "Unblock".to_string(),
             PacketBody::Nack => "Nack".to_string(),
+            PacketBody::Evict { version: None } => "Evict(Shared)".to_string(),
+            PacketBody::Evict {
+                version: Some(version),
+            } => format!("Evict(Exclusive, v{version})"),
+            PacketBody::EvictAck => "EvictAck".to_string(),
         };
         format!("{what} page {} rid {:#x}", self.page, self.request_id)
     }
@@ -151,6 +183,10 @@ impl Packet {
             PacketBody::Writeback { version } => (8, version, 0),
             PacketBody::Unblock => (9, 0, 0),
             PacketBody::Nack => (10, 0, 0),
+            PacketBody::Evict { version } => {
+                (11, u16::from(version.is_some()), version.unwrap_or(0))
+            }
+            PacketBody::EvictAck => (12, 0, 0),
         };
         out.push(tag);
         out.extend_from_slice(&a.to_le_bytes());
