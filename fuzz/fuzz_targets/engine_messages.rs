@@ -78,7 +78,7 @@ fuzz_target!(|data: &[u8]| {
             local: vec![PageState::Invalid; usize::try_from(homes.page_limit()).unwrap_or(0)],
             directory: vec![
                 DirEntry::default();
-                usize::try_from(homes.home_page_count(node)).unwrap_or(0)
+                usize::try_from(homes.page_limit()).unwrap_or(0)
             ],
             pending: vec![PendingFault::default(); 2],
             requests: vec![HomeRequest::default(); 4],

@@ -32,7 +32,7 @@ impl<'a> Built<'a> {
     fn message(&self, page_data: &'a [u8; PAGE_BYTES]) -> Message<'a> {
         let page = self.page;
         let [a, b, c] = self.words;
-        let body = match self.kind % 19 {
+        let body = match self.kind % 22 {
             0 => Body::ReadReq { page },
             1 => Body::WriteReq {
                 page,
@@ -81,6 +81,23 @@ impl<'a> Built<'a> {
                 data: self.flag.then_some(page_data),
             },
             17 => Body::EvictAck { page },
+            18 => Body::HomeMove {
+                page,
+                exclusive: self.flag,
+                owner: if self.flag { self.node } else { 0 },
+                sharers: if self.flag { 0 } else { self.node },
+                data: self.vector.is_multiple_of(2).then_some(page_data),
+            },
+            19 => Body::HomeChange {
+                first: a,
+                count: b,
+                home: self.node,
+            },
+            20 => Body::HomeChangeAck {
+                first: a,
+                count: b,
+                home: self.node,
+            },
             _ => Body::ConfigUpdate {
                 epoch: self.vp,
                 mem_mib: u32::from(self.vector),

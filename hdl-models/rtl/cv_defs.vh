@@ -26,12 +26,15 @@
 `define K_NACK          8'h0b
 `define K_EVICT         8'h0c
 `define K_EVICT_ACK     8'h0d
+`define K_HOME_MOVE     8'h0e
 `define K_IPI           8'h20
 `define K_VP_START      8'h21
 `define K_CONSOLE_LINE  8'h22
 `define K_VS_EXIT       8'h23
 `define K_HEARTBEAT     8'h24
 `define K_CONFIG_UPDATE 8'h25
+`define K_HOME_CHANGE   8'h26
+`define K_HOME_CHG_ACK  8'h27
 
 `define WIRE_MAGIC      16'h5643
 `define WIRE_VERSION    8'd1

@@ -63,13 +63,13 @@ module cv_parser (
         case (h_kind)
             `K_READ_REQ, `K_WRITE_REQ, `K_FORWARD_READ, `K_FORWARD_WRITE, `K_INVALIDATE,
             `K_INV_ACK, `K_PAGE_DATA, `K_UPGRADE_GRANT, `K_WRITEBACK, `K_UNBLOCK, `K_NACK,
-            `K_EVICT, `K_EVICT_ACK, `K_IPI, `K_VP_START, `K_CONSOLE_LINE, `K_VS_EXIT, `K_HEARTBEAT,
+            `K_EVICT, `K_EVICT_ACK, `K_HOME_MOVE, `K_HOME_CHANGE, `K_HOME_CHG_ACK, `K_IPI, `K_VP_START, `K_CONSOLE_LINE, `K_VS_EXIT, `K_HEARTBEAT,
             `K_CONFIG_UPDATE: known = 1'b1;
             default: known = 1'b0;
         endcase
         coherence = h_kind < 8'h20;
         allowed_flags = (h_kind == `K_WRITE_REQ || h_kind == `K_PAGE_DATA || h_kind == `K_EVICT)
-                        ? 16'h0001 : 16'h0000;
+                        ? 16'h0001 : (h_kind == `K_HOME_MOVE) ? 16'h0003 : 16'h0000;
     end
 
     // vima::wire::is_coherent_page: not the null page, not a per-node page (1..4), below
@@ -85,6 +85,15 @@ module cv_parser (
     wire [23:0] ipi_reserved = body[63:40];
     wire [31:0] vps_reserved = body[63:32];
     wire [31:0] cl_len      = body[63:32];
+    // HomeMove: sharers, owner, reserved; HomeChange(Ack): first, count, home, reserved.
+    wire [15:0] hm_sharers  = body[15:0];
+    wire [15:0] hm_owner    = body[31:16];
+    wire [31:0] hm_reserved = body[63:32];
+    wire [63:0] hc_first    = body[63:0];
+    wire [63:0] hc_count    = body[127:64];
+    wire [15:0] hc_home     = body[143:128];
+    wire [47:0] hc_reserved = body[191:144];
+    wire [64:0] hc_end      = {1'b0, hc_first} + {1'b0, hc_count};
 
     reg [7:0] err;
     always @* begin
@@ -109,6 +118,21 @@ module cv_parser (
                 // An Exclusive eviction (flag 0) carries the page; a Shared one nothing.
                 `K_EVICT:
                     if (body_len != (h_flags[0] ? `PAGE_BYTES : 16'd0)) err = `E_W_BAD_LENGTH;
+                // The entry (8 bytes), then the page with HAS_DATA (flag 1); Exclusive
+                // (flag 0) names only an owner, Shared only sharers.
+                `K_HOME_MOVE: begin
+                    if (body_len != (h_flags[1] ? 16'd8 + `PAGE_BYTES : 16'd8)) err = `E_W_BAD_LENGTH;
+                    else if (hm_reserved != 32'd0)     err = `E_W_BAD_RESERVED;
+                    else if (h_flags[0] ? (hm_sharers != 16'd0) : (hm_owner != 16'd0))
+                                                       err = `E_W_BAD_RESERVED;
+                    else if (h_flags[0] && hm_owner >= 16'd16) err = `E_W_BAD_NODE;
+                end
+                `K_HOME_CHANGE, `K_HOME_CHG_ACK: begin
+                    if (body_len != 16'd24)            err = `E_W_BAD_LENGTH;
+                    else if (hc_reserved != 48'd0)     err = `E_W_BAD_RESERVED;
+                    else if (hc_count == 64'd0 || hc_end > 65'h0_0100_0000) err = `E_W_BAD_PAGE;
+                    else if (hc_home >= 16'd16)        err = `E_W_BAD_NODE;
+                end
                 `K_IPI: begin
                     if (body_len != 16'd8)             err = `E_W_BAD_LENGTH;
                     else if (ipi_reserved != 24'd0)    err = `E_W_BAD_RESERVED;

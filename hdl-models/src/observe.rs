@@ -180,10 +180,12 @@ pub fn error_code(error: &EngineError) -> u8 {
         EngineError::BadVp { .. } => 10,
         EngineError::PendingFull => 11,
         EngineError::StorageTooSmall => 12,
-        // Eviction is started by the host, not by a message: the RTL has no such input.
+        // Eviction and handoff are started by the host, not by a message: the RTL has no
+        // such input.
         EngineError::BadNodeConfig
         | EngineError::BadHomeRange
-        | EngineError::EvictAtHome { .. } => u8::MAX,
+        | EngineError::EvictAtHome { .. }
+        | EngineError::HandoffUnderWay => u8::MAX,
     }
 }
 

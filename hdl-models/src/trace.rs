@@ -335,7 +335,7 @@ impl<'s> Driver<'s> {
         let local_len = usize::try_from(map.page_limit()).map_err(|_| "page limit")?;
         let mut engines = Vec::new();
         for node in 0..node_count {
-            let dir_len = usize::try_from(map.home_page_count(node)).map_err(|_| "dir")?;
+            let dir_len = local_len;
             let storage = EngineStorage {
                 local: leak(PageState::Invalid, local_len),
                 directory: leak(DirEntry::default(), dir_len),

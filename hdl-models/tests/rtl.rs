@@ -65,7 +65,7 @@ mod parser {
         let requester = (0..16u16)
             .find(|n| *n != dst && rng.below(3) == 0)
             .unwrap_or(if dst == 0 { 1 } else { 0 });
-        let body = match rng.below(19) {
+        let body = match rng.below(22) {
             0 => Body::ReadReq { page },
             1 => Body::WriteReq {
                 page,
@@ -114,6 +114,30 @@ mod parser {
                 data: (rng.below(2) == 1).then(|| leak(data)),
             },
             17 => Body::EvictAck { page },
+            18 => {
+                let exclusive = rng.below(2) == 1;
+                Body::HomeMove {
+                    page,
+                    exclusive,
+                    owner: if exclusive { requester } else { 0 },
+                    sharers: if exclusive {
+                        0
+                    } else {
+                        u16::try_from(rng.below(1 << 16)).unwrap()
+                    },
+                    data: (rng.below(2) == 1).then(|| leak(data)),
+                }
+            }
+            19 => Body::HomeChange {
+                first: rng.below(1 << 20),
+                count: 1 + rng.below(1 << 12),
+                home: requester,
+            },
+            20 => Body::HomeChangeAck {
+                first: rng.below(1 << 20),
+                count: 1 + rng.below(1 << 12),
+                home: requester,
+            },
             _ => Body::Heartbeat {
                 sequence: rng.next_u64(),
             },

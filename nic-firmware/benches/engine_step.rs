@@ -48,7 +48,7 @@ impl Tables {
         let limit = usize::try_from(homes.page_limit()).expect("small");
         Self {
             local: vec![PageState::Invalid; limit],
-            directory: vec![DirEntry::default(); usize::try_from(PAGES).expect("small")],
+            directory: vec![DirEntry::default(); limit],
             pending: vec![PendingFault::default(); 4],
             requests: vec![HomeRequest::default(); 64],
             homes,

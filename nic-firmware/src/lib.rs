@@ -29,8 +29,8 @@
 //!     };
 //!     Engine::new(config, homes, storage).unwrap()
 //! }
-//! type Tables = ([PageState; 0x201], [DirEntry; 1], [PendingFault; 2], [HomeRequest; 4]);
-//! let blank = || ([PageState::Invalid; 0x201], [DirEntry::default(); 1],
+//! type Tables = ([PageState; 0x201], [DirEntry; 0x201], [PendingFault; 2], [HomeRequest; 4]);
+//! let blank = || ([PageState::Invalid; 0x201], [DirEntry::default(); 0x201],
 //!                 [PendingFault::default(); 2], [HomeRequest::default(); 4]);
 //! let (mut t0, mut t1) = (blank(), blank());
 //! let mut home = engine(0, homes, &mut t0);

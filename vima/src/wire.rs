@@ -50,6 +50,8 @@ pub const PAGE_NUMBER_LIMIT: u64 = MAX_LOGICAL_BYTES / PAGE_SIZE;
 pub const FLAG_HAS_COPY: u16 = 1 << 0;
 /// [`Body::PageData`]: the page is granted Exclusive (clear: Shared).
 pub const FLAG_EXCLUSIVE: u16 = 1 << 0;
+/// [`Body::HomeMove`]: the page contents follow the directory entry.
+pub const FLAG_HAS_DATA: u16 = 1 << 1;
 
 const _: () = assert!(HEADER_BYTES == 32);
 const _: () = assert!(PAGE_BYTES as u64 == PAGE_SIZE);
@@ -97,6 +99,11 @@ pub enum MessageKind {
     Evict = 0x0c,
     /// Home -> node: the directory no longer counts the sender's copy.
     EvictAck = 0x0d,
+    /// Old home -> new home: one page's directory entry (with [`FLAG_EXCLUSIVE`] the page
+    /// is Exclusive at `owner`, else Shared by `sharers`), and with [`FLAG_HAS_DATA`] the
+    /// page, which the new home's memory takes. Sent after every node acknowledged the
+    /// [`Self::HomeChange`] of its range.
+    HomeMove = 0x0e,
     /// Make `vector` pending on VP `vp`.
     Ipi = 0x20,
     /// Start VP `vp` (the `VpStart` call, on the node that runs it).
@@ -112,6 +119,13 @@ pub enum MessageKind {
     /// that makes the change to every other node, so each node's `ConfigRead` answers
     /// with the same table.
     ConfigUpdate = 0x25,
+    /// Old home -> every node (the new home first): from now on pages `first .. first +
+    /// count` have their home at `home`. For the coherence engine, though it names a range
+    /// rather than a page ([`MessageKind::is_engine`]).
+    HomeChange = 0x26,
+    /// Node -> old home: the home map changed; everything the node sent the old home
+    /// before is ahead of this on the link. Echoes the `HomeChange` body.
+    HomeChangeAck = 0x27,
 }
 
 impl MessageKind {
@@ -131,12 +145,15 @@ impl MessageKind {
             0x0b => Self::Nack,
             0x0c => Self::Evict,
             0x0d => Self::EvictAck,
+            0x0e => Self::HomeMove,
             0x20 => Self::Ipi,
             0x21 => Self::VpStart,
             0x22 => Self::ConsoleLine,
             0x23 => Self::VsExit,
             0x24 => Self::Heartbeat,
             0x25 => Self::ConfigUpdate,
+            0x26 => Self::HomeChange,
+            0x27 => Self::HomeChangeAck,
             _ => return None,
         })
     }
@@ -146,10 +163,17 @@ impl MessageKind {
         (self as u8) < 0x20
     }
 
+    /// True for the messages the coherence engine takes: the coherence messages and the
+    /// home changes of a range.
+    pub const fn is_engine(self) -> bool {
+        self.is_coherence() || matches!(self, Self::HomeChange | Self::HomeChangeAck)
+    }
+
     const fn allowed_flags(self) -> u16 {
         match self {
             Self::WriteReq => FLAG_HAS_COPY,
             Self::PageData | Self::Evict => FLAG_EXCLUSIVE,
+            Self::HomeMove => FLAG_EXCLUSIVE | FLAG_HAS_DATA,
             _ => 0,
         }
     }
@@ -258,6 +282,33 @@ pub struct ConfigUpdateBody {
     pub offline: u64,
 }
 
+/// The directory entry in [`MessageKind::HomeMove`] (the page follows with
+/// [`FLAG_HAS_DATA`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct HomeMoveBody {
+    /// Shared: bit `n` = node `n` holds a copy; 0 when Exclusive.
+    pub sharers: u16,
+    /// Exclusive: the owner; 0 when Shared.
+    pub owner: u16,
+    /// Reserved, 0.
+    pub reserved: [u16; 2],
+}
+
+/// Body of [`MessageKind::HomeChange`] and [`MessageKind::HomeChangeAck`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct HomeChangeBody {
+    /// First logical page of the range.
+    pub first: u64,
+    /// Pages in the range (not 0).
+    pub count: u64,
+    /// The new home.
+    pub home: u16,
+    /// Reserved, 0.
+    pub reserved: [u16; 3],
+}
+
 /// Converts between host and little-endian byte order (the conversion is its own inverse).
 trait LittleEndian: Pod {
     fn swap_le(self) -> Self;
@@ -331,6 +382,27 @@ impl LittleEndian for HeartbeatBody {
     fn swap_le(self) -> Self {
         Self {
             sequence: self.sequence.to_le(),
+        }
+    }
+}
+
+impl LittleEndian for HomeMoveBody {
+    fn swap_le(self) -> Self {
+        Self {
+            sharers: self.sharers.to_le(),
+            owner: self.owner.to_le(),
+            reserved: self.reserved.map(u16::to_le),
+        }
+    }
+}
+
+impl LittleEndian for HomeChangeBody {
+    fn swap_le(self) -> Self {
+        Self {
+            first: self.first.to_le(),
+            count: self.count.to_le(),
+            home: self.home.to_le(),
+            reserved: self.reserved.map(u16::to_le),
         }
     }
 }
@@ -443,6 +515,19 @@ pub enum Body<'a> {
         /// Page.
         page: u64,
     },
+    /// See [`MessageKind::HomeMove`].
+    HomeMove {
+        /// Page.
+        page: u64,
+        /// The directory entry: Exclusive at `owner` (else Shared by `sharers`).
+        exclusive: bool,
+        /// Exclusive: the owner (0 when Shared).
+        owner: u16,
+        /// Shared: the sharers, bit `n` = node `n` (0 when Exclusive).
+        sharers: u16,
+        /// The page, when the new home's memory must take it.
+        data: Option<&'a [u8; PAGE_BYTES]>,
+    },
     /// See [`MessageKind::Ipi`].
     Ipi {
         /// Target VP.
@@ -478,6 +563,24 @@ pub enum Body<'a> {
         /// The sender's heartbeat count.
         sequence: u64,
     },
+    /// See [`MessageKind::HomeChange`].
+    HomeChange {
+        /// First page of the range.
+        first: u64,
+        /// Pages in the range.
+        count: u64,
+        /// The new home.
+        home: u16,
+    },
+    /// See [`MessageKind::HomeChangeAck`].
+    HomeChangeAck {
+        /// First page of the range.
+        first: u64,
+        /// Pages in the range.
+        count: u64,
+        /// The new home.
+        home: u16,
+    },
     /// See [`MessageKind::ConfigUpdate`].
     ConfigUpdate {
         /// The new configuration epoch.
@@ -506,6 +609,9 @@ impl Body<'_> {
             Self::Nack { .. } => MessageKind::Nack,
             Self::Evict { .. } => MessageKind::Evict,
             Self::EvictAck { .. } => MessageKind::EvictAck,
+            Self::HomeMove { .. } => MessageKind::HomeMove,
+            Self::HomeChange { .. } => MessageKind::HomeChange,
+            Self::HomeChangeAck { .. } => MessageKind::HomeChangeAck,
             Self::Ipi { .. } => MessageKind::Ipi,
             Self::VpStart { .. } => MessageKind::VpStart,
             Self::ConsoleLine { .. } => MessageKind::ConsoleLine,
@@ -530,13 +636,16 @@ impl Body<'_> {
             | Self::Unblock { page }
             | Self::Nack { page }
             | Self::Evict { page, .. }
-            | Self::EvictAck { page } => Some(page),
+            | Self::EvictAck { page }
+            | Self::HomeMove { page, .. } => Some(page),
             Self::Ipi { .. }
             | Self::VpStart { .. }
             | Self::ConsoleLine { .. }
             | Self::VsExit { .. }
             | Self::Heartbeat { .. }
-            | Self::ConfigUpdate { .. } => None,
+            | Self::ConfigUpdate { .. }
+            | Self::HomeChange { .. }
+            | Self::HomeChangeAck { .. } => None,
         }
     }
 }
@@ -713,6 +822,39 @@ pub fn decode(bytes: &[u8]) -> Result<Message<'_>, WireError> {
             },
         },
         MessageKind::EvictAck => no_body(body).map(|()| Body::EvictAck { page })?,
+        MessageKind::HomeMove => {
+            let entry: HomeMoveBody = read(body)?;
+            let rest = &body[core::mem::size_of::<HomeMoveBody>()..];
+            let data = if flag(FLAG_HAS_DATA) {
+                Some(page_bytes(rest)?)
+            } else {
+                no_body(rest).map(|()| None)?
+            };
+            if entry.reserved != [0; 2] {
+                return Err(WireError::BadReserved);
+            }
+            let exclusive = flag(FLAG_EXCLUSIVE);
+            let canonical = if exclusive {
+                entry.sharers == 0
+            } else {
+                entry.owner == 0
+            };
+            if !canonical {
+                return Err(WireError::BadReserved);
+            }
+            let owner = if exclusive {
+                check_node(entry.owner)?
+            } else {
+                0
+            };
+            Body::HomeMove {
+                page,
+                exclusive,
+                owner,
+                sharers: entry.sharers,
+                data,
+            }
+        }
         MessageKind::Ipi => {
             let ipi: IpiBody = exact(body)?;
             if ipi.reserved != [0; 3] {
@@ -760,6 +902,26 @@ pub fn decode(bytes: &[u8]) -> Result<Message<'_>, WireError> {
             let beat: HeartbeatBody = exact(body)?;
             Body::Heartbeat {
                 sequence: beat.sequence,
+            }
+        }
+        MessageKind::HomeChange | MessageKind::HomeChangeAck => {
+            let change: HomeChangeBody = exact(body)?;
+            if change.reserved != [0; 3] {
+                return Err(WireError::BadReserved);
+            }
+            let fits = change.count != 0
+                && change
+                    .first
+                    .checked_add(change.count)
+                    .is_some_and(|end| end <= PAGE_NUMBER_LIMIT);
+            if !fits {
+                return Err(WireError::BadPage);
+            }
+            let (first, count, home) = (change.first, change.count, check_node(change.home)?);
+            if kind == MessageKind::HomeChange {
+                Body::HomeChange { first, count, home }
+            } else {
+                Body::HomeChangeAck { first, count, home }
             }
         }
         MessageKind::ConfigUpdate => {
@@ -829,6 +991,34 @@ pub fn encode(msg: &Message<'_>, buf: &mut [u8]) -> Result<usize, WireError> {
                 flags |= FLAG_EXCLUSIVE;
                 out.put_bytes(data)?;
             }
+        }
+        Body::HomeMove {
+            exclusive,
+            owner,
+            sharers,
+            data,
+            ..
+        } => {
+            if exclusive {
+                flags |= FLAG_EXCLUSIVE;
+            }
+            out.put(HomeMoveBody {
+                sharers,
+                owner,
+                reserved: [0; 2],
+            })?;
+            if let Some(data) = data {
+                flags |= FLAG_HAS_DATA;
+                out.put_bytes(data)?;
+            }
+        }
+        Body::HomeChange { first, count, home } | Body::HomeChangeAck { first, count, home } => {
+            out.put(HomeChangeBody {
+                first,
+                count,
+                home,
+                reserved: [0; 3],
+            })?;
         }
         Body::WriteReq { has_copy, .. } => {
             if has_copy {
@@ -950,12 +1140,15 @@ mod tests {
             (MessageKind::Nack, 0x0b),
             (MessageKind::Evict, 0x0c),
             (MessageKind::EvictAck, 0x0d),
+            (MessageKind::HomeMove, 0x0e),
             (MessageKind::Ipi, 0x20),
             (MessageKind::VpStart, 0x21),
             (MessageKind::ConsoleLine, 0x22),
             (MessageKind::VsExit, 0x23),
             (MessageKind::Heartbeat, 0x24),
             (MessageKind::ConfigUpdate, 0x25),
+            (MessageKind::HomeChange, 0x26),
+            (MessageKind::HomeChangeAck, 0x27),
         ];
         for (kind, raw) in kinds {
             assert_eq!(kind as u8, raw);
@@ -1115,7 +1308,7 @@ mod tests {
 
     fn parts() -> impl Strategy<Value = Parts> {
         (
-            (0usize..19, any::<u16>(), 0u16..16, 1u16..16, any::<u64>()),
+            (0usize..22, any::<u16>(), 0u16..16, 1u16..16, any::<u64>()),
             (5u64..PAGE_NUMBER_LIMIT, any::<bool>(), 1u16..15),
             (0u32..64, 32u8..64, any::<[u64; 3]>()),
             (
@@ -1192,6 +1385,23 @@ mod tests {
                 data: p.flag.then_some(data),
             },
             17 => Body::EvictAck { page },
+            18 => Body::HomeMove {
+                page,
+                exclusive: p.flag,
+                owner: if p.flag { p.src } else { 0 },
+                sharers: if p.flag { 0 } else { p.requester_offset },
+                data: p.vector.is_multiple_of(2).then_some(data),
+            },
+            19 => Body::HomeChange {
+                first: page.min(PAGE_NUMBER_LIMIT - 8),
+                count: 1 + p.words[0] % 8,
+                home: p.src,
+            },
+            20 => Body::HomeChangeAck {
+                first: page.min(PAGE_NUMBER_LIMIT - 8),
+                count: 1 + p.words[0] % 8,
+                home: dst,
+            },
             _ => Body::ConfigUpdate {
                 epoch: p.vp,
                 mem_mib: u32::from(p.vector),
@@ -1220,6 +1430,9 @@ mod tests {
             let expected_body = match original.body {
                 Body::PageData { .. } | Body::Writeback { .. }
                 | Body::Evict { data: Some(_), .. } => PAGE_BYTES,
+                Body::HomeMove { data: Some(_), .. } => 8 + PAGE_BYTES,
+                Body::HomeMove { data: None, .. } => 8,
+                Body::HomeChange { .. } | Body::HomeChangeAck { .. } => 24,
                 Body::ForwardRead { .. } | Body::ForwardWrite { .. } | Body::Ipi { .. }
                 | Body::VsExit { .. } | Body::Heartbeat { .. } => 8,
                 Body::VpStart { .. } => 32,

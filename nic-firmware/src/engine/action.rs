@@ -94,6 +94,11 @@ pub enum PageSendKind {
     Writeback,
     /// `Evict` of the Exclusive copy, to the home.
     Evict,
+    /// `HomeMove` of a Shared entry (these sharers) with the page, to the new home.
+    HomeMove {
+        /// The sharers, bit `n` = node `n`.
+        sharers: u16,
+    },
 }
 
 /// A page message whose contents the applier reads from its DMA window.
@@ -131,6 +136,13 @@ impl PageSend {
             PageSendKind::Writeback => Body::Writeback { page, data },
             PageSendKind::Evict => Body::Evict {
                 page,
+                data: Some(data),
+            },
+            PageSendKind::HomeMove { sharers } => Body::HomeMove {
+                page,
+                exclusive: false,
+                owner: 0,
+                sharers,
                 data: Some(data),
             },
         };
@@ -189,6 +201,10 @@ pub struct Counters {
     /// Forwards and invalidations that reached a copy while it was being evicted (served
     /// from the DMA window).
     pub evicting_copies_taken: u64,
+    /// Directory entries handed over to a new home.
+    pub homes_moved_out: u64,
+    /// Directory entries taken over from an old home.
+    pub homes_moved_in: u64,
     /// Messages refused because they did not fit the protocol.
     pub protocol_errors: u64,
 }

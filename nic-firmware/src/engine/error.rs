@@ -81,6 +81,8 @@ pub enum EngineError {
         /// The sender.
         src: NodeId,
     },
+    /// A handoff of this node's range is already under way.
+    HandoffUnderWay,
     /// A node was asked to evict a page it is the home of.
     EvictAtHome {
         /// The page.
@@ -111,6 +113,7 @@ impl core::fmt::Display for EngineError {
             Self::UnexpectedMessage { kind, page, src } => {
                 write!(f, "Unexpected {kind:?} for page {page:#x} from node {src}")
             }
+            Self::HandoffUnderWay => f.write_str("A home handoff is already under way"),
             Self::EvictAtHome { page } => {
                 write!(
                     f,

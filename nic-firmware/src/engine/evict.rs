@@ -105,13 +105,27 @@ impl Engine<'_> {
         self.counters.evictions_sent += 1;
         // Unmap first: the copy sent below is the last one a VP of ours could write.
         self.drop_local_copy(page, actions)?;
-        if held == PageState::Exclusive {
+        self.send_evict(slot, actions)?;
+        Ok(Eviction::Started)
+    }
+
+    /// Sends the `Evict` of the eviction in pending slot `slot` to the page's home, with
+    /// the page while the copy is still the Exclusive one.
+    pub(super) fn send_evict<A: Actions + ?Sized>(
+        &mut self,
+        slot: usize,
+        actions: &mut A,
+    ) -> Result<(), EngineError> {
+        let pending = self.pending[slot];
+        let (page, request_id) = (pending.page, pending.request_id);
+        let home = self.home_of(page)?;
+        if pending.held == PageState::Exclusive {
             self.send_page(home, page, request_id, PageSendKind::Evict, actions);
         } else {
             let body = Body::Evict { page, data: None };
             self.send(home, request_id, body, actions);
         }
-        Ok(Eviction::Started)
+        Ok(())
     }
 
     /// The pending slot of an eviction of `page` whose copy is still `held`.
@@ -138,6 +152,13 @@ impl Engine<'_> {
             page,
             src,
         };
+        if entry.arriving() {
+            // The page's entry is on its way here from its old home (`engine/handoff.rs`),
+            // and the eviction cannot wait in the queue with its page: send it again.
+            self.counters.nacks_sent += 1;
+            self.send(src, request_id, Body::Nack { page }, actions);
+            return Ok(());
+        }
         match (entry.state(), data) {
             (DirectoryState::Exclusive(owner), Some(data)) if owner == src => {
                 if entry.busy() {

@@ -66,3 +66,32 @@ impl Drop for DropEvictedData {
 pub(super) fn stores_evicted_data() -> bool {
     !DROP_EVICTED_DATA.with(Cell::get)
 }
+
+std::thread_local! {
+    static MOVE_WITHOUT_ACKS: Cell<bool> = const { Cell::new(false) };
+}
+
+/// While alive, an old home moves its range as soon as it told the other nodes of the new
+/// home, without waiting for their acks (no fence).
+#[derive(Debug)]
+pub(crate) struct MoveWithoutAcks(());
+
+impl MoveWithoutAcks {
+    /// Turns the bug on for this thread.
+    pub(crate) fn enable() -> Self {
+        MOVE_WITHOUT_ACKS.with(|on| on.set(true));
+        Self(())
+    }
+}
+
+impl Drop for MoveWithoutAcks {
+    fn drop(&mut self) {
+        MOVE_WITHOUT_ACKS.with(|on| on.set(false));
+    }
+}
+
+/// True when the old home waits for every ack before it moves the range (always, unless
+/// the bug is on).
+pub(super) fn waits_for_acks() -> bool {
+    !MOVE_WITHOUT_ACKS.with(Cell::get)
+}

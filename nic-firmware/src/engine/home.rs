@@ -87,7 +87,9 @@ impl Engine<'_> {
             has_copy,
         };
         let entry = self.directory[slot];
-        if entry.busy() || entry.queued() {
+        // A page being handed over (here) or whose entry has not arrived yet (at the new
+        // home) starts nothing: its requests wait (`engine/handoff.rs`).
+        if entry.busy() || entry.queued() || entry.arriving() || self.handoff.freezes(page) {
             let Some(record) = self.alloc_record(&request) else {
                 return self.refuse(&request, actions);
             };
@@ -449,12 +451,15 @@ impl Engine<'_> {
     }
 
     /// Runs the queued requests of `page` in arrival order until one keeps it busy.
-    fn drain<A: Actions + ?Sized>(
+    pub(super) fn drain<A: Actions + ?Sized>(
         &mut self,
         page: u64,
         actions: &mut A,
     ) -> Result<(), EngineError> {
         let slot = self.directory_slot(page)?;
+        if self.handoff.freezes(page) || self.directory[slot].arriving() {
+            return Ok(());
+        }
         let mut result = Ok(());
         loop {
             let next = self
@@ -517,7 +522,7 @@ impl Engine<'_> {
         Some(record)
     }
 
-    fn free_record(&mut self, record: usize) {
+    pub(super) fn free_record(&mut self, record: usize) {
         let held = self.requests[record];
         if held.phase != Phase::Free && held.requester != self.config.node {
             self.remote_records -= 1;

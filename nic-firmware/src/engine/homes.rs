@@ -35,10 +35,9 @@ impl HomeRange {
     }
 }
 
-/// The home of every page, as a list of page ranges.
-///
-/// A node's directory holds one [`DirEntry`](super::DirEntry) per page it is home for: the
-/// ranges of that node, in the order they were added, laid end to end.
+/// The home of every page, as a list of page ranges. Every node's directory holds an entry
+/// for every page (indexed by page number), since a range's home can move to any node
+/// ([`HomeMap::rehome`]); only the home's entry of a page is live.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HomeMap {
     ranges: [HomeRange; MAX_HOME_RANGES],
@@ -115,7 +114,34 @@ impl HomeMap {
             .map(|r| r.home)
     }
 
-    /// How many pages `node` is home for: the length its directory slice needs.
+    /// Moves the range that starts at `first` and holds `count` pages to `home`. Only a
+    /// whole range moves (a departing node hands over each of its ranges).
+    pub fn rehome(
+        &mut self,
+        first: LogicalPage,
+        count: u64,
+        home: NodeId,
+    ) -> Result<(), EngineError> {
+        let range = self.ranges[..self.len]
+            .iter_mut()
+            .find(|r| r.first == first.0 && r.count == count)
+            .ok_or(EngineError::BadHomeRange)?;
+        if usize::from(home) >= MAX_NODES {
+            return Err(EngineError::BadHomeRange);
+        }
+        range.home = home;
+        Ok(())
+    }
+
+    /// The range that starts at `first` and holds `count` pages, if there is one.
+    pub fn range(&self, first: LogicalPage, count: u64) -> Option<HomeRange> {
+        self.ranges()
+            .iter()
+            .find(|r| r.first == first.0 && r.count == count)
+            .copied()
+    }
+
+    /// How many pages `node` is home for.
     pub fn home_page_count(&self, node: NodeId) -> u64 {
         self.ranges()
             .iter()
@@ -124,21 +150,10 @@ impl HomeMap {
             .sum()
     }
 
-    /// One past the highest page any range covers: the length the local state table needs.
+    /// One past the highest page any range covers: the length the local state table and
+    /// the directory need.
     pub fn page_limit(&self) -> u64 {
         self.ranges().iter().map(HomeRange::end).max().unwrap_or(0)
-    }
-
-    /// Where `page` sits in `node`'s directory, if `node` is its home.
-    pub(super) fn directory_slot(&self, node: NodeId, page: u64) -> Option<usize> {
-        let mut offset = 0u64;
-        for range in self.ranges().iter().filter(|r| r.home == node) {
-            if range.contains(page) {
-                return usize::try_from(offset + (page - range.first)).ok();
-            }
-            offset += range.count;
-        }
-        None
     }
 }
 
@@ -147,7 +162,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn lookups_and_directory_slots() {
+    fn lookups_and_rehoming() {
         let mut map = HomeMap::new();
         map.add(LogicalPage(0), 10, 0).unwrap();
         map.add(LogicalPage(10), 5, 1).unwrap();
@@ -159,12 +174,19 @@ mod tests {
         assert_eq!(map.home_page_count(0), 13);
         assert_eq!(map.home_page_count(1), 5);
         assert_eq!(map.page_limit(), 23);
-        // Node 0's directory: pages 0..10 then 20..23.
-        assert_eq!(map.directory_slot(0, 9), Some(9));
-        assert_eq!(map.directory_slot(0, 20), Some(10));
-        assert_eq!(map.directory_slot(0, 22), Some(12));
-        assert_eq!(map.directory_slot(1, 12), Some(2));
-        assert_eq!(map.directory_slot(1, 9), None);
+        // A whole range moves; a part of one does not.
+        map.rehome(LogicalPage(20), 3, 2).unwrap();
+        assert_eq!(map.home_of(LogicalPage(21)), Some(2));
+        assert_eq!(map.home_page_count(0), 10);
+        assert_eq!(
+            map.rehome(LogicalPage(20), 2, 1),
+            Err(EngineError::BadHomeRange)
+        );
+        assert_eq!(
+            map.rehome(LogicalPage(0), 10, 16),
+            Err(EngineError::BadHomeRange)
+        );
+        assert_eq!(map.range(LogicalPage(10), 5).map(|r| r.home), Some(1));
     }
 
     #[test]

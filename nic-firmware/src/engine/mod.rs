@@ -21,6 +21,7 @@
 mod action;
 mod error;
 mod evict;
+mod handoff;
 mod home;
 mod homes;
 mod node;
@@ -48,7 +49,7 @@ pub use state::{
     DirEntry, DirectoryState, DirectoryView, HomeRequest, NodeSet, PageState, PendingFault,
 };
 
-use state::Phase;
+use state::{Handoff, HandoffStage, Phase};
 
 /// A node id, as on the wire.
 pub type NodeId = u16;
@@ -97,7 +98,8 @@ pub struct EngineConfig {
 pub struct EngineStorage<'s> {
     /// One entry per logical page, at least [`HomeMap::page_limit`] long.
     pub local: &'s mut [PageState],
-    /// One entry per page this node is home for: [`HomeMap::home_page_count`].
+    /// One entry per logical page, like `local`: any node may become a page's home
+    /// (`docs/protocol.md`, "Home handoff"); only the home's entry is live.
     pub directory: &'s mut [DirEntry],
     /// One slot per VP of this node that can fault at the same time.
     pub pending: &'s mut [PendingFault],
@@ -123,6 +125,8 @@ pub struct Engine<'s> {
     remote_records: usize,
     /// Pending slots whose request to ourselves has not run yet.
     deferred: usize,
+    /// The range being handed over to another node, if any.
+    handoff: Handoff,
     counters: Counters,
 }
 
@@ -143,7 +147,7 @@ impl<'s> Engine<'s> {
         }
         let fits = |len: usize, needed: u64| u64::try_from(len).is_ok_and(|len| len >= needed);
         if !fits(storage.local.len(), homes.page_limit())
-            || !fits(storage.directory.len(), homes.home_page_count(config.node))
+            || !fits(storage.directory.len(), homes.page_limit())
             || storage.pending.is_empty()
             || storage.requests.len() <= storage.pending.len()
         {
@@ -175,6 +179,7 @@ impl<'s> Engine<'s> {
             next_seq: 0,
             remote_records: 0,
             deferred: 0,
+            handoff: Handoff::default(),
             counters: Counters::default(),
         })
     }
@@ -217,15 +222,21 @@ impl<'s> Engine<'s> {
         let entry = self.directory[slot];
         Ok(DirectoryView {
             state: entry.state(),
-            busy: entry.busy(),
+            busy: entry.busy() || entry.arriving(),
         })
     }
 
-    /// True when no fault is pending here and the home holds no request: nothing this node
-    /// does is waiting for a message.
+    /// True when no fault is pending here, the home holds no request and no handoff is
+    /// under way: nothing this node does is waiting for a message.
     pub fn is_idle(&self) -> bool {
         !self.pending.iter().any(PendingFault::in_use)
             && self.requests.iter().all(|r| r.phase == Phase::Free)
+            && self.handoff.stage == HandoffStage::Idle
+    }
+
+    /// The home of every page, as this node knows it.
+    pub fn homes(&self) -> &HomeMap {
+        &self.homes
     }
 
     /// The event counters.
@@ -247,6 +258,8 @@ impl<'s> Engine<'s> {
         actions: &mut A,
     ) -> Result<(), EngineError> {
         let flushed = self.flush_deferred(actions);
+        let advanced = self.advance_handoff(actions);
+        let flushed = flushed.and(advanced);
         if from_peer && result.is_err() {
             self.counters.protocol_errors += 1;
         }
@@ -265,6 +278,15 @@ impl<'s> Engine<'s> {
             return Err(EngineError::WrongDestination { dst: msg.dst });
         }
         self.check_peer(msg.src)?;
+        match msg.body {
+            Body::HomeChange { first, count, home } => {
+                return self.node_home_change(msg.src, first, count, home, actions)
+            }
+            Body::HomeChangeAck { first, count, home } => {
+                return self.home_change_ack(msg.src, first, count, home, actions)
+            }
+            _ => {}
+        }
         let kind = msg.body.kind();
         let page = msg
             .body
@@ -322,17 +344,29 @@ impl<'s> Engine<'s> {
                 from_home()?;
                 self.node_granted(src, page, rid, node::Grant::Upgrade, actions)
             }
-            Body::Nack { .. } => {
-                from_home()?;
-                self.node_nack(src, page, rid, actions)
-            }
+            // From the home, or from the page's old home, whose `HomeChange` may have
+            // arrived first (docs/protocol.md, "Home handoff"): the request id names our
+            // request, wherever it went.
+            Body::Nack { .. } => self.node_nack(src, page, rid, actions),
+            Body::EvictAck { .. } => self.node_evict_ack(src, page, rid, actions),
             Body::Evict { data, .. } => {
                 to_home()?;
                 self.home_evict(src, page, rid, data, actions)
             }
-            Body::EvictAck { .. } => {
-                from_home()?;
-                self.node_evict_ack(src, page, rid, actions)
+            Body::HomeMove {
+                exclusive,
+                owner,
+                sharers,
+                data,
+                ..
+            } => {
+                to_home()?;
+                let state = if exclusive {
+                    DirectoryState::Exclusive(owner)
+                } else {
+                    DirectoryState::Shared(NodeSet::from_bits(sharers))
+                };
+                self.home_move_in(src, page, state, data, actions)
             }
             Body::PageData {
                 exclusive, data, ..
@@ -349,7 +383,9 @@ impl<'s> Engine<'s> {
             | Body::ConsoleLine { .. }
             | Body::VsExit { .. }
             | Body::Heartbeat { .. }
-            | Body::ConfigUpdate { .. } => Err(EngineError::NotCoherenceMessage { kind }),
+            | Body::ConfigUpdate { .. }
+            | Body::HomeChange { .. }
+            | Body::HomeChangeAck { .. } => Err(EngineError::NotCoherenceMessage { kind }),
         }
     }
 
@@ -387,8 +423,8 @@ impl<'s> Engine<'s> {
         if home != self.config.node {
             return Err(EngineError::NotHome { page });
         }
-        self.homes
-            .directory_slot(home, page)
+        usize::try_from(page)
+            .ok()
             .filter(|slot| *slot < self.directory.len())
             .ok_or(EngineError::UnknownPage { page })
     }

@@ -346,16 +346,17 @@ impl Engine<'_> {
     ) -> Result<(), EngineError> {
         let slot = self
             .pending_slot(page)
-            .filter(|s| {
-                let pending = self.pending[*s];
-                pending.request_id == request_id && pending.want != Want::Evict
-            })
+            .filter(|s| self.pending[*s].request_id == request_id)
             .ok_or(EngineError::UnexpectedMessage {
                 kind: MessageKind::Nack,
                 page,
                 src,
             })?;
         self.counters.nacks_received += 1;
+        if self.pending[slot].want == Want::Evict {
+            // The page's entry had not reached its new home yet (`home_evict`).
+            return self.send_evict(slot, actions);
+        }
         self.issue(slot, actions)
     }
 

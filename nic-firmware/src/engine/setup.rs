@@ -21,17 +21,13 @@ fn table<T: Clone>(len: usize, fill: T) -> &'static mut [T] {
     Box::leak(vec![fill; len].into_boxed_slice())
 }
 
-/// How long each table is for node `node` with `local_vps` VPs of its own: a pending slot
+/// How long each table is for a node with `local_vps` VPs of its own: a pending slot
 /// per local VP plus a few for the host's own accesses and for evictions, and room at the home for every
 /// VP of the virtual server twice over (so the home never refuses a requester).
-pub fn storage_lengths(
-    config: &Config,
-    homes: &HomeMap,
-    node: u16,
-    local_vps: usize,
-) -> [usize; 4] {
+pub fn storage_lengths(config: &Config, homes: &HomeMap, local_vps: usize) -> [usize; 4] {
     let pages = usize::try_from(homes.page_limit()).unwrap_or(usize::MAX);
-    let directory = usize::try_from(homes.home_page_count(node)).unwrap_or(usize::MAX);
+    // Every page: any node may become a page's home.
+    let directory = pages;
     let pending = local_vps + 4 + super::EVICTIONS_IN_FLIGHT;
     let requests = pending + config.vp_count() * 2 + 8;
     [pages, directory, pending, requests]
@@ -47,7 +43,7 @@ pub fn build_engine(
     let homes = HomeMap::from_config(config)?;
     let node = u16::try_from(node).map_err(|_| EngineError::BadNodeConfig)?;
     let node_count = u16::try_from(config.node_count()).map_err(|_| EngineError::BadNodeConfig)?;
-    let [pages, directory, pending, requests] = storage_lengths(config, &homes, node, local_vps);
+    let [pages, directory, pending, requests] = storage_lengths(config, &homes, local_vps);
     let storage = EngineStorage {
         local: table(pages, PageState::Invalid),
         directory: table(directory, DirEntry::default()),

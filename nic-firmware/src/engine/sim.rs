@@ -180,7 +180,7 @@ impl Cluster {
                     ),
                     directory: leak(
                         DirEntry::default(),
-                        usize::try_from(map.home_page_count(node)).unwrap(),
+                        usize::try_from(map.page_limit()).unwrap(),
                     ),
                     pending: leak(PendingFault::default(), vps_per_node),
                     requests: leak(HomeRequest::default(), vps_per_node + extra_requests),
@@ -263,9 +263,16 @@ impl Cluster {
             .unwrap()
     }
 
+    /// The node whose directory entry of `page` is live: the first home, until its map
+    /// names another node (a handoff moved the page), then that node.
+    pub fn home(&self, page: usize) -> usize {
+        let first = usize::from(self.homes[page]);
+        let named = self.nodes[first].engine.homes().home_of(Self::page(page));
+        named.map_or(first, usize::from)
+    }
+
     pub fn dir(&self, page: usize) -> DirectoryView {
-        let home = usize::from(self.homes[page]);
-        self.nodes[home]
+        self.nodes[self.home(page)]
             .engine
             .directory_state(Self::page(page))
             .unwrap()
@@ -332,6 +339,15 @@ impl Cluster {
             .expect("eviction accepted");
         self.check();
         outcome
+    }
+
+    /// Node `node` starts handing page `page` (its own one-page range) over to `to`.
+    pub fn hand_over(&mut self, node: usize, page: usize, to: u16) {
+        let logical = Self::page(page);
+        self.with_node(node, |engine, applier| {
+            engine.hand_over(logical, 1, to, applier)
+        })
+        .expect("handoff accepted");
     }
 
     /// Retries the access of a VP that got `FaultDone`.
@@ -463,7 +479,7 @@ impl Cluster {
                     );
                 }
             }
-            let home = usize::from(self.homes[page]);
+            let home = self.home(page);
             let view = self.dir(page);
             if view.busy {
                 continue;
@@ -1085,6 +1101,59 @@ mod tests {
     }
 
     #[test]
+    fn a_home_hands_its_page_over_while_others_use_it() {
+        // Page 0 (home 0) is Exclusive at node 1; node 2 reads meanwhile.
+        let mut c = Cluster::new(3, &[0], 1, 4);
+        c.touch(1, 0, 0, true);
+        c.settle();
+        c.touch(2, 0, 0, false);
+        c.hand_over(0, 0, 2);
+        assert!(!c.nodes[0].engine.is_idle());
+        // The read is frozen at the old home; the new home hears first.
+        c.deliver(2, 0);
+        assert_eq!(c.link(0, 2), [HomeChange]);
+        assert!(
+            c.link(0, 1).is_empty(),
+            "the others wait for the new home's ack"
+        );
+        c.deliver(0, 2);
+        c.deliver(2, 0);
+        assert_eq!(c.link(0, 1), [HomeChange]);
+        c.deliver(0, 1);
+        c.deliver(1, 0);
+        // Every node knows: the entry moves (no page: the owner has it), and the frozen
+        // read is sent on.
+        assert_eq!(c.link(0, 2), [HomeMove, Nack]);
+        c.settle();
+        assert!(c
+            .nodes
+            .iter()
+            .all(|n| n.engine.homes().home_of(Cluster::page(0)) == Some(2)));
+        assert_eq!(c.state(2, 0), PageState::Shared);
+        assert_eq!(
+            c.version(2, 0),
+            1,
+            "the owner's write, forwarded by the new home"
+        );
+        let moved = c.nodes[2].engine.directory_state(Cluster::page(0)).unwrap();
+        assert_eq!(moved.state, shared(&[1, 2]));
+        assert!(c.nodes[0].engine.directory_state(Cluster::page(0)).is_err());
+        // The old home is an ordinary node now: it reads from the new home.
+        c.touch(0, 0, 0, true);
+        c.settle();
+        assert_eq!(c.state(0, 0), PageState::Exclusive);
+        assert_eq!(c.counters(0).homes_moved_out, 1);
+        assert_eq!(c.counters(2).homes_moved_in, 1);
+        assert_eq!(
+            c.nodes[0]
+                .engine
+                .hand_over(Cluster::page(0), 1, 1, &mut |_: Action<'_>| {}),
+            Err(EngineError::BadHomeRange),
+            "not its range any more"
+        );
+    }
+
+    #[test]
     fn evictions_that_break_the_protocol_are_refused() {
         let mut c = Cluster::new(2, &[0], 1, 4);
         let page = BASE_PAGE;
@@ -1142,19 +1211,39 @@ mod tests {
                 };
                 Engine::new(config, map, storage).map(|_| ())
             };
-        assert_eq!(build(map, 0, 2, 4, 1, 2), Ok(()));
-        assert_eq!(build(map, 2, 2, 4, 1, 2), Err(EngineError::BadNodeConfig));
-        assert_eq!(build(map, 0, 17, 4, 1, 2), Err(EngineError::BadNodeConfig));
-        assert_eq!(build(map, 0, 2, 3, 1, 2), Err(EngineError::StorageTooSmall));
+        // The directory covers every page (0x204), on every node: any may become a home.
+        let pages = 0x204;
+        assert_eq!(build(map, 0, 2, pages, 1, 2), Ok(()));
         assert_eq!(
-            build(map, 1, 2, 0, 1, 2),
-            Ok(()),
-            "node 1 is home of nothing"
+            build(map, 2, 2, pages, 1, 2),
+            Err(EngineError::BadNodeConfig)
         );
-        assert_eq!(build(map, 0, 2, 4, 2, 2), Err(EngineError::StorageTooSmall));
-        assert_eq!(build(map, 0, 2, 4, 0, 2), Err(EngineError::StorageTooSmall));
+        assert_eq!(
+            build(map, 0, 17, pages, 1, 2),
+            Err(EngineError::BadNodeConfig)
+        );
+        assert_eq!(
+            build(map, 0, 2, pages - 1, 1, 2),
+            Err(EngineError::StorageTooSmall)
+        );
+        assert_eq!(
+            build(map, 1, 2, 4, 1, 2),
+            Err(EngineError::StorageTooSmall),
+            "node 1 is home of nothing yet, but may become one"
+        );
+        assert_eq!(
+            build(map, 0, 2, pages, 2, 2),
+            Err(EngineError::StorageTooSmall)
+        );
+        assert_eq!(
+            build(map, 0, 2, pages, 0, 2),
+            Err(EngineError::StorageTooSmall)
+        );
         map.add(LogicalPage(0x300), 1, 5).unwrap();
-        assert_eq!(build(map, 0, 2, 4, 1, 2), Err(EngineError::BadHomeRange));
+        assert_eq!(
+            build(map, 0, 2, 0x301, 1, 2),
+            Err(EngineError::BadHomeRange)
+        );
     }
 
     /// One step of a random run: deliver a message or let a VP act.

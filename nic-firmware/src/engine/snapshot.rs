@@ -11,16 +11,18 @@
 
 use std::vec::Vec;
 
-use super::state::{Phase, Want};
+use super::state::{Handoff, HandoffStage, Phase, Want};
 use super::{
     Counters, DirEntry, DirectoryState, DirectoryView, Engine, EngineConfig, EngineError, HomeMap,
     HomeRequest, LogicalPage, PageState, PendingFault,
 };
 
-/// The complete state of one engine: its four tables and the registers beside them. The
-/// event counters are not part of it: they never influence a decision.
+/// The complete state of one engine: its home map, its four tables and the registers
+/// beside them. The event counters are not part of it: they never influence a decision.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct EngineSnapshot {
+    homes: HomeMap,
+    handoff: Handoff,
     local: Vec<PageState>,
     directory: Vec<DirEntry>,
     pending: Vec<PendingFault>,
@@ -42,8 +44,10 @@ impl EngineSnapshot {
     ) -> Result<Self, EngineError> {
         let len = |n: u64| usize::try_from(n).map_err(|_| EngineError::StorageTooSmall);
         let mut snapshot = Self {
+            homes,
+            handoff: Handoff::default(),
             local: vec![PageState::Invalid; len(homes.page_limit())?],
-            directory: vec![DirEntry::default(); len(homes.home_page_count(config.node))?],
+            directory: vec![DirEntry::default(); len(homes.page_limit())?],
             pending: vec![PendingFault::default(); pending],
             requests: vec![HomeRequest::default(); requests],
             next_request_id: 0,
@@ -76,12 +80,12 @@ impl EngineSnapshot {
     pub(crate) fn run<R>(
         &mut self,
         config: EngineConfig,
-        homes: HomeMap,
         f: impl FnOnce(&mut Engine<'_>) -> R,
     ) -> (R, Counters) {
         let mut engine = Engine {
             config,
-            homes,
+            homes: self.homes,
+            handoff: self.handoff,
             local: &mut self.local,
             directory: &mut self.directory,
             pending: &mut self.pending,
@@ -94,6 +98,7 @@ impl EngineSnapshot {
         };
         let result = f(&mut engine);
         let counters = engine.counters;
+        (self.homes, self.handoff) = (engine.homes, engine.handoff);
         let registers = (
             engine.next_request_id,
             engine.next_seq,
@@ -119,18 +124,25 @@ impl EngineSnapshot {
             .unwrap_or(PageState::Invalid)
     }
 
-    /// The directory entry of `page` ([`Engine::directory_state`]) when `node` is its home.
-    pub(crate) fn directory_view(
-        &self,
-        homes: &HomeMap,
-        node: u16,
-        page: LogicalPage,
-    ) -> Option<DirectoryView> {
-        let entry = self.directory.get(homes.directory_slot(node, page.0)?)?;
+    /// The directory entry of `page` ([`Engine::directory_state`]) when this node is its
+    /// home by its own map (`node` is this node's id), and the entry has arrived.
+    pub(crate) fn directory_view(&self, node: u16, page: LogicalPage) -> Option<DirectoryView> {
+        if self.homes.home_of(page)? != node {
+            return None;
+        }
+        let entry = self.directory.get(usize::try_from(page.0).ok()?)?;
+        if entry.arriving() {
+            return None;
+        }
         Some(DirectoryView {
             state: entry.state(),
             busy: entry.busy(),
         })
+    }
+
+    /// The home of `page` by this node's map.
+    pub(crate) fn home_of(&self, page: LogicalPage) -> Option<u16> {
+        self.homes.home_of(page)
     }
 
     /// True when a request or an eviction for `page` is in flight here.
@@ -150,6 +162,7 @@ impl EngineSnapshot {
     pub(crate) fn is_idle(&self) -> bool {
         !self.pending.iter().any(PendingFault::in_use)
             && self.requests.iter().all(|r| r.phase == Phase::Free)
+            && self.handoff.stage == HandoffStage::Idle
     }
 
     /// The next request id this node will use.
@@ -206,6 +219,17 @@ impl EngineSnapshot {
 
     /// Appends a byte encoding of the whole state (equal states, equal bytes).
     pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+        for range in self.homes.ranges() {
+            out.extend_from_slice(&range.home.to_le_bytes());
+        }
+        let h = self.handoff;
+        out.push(h.stage as u8);
+        if h.stage != HandoffStage::Idle {
+            out.extend_from_slice(&h.first.to_le_bytes());
+            out.extend_from_slice(&h.count.to_le_bytes());
+            out.extend_from_slice(&h.to.to_le_bytes());
+            out.extend_from_slice(&h.awaiting.bits().to_le_bytes());
+        }
         out.extend(self.local.iter().map(|s| *s as u8));
         // State, busy and queued are the whole entry.
         for entry in &self.directory {
@@ -215,7 +239,11 @@ impl EngineSnapshot {
             };
             out.push(exclusive);
             out.extend_from_slice(&nodes.to_le_bytes());
-            out.push(u8::from(entry.busy()) | u8::from(entry.queued()) << 1);
+            out.push(
+                u8::from(entry.busy())
+                    | u8::from(entry.queued()) << 1
+                    | u8::from(entry.arriving()) << 2,
+            );
         }
         // Free slots and records (all fields at their defaults) are one byte.
         for p in &self.pending {
@@ -302,14 +330,14 @@ mod tests {
             body: vima::wire::Body::ReadReq { page: 5 },
         };
         let mut actions = 0;
-        let (result, counters) = snapshot.run(config, homes, |engine| {
+        let (result, counters) = snapshot.run(config, |engine| {
             engine.receive(&read, &mut |_: Action<'_>| actions += 1)
         });
         assert_eq!(result, Ok(()));
         assert_eq!(actions, 2, "Downgrade and SendPage");
         assert_eq!(counters.pages_sent, 1);
         assert_eq!(snapshot.page_state(LogicalPage(5)), PageState::Shared);
-        let view = snapshot.directory_view(&homes, 0, LogicalPage(5)).unwrap();
+        let view = snapshot.directory_view(0, LogicalPage(5)).unwrap();
         assert_eq!(
             view.state,
             DirectoryState::Shared(crate::engine::NodeSet::single(0).with(1))
@@ -323,8 +351,7 @@ mod tests {
             vp: 0,
         };
         for s in [&mut snapshot, &mut copy] {
-            let (result, counters) =
-                s.run(config, homes, |e| e.fault(fault, &mut |_: Action<'_>| {}));
+            let (result, counters) = s.run(config, |e| e.fault(fault, &mut |_: Action<'_>| {}));
             assert_eq!(result, Ok(()));
             assert_eq!(counters.write_requests, 1);
             assert_eq!(counters.pages_sent, 0);
@@ -352,7 +379,7 @@ mod tests {
             write: true,
             vp: 0,
         };
-        snapshot.run(config, homes, |e| {
+        snapshot.run(config, |e| {
             e.receive(&read, &mut |_: Action<'_>| {}).unwrap();
             e.fault(fault, &mut |_: Action<'_>| {}).unwrap();
         });

@@ -44,6 +44,11 @@ impl NodeSet {
         self.0
     }
 
+    /// The set of a raw bitmask.
+    pub const fn from_bits(bits: u16) -> Self {
+        Self(bits)
+    }
+
     /// True when `node` is in the set.
     pub const fn contains(self, node: NodeId) -> bool {
         node < 16 && self.0 & (1 << node) != 0
@@ -103,6 +108,7 @@ pub struct DirectoryView {
 const DIR_EXCLUSIVE: u8 = 1 << 0;
 const DIR_BUSY: u8 = 1 << 1;
 const DIR_QUEUED: u8 = 1 << 2;
+const DIR_ARRIVING: u8 = 1 << 3;
 
 /// One page of the home directory (4 bytes). `Default` is only a placeholder:
 /// [`Engine::new`](super::Engine::new) starts every entry Exclusive at the home.
@@ -162,6 +168,20 @@ impl DirEntry {
         self.set_flag(DIR_QUEUED, queued);
     }
 
+    /// The page's home moves here and its entry has not arrived yet (`HomeMove`):
+    /// requests for it queue.
+    pub(super) fn arriving(self) -> bool {
+        self.flags & DIR_ARRIVING != 0
+    }
+
+    /// An entry waiting for its `HomeMove`.
+    pub(super) fn arriving_entry() -> Self {
+        Self {
+            flags: DIR_ARRIVING,
+            ..Self::default()
+        }
+    }
+
     fn set_flag(&mut self, flag: u8, on: bool) {
         if on {
             self.flags |= flag;
@@ -209,6 +229,38 @@ pub struct PendingFault {
 impl PendingFault {
     pub(super) fn in_use(&self) -> bool {
         self.want != Want::Nothing
+    }
+}
+
+/// Where handing this node's range over to another node stands (`engine/handoff.rs`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) enum HandoffStage {
+    /// No handoff.
+    #[default]
+    Idle,
+    /// Requests for the range queue; waiting for the operations in flight to end.
+    Freezing,
+    /// `HomeChange` sent to the new home; waiting for its ack.
+    TellingNewHome,
+    /// `HomeChange` sent to every other node; waiting for their acks.
+    TellingOthers,
+}
+
+/// The range this node is handing over, and to whom.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Handoff {
+    pub(super) stage: HandoffStage,
+    pub(super) first: u64,
+    pub(super) count: u64,
+    pub(super) to: NodeId,
+    /// The acks still missing.
+    pub(super) awaiting: NodeSet,
+}
+
+impl Handoff {
+    /// True when `page` is in a range being handed over (its requests queue).
+    pub(super) fn freezes(&self, page: u64) -> bool {
+        self.stage != HandoffStage::Idle && page >= self.first && page - self.first < self.count
     }
 }
 

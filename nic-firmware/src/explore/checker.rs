@@ -368,6 +368,8 @@ fn add_counters(total: &mut Counters, step: &Counters) {
         evictions_sent,
         evictions_received,
         evicting_copies_taken,
+        homes_moved_out,
+        homes_moved_in,
         protocol_errors,
     } = *step;
     total.faults += faults;
@@ -390,6 +392,8 @@ fn add_counters(total: &mut Counters, step: &Counters) {
     total.evictions_sent += evictions_sent;
     total.evictions_received += evictions_received;
     total.evicting_copies_taken += evicting_copies_taken;
+    total.homes_moved_out += homes_moved_out;
+    total.homes_moved_in += homes_moved_in;
     total.protocol_errors += protocol_errors;
 }
 

@@ -49,7 +49,7 @@ mod tests {
     use std::io::Write;
 
     use super::*;
-    use crate::engine::fault_injection::{DropEvictedData, SkipOneInvalidation};
+    use crate::engine::fault_injection::{DropEvictedData, MoveWithoutAcks, SkipOneInvalidation};
 
     /// Three nodes; page 0 is homed at node 0, page 1 at node 1; one VP per node; request
     /// tables big enough that no home ever refuses.
@@ -61,6 +61,7 @@ mod tests {
             accesses: accesses.to_vec(),
             extra_requests: 2,
             evictions: 0,
+            handoff: None,
             network,
             max_states: 5_000_000,
         }
@@ -170,6 +171,71 @@ mod tests {
     }
 
     #[test]
+    fn a_home_handoff_races_reads_and_writes() {
+        let config = ModelConfig {
+            handoff: Some((0, 2)),
+            ..three_nodes_two_pages(&[1, 1, 1], NetworkModel::Reliable)
+        };
+        let report = pass(
+            "3 nodes, 2 pages, 1+1+1 accesses, page 0 handed from node 0 to node 2, reliable \
+             links",
+            config,
+        );
+        let c = report.coverage;
+        assert!(c.homes_moved_out > 0 && c.homes_moved_in > 0);
+        assert!(
+            c.nacks_sent > 0,
+            "requests queued at the old home are sent on"
+        );
+        assert!(c.forwards_sent > 0 && c.invalidations_sent > 0);
+    }
+
+    #[test]
+    fn a_home_handoff_races_reads_writes_and_evictions() {
+        // Page 0's home (node 0) hands it to node 2 at some moment while every node reads
+        // and writes both pages; one eviction a node on top.
+        // (1+1+1 accesses: 4 078 004 states, about 6 minutes in a debug build; run it with
+        // `configured_by_the_environment`.)
+        let config = ModelConfig {
+            handoff: Some((0, 2)),
+            evictions: 1,
+            ..three_nodes_two_pages(&[1, 1, 0], NetworkModel::Reliable)
+        };
+        let report = pass(
+            "3 nodes, 2 pages, 1+1+0 accesses, page 0 handed from node 0 to node 2, one \
+             eviction a node, reliable links",
+            config,
+        );
+        let c = report.coverage;
+        assert!(c.homes_moved_out > 0 && c.homes_moved_in > 0);
+        assert!(
+            c.nacks_sent > 0,
+            "requests queued at the old home are sent on"
+        );
+        assert!(c.evictions_received > 0);
+    }
+
+    #[test]
+    fn a_handoff_to_a_node_that_shares_the_page() {
+        // The new home is a reader of the page (node 1), over a lossy wire.
+        let network = NetworkModel::Lossy {
+            wire_capacity: 2,
+            window: 3,
+            retransmit: true,
+        };
+        let config = ModelConfig {
+            handoff: Some((0, 1)),
+            ..three_nodes_two_pages(&[1, 1, 0], network)
+        };
+        let report = pass(
+            "3 nodes, 2 pages, 1+1+0 accesses, page 0 handed from node 0 to node 1, lossy wire",
+            config,
+        );
+        assert!(report.coverage.homes_moved_in > 0);
+        assert_eq!(report.pruned, 0);
+    }
+
+    #[test]
     fn a_full_home_queue_nacks_and_still_completes() {
         // One request record for remote requesters: the home refuses and they retry.
         let config = ModelConfig {
@@ -222,6 +288,27 @@ mod tests {
     }
 
     #[test]
+    fn a_handoff_without_the_fence_is_caught() {
+        let _bug = MoveWithoutAcks::enable();
+        let config = ModelConfig {
+            handoff: Some((0, 2)),
+            ..three_nodes_two_pages(&[1, 1, 1], NetworkModel::Reliable)
+        };
+        let violation = explore(config).expect_err("the checker must catch a missing fence");
+        let _ = writeln!(
+            std::io::stderr(),
+            "model check of a handoff without acks fails as it must: {violation}"
+        );
+        let Violation::Invariant { trace, .. } = violation else {
+            panic!("expected a broken invariant, got {violation}");
+        };
+        assert!(
+            trace.iter().any(|t| t.contains("handing it over")),
+            "{trace:?}"
+        );
+    }
+
+    #[test]
     fn a_transport_that_never_retransmits_is_caught() {
         // A lost message is lost for good: some request can never complete.
         let network = NetworkModel::Lossy {
@@ -264,7 +351,7 @@ mod tests {
     /// Any configuration, from the environment (all optional):
     /// `CVMM_MC_ACCESSES=2,2,2` (accesses per VP), `CVMM_MC_VPS=1` (VPs per node),
     /// `CVMM_MC_EXTRA=2` (extra home records), `CVMM_MC_EVICTIONS=0` (evictions a
-    /// node), `CVMM_MC_NETWORK=reliable|lossy:CAP:WINDOW`,
+    /// node), `CVMM_MC_HANDOFF=0:2` (page 0's home goes to node 2), `CVMM_MC_NETWORK=reliable|lossy:CAP:WINDOW`,
     /// `CVMM_MC_MAX_STATES=50000000`. Run with
     /// `cargo test -p nic-firmware --release -- --ignored --nocapture explore::tests::configured`.
     #[test]
@@ -298,6 +385,10 @@ mod tests {
             vps_per_node: number("CVMM_MC_VPS", "1"),
             extra_requests: number("CVMM_MC_EXTRA", "2"),
             evictions: u8::try_from(number("CVMM_MC_EVICTIONS", "0")).expect("a small number"),
+            handoff: std::env::var("CVMM_MC_HANDOFF").ok().map(|h| {
+                let (page, to) = h.split_once(':').expect("PAGE:TO");
+                (page.parse().expect("a page"), to.parse().expect("a node"))
+            }),
             max_states: number("CVMM_MC_MAX_STATES", "50000000"),
             ..three_nodes_two_pages(&accesses, network)
         };

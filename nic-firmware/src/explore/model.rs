@@ -54,6 +54,9 @@ pub(crate) struct ModelConfig {
     /// How many copies each node may evict (`Engine::evict`, at any moment, of any page
     /// it holds and is not the home of): 0 explores the protocol without eviction.
     pub evictions: u8,
+    /// Explored page `.0` (its own one-page range) has its home handed over to node
+    /// `.1` at some moment (`Engine::hand_over`), while the VPs run.
+    pub handoff: Option<(u8, NodeId)>,
     /// How the network behaves.
     pub network: NetworkModel,
     /// Stop (and fail) beyond this many states.
@@ -98,6 +101,8 @@ pub(super) struct State {
     latest: Vec<u16>,
     /// Evictions each node may still start.
     evictions_left: Vec<u8>,
+    /// The configured handoff has not started yet.
+    handoff_pending: bool,
 }
 
 /// One step of the system.
@@ -109,6 +114,8 @@ pub(super) enum Event {
     Retry { vp: u8 },
     /// A node gives up its copy of a page homed elsewhere.
     Evict { node: u8, page: u8 },
+    /// The configured handoff starts.
+    HandOver,
     /// Reliable network: the oldest message of a link is delivered.
     Deliver { link: u8 },
     /// Lossy: a copy on the wire reaches the receiver's transport.
@@ -284,6 +291,7 @@ impl Model {
             links: vec![Link::default(); self.nodes() * self.nodes()],
             latest: vec![0; self.pages()],
             evictions_left: vec![self.config.evictions; self.nodes()],
+            handoff_pending: self.config.handoff.is_some(),
         };
         self.check(&state)?;
         self.canonicalize(&mut state);
@@ -298,6 +306,7 @@ impl Model {
             .all(|vp| vp.ops_left == 0 && vp.current.is_none())
             && state.engines.iter().all(EngineSnapshot::is_idle)
             && state.links.iter().all(Link::is_empty)
+            && !state.handoff_pending
     }
 
     /// The events possible in `state`.
@@ -327,7 +336,8 @@ impl Model {
                 continue;
             }
             for page in 0..self.pages() {
-                let evictable = usize::from(self.config.homes[page]) != node
+                let home = state.engines[node].home_of(Self::logical(page));
+                let evictable = home.map(usize::from) != Some(node)
                     && state.engines[node].page_state(Self::logical(page)) != PageState::Invalid
                     && !state.engines[node].has_pending(Self::logical(page));
                 if evictable {
@@ -337,6 +347,9 @@ impl Model {
                     });
                 }
             }
+        }
+        if state.handoff_pending {
+            out.push(Event::HandOver);
         }
         for (index, link) in state.links.iter().enumerate() {
             let id = index_u8(index);
@@ -412,6 +425,19 @@ impl Model {
                 if started != Some(crate::engine::Eviction::Started) && outcome.is_ok() {
                     return Err(format!("{event:?}: the engine answered {started:?}"));
                 }
+            }
+            Event::HandOver => {
+                let (page, to) = self
+                    .config
+                    .handoff
+                    .filter(|_| next.handoff_pending)
+                    .ok_or_else(missing)?;
+                next.handoff_pending = false;
+                let from = usize::from(self.config.homes[usize::from(page)]);
+                let logical = Self::logical(usize::from(page));
+                outcome = self.run_engine(&mut next, from, |engine, applier| {
+                    engine.hand_over(logical, 1, to, applier)
+                });
             }
             Event::Deliver { link } => {
                 let packet = next.links[usize::from(link)]
@@ -533,7 +559,7 @@ impl Model {
             pruned: false,
         };
         let (result, counters) =
-            engines[node].run(self.engine_config(node), self.homes, |e| f(e, &mut applier));
+            engines[node].run(self.engine_config(node), |e| f(e, &mut applier));
         result.map_err(|e| format!("node {node} refused: {e}"))?;
         if let Some(error) = applier.error {
             return Err(format!("node {node}: {error}"));
@@ -579,10 +605,20 @@ impl Model {
                     ));
                 }
             }
-            let home = self.config.homes[page];
-            let view = state.engines[usize::from(home)]
-                .directory_view(&self.homes, home, logical)
-                .ok_or_else(|| format!("page {page}: no directory entry at its home"))?;
+            // The home: the node whose own map says so and whose entry has arrived. None
+            // while an entry travels to its new home (a `HomeMove` on the wire).
+            let mut homes = (0..self.nodes()).filter_map(|n| {
+                let id = NodeId::from(index_u8(n));
+                state.engines[n]
+                    .directory_view(id, logical)
+                    .map(|v| (id, v))
+            });
+            let Some((home, view)) = homes.next() else {
+                continue;
+            };
+            if let Some((other, _)) = homes.next() {
+                return Err(format!("page {page}: two homes, {home} and {other}"));
+            }
             if view.busy {
                 continue;
             }
@@ -644,12 +680,16 @@ impl Model {
             engine.request_ids(|id| ids.push(id));
         }
         for link in &state.links {
-            ids.extend(link.packets().map(|p| p.request_id));
+            // Id 0: the handoff's messages, which no transaction names.
+            ids.extend(link.packets().map(|p| p.request_id).filter(|id| *id != 0));
         }
         ids.sort_unstable();
         ids.dedup();
         let first_of = |owner: u64| ids.partition_point(|x| *x < owner << ID_SHIFT);
         let rename = |id: u64| {
+            if id == 0 {
+                return 0;
+            }
             let owner = id >> ID_SHIFT;
             let rank = ids.partition_point(|x| *x < id) - first_of(owner);
             (owner << ID_SHIFT) | (rank as u64 + 1)
@@ -693,6 +733,7 @@ impl Model {
             out.extend_from_slice(&version.to_le_bytes());
         }
         out.extend_from_slice(&state.evictions_left);
+        out.push(u8::from(state.handoff_pending));
     }
 
     fn describe_access(&self, state: &State, vp: u8, op: Op, verb: &str) -> String {
@@ -717,6 +758,10 @@ impl Model {
         };
         match event {
             Event::Access { vp, op } => self.describe_access(state, vp, op, "starts"),
+            Event::HandOver => {
+                let (page, to) = self.config.handoff.unwrap_or_default();
+                format!("the home of page {page} starts handing it over to node {to}")
+            }
             Event::Evict { node, page } => format!(
                 "node {node} evicts page {page} (mapped {:?})",
                 state.hosts[usize::from(node)].mapped[usize::from(page)]
@@ -883,9 +928,12 @@ impl Applier<'_> {
         if src != self.node || dst >= nodes || dst == src || msg.vs_id != VS_ID {
             return Err(format!("bad message header: {msg:?}"));
         }
-        let page = msg
-            .body
-            .page()
+        // A home change names its range by the first page.
+        let named = match msg.body {
+            Body::HomeChange { first, .. } | Body::HomeChangeAck { first, .. } => Some(first),
+            _ => msg.body.page(),
+        };
+        let page = named
             .and_then(|p| p.checked_sub(BASE_PAGE))
             .and_then(|i| u8::try_from(i).ok())
             .filter(|i| usize::from(*i) < self.host.memory.len())
@@ -914,6 +962,26 @@ impl Applier<'_> {
                 version: data.map(|d| version_of(d, logical)).transpose()?,
             },
             Body::EvictAck { .. } => PacketBody::EvictAck,
+            Body::HomeMove {
+                exclusive,
+                owner,
+                sharers,
+                data,
+                ..
+            } => PacketBody::HomeMove {
+                exclusive,
+                owner,
+                sharers,
+                version: data.map(|d| version_of(d, logical)).transpose()?,
+            },
+            Body::HomeChange { count, home, .. } => PacketBody::HomeChange {
+                count: u8::try_from(count).map_err(|_| "range too long".to_string())?,
+                home,
+            },
+            Body::HomeChangeAck { count, home, .. } => PacketBody::HomeChangeAck {
+                count: u8::try_from(count).map_err(|_| "range too long".to_string())?,
+                home,
+            },
             other => return Err(format!("engine sent a control message: {other:?}")),
         };
         let packet = Packet {

@@ -88,6 +88,23 @@ pub(super) enum PacketBody {
         version: Option<u16>,
     },
     EvictAck,
+    /// A directory entry (Exclusive at `owner`, else Shared by `sharers`), with the page
+    /// when `version` is some.
+    HomeMove {
+        exclusive: bool,
+        owner: NodeId,
+        sharers: u16,
+        version: Option<u16>,
+    },
+    /// The range of `count` pages from the packet's page is homed at `home` from now on.
+    HomeChange {
+        count: u8,
+        home: NodeId,
+    },
+    HomeChangeAck {
+        count: u8,
+        home: NodeId,
+    },
 }
 
 impl Packet {
@@ -110,6 +127,34 @@ impl Packet {
             PacketBody::Unblock => Body::Unblock { page },
             PacketBody::Nack => Body::Nack { page },
             PacketBody::EvictAck => Body::EvictAck { page },
+            PacketBody::HomeMove {
+                exclusive,
+                owner,
+                sharers,
+                version,
+            } => {
+                let data = version.map(|v| {
+                    *buf = super::model::contents(page, v);
+                    &*buf
+                });
+                Body::HomeMove {
+                    page,
+                    exclusive,
+                    owner,
+                    sharers,
+                    data,
+                }
+            }
+            PacketBody::HomeChange { count, home } => Body::HomeChange {
+                first: page,
+                count: u64::from(count),
+                home,
+            },
+            PacketBody::HomeChangeAck { count, home } => Body::HomeChangeAck {
+                first: page,
+                count: u64::from(count),
+                home,
+            },
             PacketBody::Evict { version: None } => Body::Evict { page, data: None },
             PacketBody::Evict {
                 version: Some(version),
@@ -164,6 +209,26 @@ impl Packet {
                 version: Some(version),
             } => format!("Evict(Exclusive, v{version})"),
             PacketBody::EvictAck => "EvictAck".to_string(),
+            PacketBody::HomeMove {
+                exclusive,
+                owner,
+                sharers,
+                version,
+            } => {
+                let state = if exclusive {
+                    format!("Exclusive({owner})")
+                } else {
+                    format!("Shared({sharers:#b})")
+                };
+                match version {
+                    Some(v) => format!("HomeMove({state}, v{v})"),
+                    None => format!("HomeMove({state})"),
+                }
+            }
+            PacketBody::HomeChange { count, home } => format!("HomeChange({count} to {home})"),
+            PacketBody::HomeChangeAck { count, home } => {
+                format!("HomeChangeAck({count} to {home})")
+            }
         };
         format!("{what} page {} rid {:#x}", self.page, self.request_id)
     }
@@ -187,6 +252,18 @@ impl Packet {
                 (11, u16::from(version.is_some()), version.unwrap_or(0))
             }
             PacketBody::EvictAck => (12, 0, 0),
+            PacketBody::HomeMove {
+                exclusive,
+                owner,
+                sharers,
+                version,
+            } => (
+                13 + u8::from(exclusive) + 2 * u8::from(version.is_some()),
+                if exclusive { owner } else { sharers },
+                version.unwrap_or(0),
+            ),
+            PacketBody::HomeChange { count, home } => (17, home, u16::from(count)),
+            PacketBody::HomeChangeAck { count, home } => (18, home, u16::from(count)),
         };
         out.push(tag);
         out.extend_from_slice(&a.to_le_bytes());

@@ -312,7 +312,7 @@ impl<'s> Core<'s> {
                 };
                 let config = *self.engine.config();
                 let ours = wire::decode(bytes).is_ok_and(|m| {
-                    !m.body.kind().is_coherence()
+                    !m.body.kind().is_engine()
                         && m.vs_id == config.vs_id
                         && m.src == config.node
                         && m.dst != config.node
@@ -359,13 +359,14 @@ impl<'s> Core<'s> {
         self.changes.pending(page) || self.out.has_page_send(page)
     }
 
-    /// A checked wire message: coherence to the engine, control to the host.
+    /// A checked wire message: coherence (and home changes) to the engine, control to
+    /// the host.
     fn on_message<P: Platform>(&mut self, p: &mut P, bytes: &[u8]) {
         let Ok(msg) = wire::decode(bytes) else {
             self.counters.bad_messages += 1;
             return;
         };
-        if msg.body.kind().is_coherence() {
+        if msg.body.kind().is_engine() {
             let _ = self.input(p, |engine, sink| engine.receive(&msg, sink));
         } else if matches!(msg.body, Body::Heartbeat { .. }) {
             // Liveness is the transport's business.

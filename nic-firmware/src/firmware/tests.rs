@@ -198,7 +198,7 @@ fn firmware(node: u16, nodes: u16) -> Firmware<'static> {
     let pages = usize::try_from(map.page_limit()).unwrap();
     let storage = EngineStorage {
         local: Box::leak(vec![PageState::Invalid; pages].into_boxed_slice()),
-        directory: Box::leak(vec![DirEntry::default(); PAGES_PER_NODE as usize].into_boxed_slice()),
+        directory: Box::leak(vec![DirEntry::default(); pages].into_boxed_slice()),
         pending: Box::leak(vec![PendingFault::default(); 8].into_boxed_slice()),
         requests: Box::leak(vec![HomeRequest::default(); 64].into_boxed_slice()),
     };

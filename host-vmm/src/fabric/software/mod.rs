@@ -170,7 +170,7 @@ impl SoftwareFabric {
                 return;
             }
         };
-        if msg.body.kind().is_coherence() {
+        if msg.body.kind().is_engine() {
             self.run_engine(|engine, applier| engine.receive(&msg, applier));
         } else if !self.events.control(u32::from(msg.src), &msg.body) {
             self.core.stats.count_bad_message();
