@@ -28,7 +28,7 @@ use crate::memory::PageResolver;
 
 pub use self::core::{CoreError, FabricCore, Intake};
 pub use offload::{NicProcess, OffloadError, OffloadFabric};
-pub use software::{FabricError, SoftwareFabric};
+pub use software::{FabricError, LeaveError, LeaveProgress, LeaveReport, SoftwareFabric};
 pub use stats::{FabricStats, FabricStatsSnapshot, FaultKindLatency};
 
 /// What a fabric reports to the server it serves (the server's control plane,

@@ -69,9 +69,15 @@ impl<F: Fabric + 'static> Side<F> {
 /// The configuration table of two nodes with one VP and 8 MiB each, and the bytes of
 /// logical memory.
 pub(crate) fn two_node_table() -> (Vec<u8>, u64) {
+    node_table(2)
+}
+
+/// The configuration table of `nodes` nodes with one VP and 8 MiB each, and the bytes of
+/// logical memory.
+pub(crate) fn node_table(nodes: u32) -> (Vec<u8>, u64) {
     let cfg = NodeConfig {
         node_id: 0,
-        nodes: 2,
+        nodes,
         vps_per_node: 1,
         mem_mib_per_node: 8,
         cmdline: "test".into(),
@@ -84,18 +90,30 @@ pub(crate) fn two_node_table() -> (Vec<u8>, u64) {
 
 /// Reliable transports for nodes 0 and 1 over one in-memory network.
 pub(crate) fn mem_transports() -> [Arc<dyn Transport>; 2] {
+    let [a, b] = mem_transports_for(2).try_into().ok().unwrap();
+    [a, b]
+}
+
+/// Reliable transports for nodes `0..nodes`, each a peer of all the others, over one
+/// in-memory network.
+pub(crate) fn mem_transports_for(nodes: u32) -> Vec<Arc<dyn Transport>> {
     let net = MemNetwork::new();
-    [0u32, 1].map(|node| {
-        let other = 1 - node;
-        let transport = ReliableTransport::new(
-            net.endpoint(node),
-            NodeId(node),
-            &[(NodeId(other), other)],
-            TransportConfig::default(),
-        )
-        .unwrap();
-        Arc::new(transport) as Arc<dyn Transport>
-    })
+    (0..nodes)
+        .map(|node| {
+            let peers: Vec<(NodeId, u32)> = (0..nodes)
+                .filter(|n| *n != node)
+                .map(|n| (NodeId(n), n))
+                .collect();
+            let transport = ReliableTransport::new(
+                net.endpoint(node),
+                NodeId(node),
+                &peers,
+                TransportConfig::default(),
+            )
+            .unwrap();
+            Arc::new(transport) as Arc<dyn Transport>
+        })
+        .collect()
 }
 
 pub(crate) fn page_range(memory: &LogicalMemory, page: u64) -> vima::call::LogicalRange {

@@ -10,6 +10,9 @@
 //! order); the work under the lock is a 4 KiB copy and one or two syscalls.
 
 mod apply;
+mod leave;
+
+pub use leave::{LeaveError, LeaveProgress, LeaveReport};
 
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -98,8 +101,24 @@ impl SoftwareFabric {
         }
     }
 
-    /// Runs the engine on one input and applies its actions, under the engine lock.
+    /// Runs the engine on one input and applies its actions, under the engine lock; a
+    /// refused input is counted and logged.
     fn run_engine<F>(&self, input: F)
+    where
+        F: FnOnce(
+            &mut Engine<'static>,
+            &mut apply::Applier<'_>,
+        ) -> Result<(), nic_firmware::engine::EngineError>,
+    {
+        if let Err(e) = self.run_engine_step(input) {
+            self.core.stats.count_engine_error();
+            warn!("coherence engine refused an input: {e:?}");
+        }
+    }
+
+    /// Runs the engine on one input and applies its actions, under the engine lock, and
+    /// returns the engine's answer.
+    fn run_engine_step<F>(&self, input: F) -> Result<(), nic_firmware::engine::EngineError>
     where
         F: FnOnce(
             &mut Engine<'static>,
@@ -108,10 +127,7 @@ impl SoftwareFabric {
     {
         let mut engine = self.engine.lock().expect("engine lock");
         let mut applier = apply::Applier::new(self);
-        if let Err(e) = input(&mut engine, &mut applier) {
-            self.core.stats.count_engine_error();
-            warn!("coherence engine refused an input: {e:?}");
-        }
+        let result = input(&mut engine, &mut applier);
         let done = applier.finish();
         for page in done {
             let state = match engine.page_state(page) {
@@ -124,6 +140,7 @@ impl SoftwareFabric {
             }
             self.core.page_ready(page.0);
         }
+        result
     }
 
     fn receive_loop(&self) {
