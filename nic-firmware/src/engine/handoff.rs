@@ -26,6 +26,9 @@
 use vima::wire::{Body, MessageKind, PAGE_BYTES};
 
 use super::state::Want;
+
+/// Directory entries one step sends to the new home ([`Engine::continue_handoff`]).
+pub const MOVES_PER_STEP: u64 = 8;
 use super::{
     Action, Actions, DirEntry, DirectoryState, Engine, EngineError, Handoff, HandoffStage,
     LogicalPage, NodeId, NodeSet, PageSendKind, PageState, Phase,
@@ -70,9 +73,22 @@ impl Engine<'_> {
             count: range.count,
             to,
             awaiting: NodeSet::EMPTY,
+            next: 0,
         };
         let result = self.advance_handoff(actions);
         self.finish(result, false, actions)
+    }
+
+    /// Moves a handoff on that has nothing to wait for but itself (its entries going to
+    /// the new home, [`MOVES_PER_STEP`] at a time); a host calls it when no input came
+    /// for a while. True when no handoff is under way any more.
+    pub fn continue_handoff<A: Actions + ?Sized>(
+        &mut self,
+        actions: &mut A,
+    ) -> Result<bool, EngineError> {
+        let result = self.advance_handoff(actions);
+        self.finish(result, false, actions)?;
+        Ok(self.handoff.stage == HandoffStage::Idle)
     }
 
     /// Moves the handoff on when what it waits for is done. Runs after every input.
@@ -118,12 +134,13 @@ impl Engine<'_> {
                     NodeSet::EMPTY
                 };
                 if others.is_empty() {
-                    self.move_range(actions)
+                    self.start_moving(actions)
                 } else {
                     Ok(())
                 }
             }
-            HandoffStage::TellingOthers => self.move_range(actions),
+            HandoffStage::TellingOthers => self.start_moving(actions),
+            HandoffStage::Moving => self.move_some(actions),
             HandoffStage::Idle => Ok(()),
         }
     }
@@ -140,15 +157,36 @@ impl Engine<'_> {
         self.send(node, 0, body, actions);
     }
 
-    /// Step 4: every node knows the new home; the entries go to it.
-    fn move_range<A: Actions + ?Sized>(&mut self, actions: &mut A) -> Result<(), EngineError> {
+    /// Step 4: every node knows the new home; the entries go to it. Nothing reaches this
+    /// node's home role for the range any more (every node acked, and our own map names
+    /// the new home), so the entries may go a few at a time: a NIC's queues are sized for
+    /// what one input produces.
+    fn start_moving<A: Actions + ?Sized>(&mut self, actions: &mut A) -> Result<(), EngineError> {
         let Handoff {
             first, count, to, ..
         } = self.handoff;
         self.homes.rehome(LogicalPage(first), count, to)?;
-        self.handoff = Handoff::default();
+        self.handoff.stage = HandoffStage::Moving;
+        self.handoff.next = first;
+        self.move_some(actions)
+    }
+
+    fn move_some<A: Actions + ?Sized>(&mut self, actions: &mut A) -> Result<(), EngineError> {
+        let Handoff {
+            first,
+            count,
+            to,
+            next,
+            ..
+        } = self.handoff;
+        let end = first + count;
+        let stop = end.min(next.saturating_add(MOVES_PER_STEP));
+        self.handoff.next = stop;
+        if stop == end {
+            self.handoff = Handoff::default();
+        }
         let mut result = Ok(());
-        for page in first..first + count {
+        for page in next..stop {
             result = result.and(self.move_page(page, to, actions));
         }
         result

@@ -42,6 +42,7 @@ use vima::wire::{is_coherent_page, Body, Message};
 pub use action::{Action, Actions, Counters, PageSend, PageSendKind};
 pub use error::EngineError;
 pub use evict::{Eviction, EVICTIONS_IN_FLIGHT};
+pub use handoff::MOVES_PER_STEP;
 pub use homes::{HomeMap, HomeRange, MAX_HOME_RANGES};
 #[cfg(any(feature = "alloc", test))]
 pub use setup::{build_engine, storage_lengths};

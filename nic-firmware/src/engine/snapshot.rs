@@ -229,6 +229,7 @@ impl EngineSnapshot {
             out.extend_from_slice(&h.count.to_le_bytes());
             out.extend_from_slice(&h.to.to_le_bytes());
             out.extend_from_slice(&h.awaiting.bits().to_le_bytes());
+            out.extend_from_slice(&h.next.to_le_bytes());
         }
         out.extend(self.local.iter().map(|s| *s as u8));
         // State, busy and queued are the whole entry.

@@ -244,6 +244,8 @@ pub(super) enum HandoffStage {
     TellingNewHome,
     /// `HomeChange` sent to every other node; waiting for their acks.
     TellingOthers,
+    /// Every node knows: the entries go to the new home, a few per step (`next` on).
+    Moving,
 }
 
 /// The range this node is handing over, and to whom.
@@ -255,6 +257,8 @@ pub(super) struct Handoff {
     pub(super) to: NodeId,
     /// The acks still missing.
     pub(super) awaiting: NodeSet,
+    /// Moving: the next page whose entry goes.
+    pub(super) next: u64,
 }
 
 impl Handoff {

@@ -17,6 +17,8 @@ use super::SoftwareFabric;
 
 /// How often the drain looks at the engine while it waits.
 const POLL: Duration = Duration::from_millis(1);
+/// Handoff steps between two looks (each sends at most `MOVES_PER_STEP` entries).
+const STEPS_PER_POLL: usize = 64;
 
 /// What a finished drain did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -157,12 +159,27 @@ impl SoftwareFabric {
         Ok(report)
     }
 
-    /// Waits until the engine is idle: every eviction acknowledged, the handoff done.
+    /// Waits until the engine is idle: every eviction acknowledged, the handoff done. A
+    /// handoff's entries leave a few per engine step (`MOVES_PER_STEP`), so each round
+    /// takes up to `STEPS_PER_POLL` steps; the lock is let go between them, so faults and
+    /// messages go on meanwhile.
     fn wait_idle(&self, deadline: Instant, timeout: Duration, left: u64) -> Result<(), LeaveError> {
-        while !self.engine.lock().expect("engine lock").is_idle() {
+        loop {
+            for _ in 0..STEPS_PER_POLL {
+                let mut done = false;
+                self.run_engine_step(|engine, applier| {
+                    engine.continue_handoff(applier).map(|d| done = d)
+                })
+                .map_err(LeaveError::Engine)?;
+                if done {
+                    break;
+                }
+            }
+            if self.engine.lock().expect("engine lock").is_idle() {
+                return Ok(());
+            }
             pause(deadline, timeout, left)?;
         }
-        Ok(())
     }
 }
 
