@@ -138,6 +138,10 @@ impl HostRings for NicBoard {
             Ok(Some((Submission::SendControl { .. }, len))) => {
                 Some(Ok(HostRequest::SendMessage { len }))
             }
+            Ok(Some((Submission::Leave { to }, _))) => match u16::try_from(to) {
+                Ok(to) => Some(Ok(HostRequest::Leave { to })),
+                Err(_) => Some(Err(RejectedRequest)),
+            },
             Err(RingPollError::Descriptor(_)) => Some(Err(RejectedRequest)),
             Err(RingPollError::Doorbell { .. }) => {
                 // Nothing consumed; the host must fix its doorbell. Count and go on.
@@ -184,6 +188,18 @@ impl HostRings for NicBoard {
                 &[],
             ),
             HostEvent::WireFailed => (Completion::WireFailed, &[]),
+            HostEvent::Left {
+                evicted,
+                moved,
+                refused,
+            } => (
+                Completion::Left {
+                    evicted,
+                    moved: u32::try_from(moved).unwrap_or(u32::MAX),
+                    refused,
+                },
+                &[],
+            ),
         };
         self.cq.push(self.bar.as_ref(), &completion, payload).ok()
     }

@@ -253,6 +253,9 @@ pub mod sq_op {
     pub const FETCH: u8 = 1;
     /// Send the wire message in this slot's buffer (`len` bytes): a control message.
     pub const SEND_CONTROL: u8 = 2;
+    /// The node leaves: give up every copy of other nodes' pages, then hand every range
+    /// homed here over to node `vp` (the field carries the node id). Answered by `LEFT`.
+    pub const LEAVE: u8 = 3;
 }
 
 /// Submission flag: the fetch wants a writable copy.
@@ -276,6 +279,9 @@ pub mod cq_op {
     pub const PEER_DOWN: u8 = 7;
     /// The NIC's wire failed: the node cannot reach the cluster any more.
     pub const WIRE_FAILED: u8 = 8;
+    /// The `LEAVE` is done: `page` copies given up, `len` pages handed over; `state` 1
+    /// when the NIC refused it (a bad target, or a leave already under way).
+    pub const LEFT: u8 = 9;
 }
 
 /// One submission ring entry (32 bytes).

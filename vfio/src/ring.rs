@@ -63,6 +63,12 @@ pub enum Submission {
         /// Bytes.
         len: u32,
     },
+    /// The node leaves: its copies go back, its ranges to node `to` (answered by
+    /// [`Completion::Left`]).
+    Leave {
+        /// The node that takes this node's ranges.
+        to: u32,
+    },
 }
 
 /// What the NIC tells the host.
@@ -111,6 +117,15 @@ pub enum Completion {
     },
     /// The NIC's wire failed.
     WireFailed,
+    /// The [`Submission::Leave`] is done (or was refused).
+    Left {
+        /// Copies of other nodes' pages given up.
+        evicted: u64,
+        /// Pages whose home moved.
+        moved: u32,
+        /// The NIC refused the leave; nothing changed.
+        refused: bool,
+    },
 }
 
 impl Completion {
@@ -131,7 +146,9 @@ impl Completion {
             | Self::Downgrade { page }
             | Self::WakeWatchers { page }
             | Self::FaultDone { page, .. } => Some(page),
-            Self::Control { .. } | Self::PeerDown { .. } | Self::WireFailed => None,
+            Self::Control { .. } | Self::PeerDown { .. } | Self::WireFailed | Self::Left { .. } => {
+                None
+            }
         }
     }
 }
@@ -206,6 +223,11 @@ impl Submission {
                 len,
                 ..SubmissionDescriptor::default()
             },
+            Self::Leave { to } => SubmissionDescriptor {
+                opcode: sq_op::LEAVE,
+                vp: to,
+                ..SubmissionDescriptor::default()
+            },
         }
     }
 
@@ -238,6 +260,18 @@ impl Submission {
                 Ok(Self::SendControl {
                     len: check_len(d.len)?,
                 })
+            }
+            sq_op::LEAVE => {
+                if d.flags != 0 {
+                    return Err(DescriptorError::BadFlags(d.flags));
+                }
+                if d.page != 0 || d.len != 0 {
+                    return Err(DescriptorError::NonZeroReserved);
+                }
+                if d.vp as usize >= vima::layout::MAX_NODES {
+                    return Err(DescriptorError::BadVp(d.vp));
+                }
+                Ok(Self::Leave { to: d.vp })
             }
             other => Err(DescriptorError::UnknownOpcode(other)),
         }
@@ -292,6 +326,17 @@ impl Completion {
             },
             Self::WireFailed => CompletionEntry {
                 opcode: cq_op::WIRE_FAILED,
+                ..base
+            },
+            Self::Left {
+                evicted,
+                moved,
+                refused,
+            } => CompletionEntry {
+                opcode: cq_op::LEFT,
+                page: evicted,
+                len: moved,
+                state: u8::from(refused),
                 ..base
             },
         }
@@ -362,6 +407,16 @@ impl Completion {
                     return Err(DescriptorError::NonZeroReserved);
                 }
                 Ok(Self::WireFailed)
+            }
+            cq_op::LEFT => {
+                if e.vp != 0 || e.state > 1 {
+                    return Err(DescriptorError::NonZeroReserved);
+                }
+                Ok(Self::Left {
+                    evicted: e.page,
+                    moved: e.len,
+                    refused: e.state == 1,
+                })
             }
             other => Err(DescriptorError::UnknownOpcode(other)),
         }
@@ -518,7 +573,7 @@ impl SubmissionConsumer {
                     }
                     len
                 }
-                Submission::Fetch { .. } => 0,
+                Submission::Fetch { .. } | Submission::Leave { .. } => 0,
             };
             Ok((submission, len))
         });
@@ -767,6 +822,7 @@ mod tests {
             (any::<u64>(), any::<bool>(), 0u32..64)
                 .prop_map(|(page, write, vp)| { Submission::Fetch { page, write, vp } }),
             (MIN_MESSAGE..=MAX_MESSAGE).prop_map(|len| Submission::SendControl { len }),
+            (0u32..16).prop_map(|to| Submission::Leave { to }),
         ]
     }
 
@@ -790,6 +846,13 @@ mod tests {
             (MIN_MESSAGE..=MAX_MESSAGE).prop_map(|len| Completion::Control { len }),
             (0u32..16).prop_map(|node| Completion::PeerDown { node }),
             Just(Completion::WireFailed),
+            (any::<u64>(), any::<u32>(), any::<bool>()).prop_map(|(evicted, moved, refused)| {
+                Completion::Left {
+                    evicted,
+                    moved,
+                    refused,
+                }
+            }),
         ]
     }
 

@@ -190,3 +190,89 @@ pub(crate) fn console_line_crosses(from: &dyn Fabric, to: &Recorder) {
         [(from.node(), "hi".to_string())]
     );
 }
+
+/// Node `side` takes `page` for reading or writing, as a VP fault would.
+fn take<F: Fabric>(side: &Side<F>, page: u64, write: bool) {
+    let want = if write {
+        PageState::Exclusive
+    } else {
+        PageState::Shared
+    };
+    let held = side.memory.page_state(page).unwrap();
+    if held == PageState::Exclusive || held == want {
+        return;
+    }
+    side.fabric.fetch(
+        &side.memory,
+        FetchRequest {
+            page,
+            write,
+            thread_id: 0,
+        },
+    );
+    wait_for("the fetch", || {
+        let now = side.memory.page_state(page).unwrap();
+        now == want || now == PageState::Exclusive
+    });
+}
+
+fn stamp(page: u64, writer: u8) -> Vec<u8> {
+    (0..PAGE_BYTES)
+        .map(|i| (i as u64 ^ page).to_le_bytes()[0] ^ writer)
+        .collect()
+}
+
+fn write_page<F: Fabric>(side: &Side<F>, page: u64, writer: u8) {
+    take(side, page, true);
+    let range = page_range(&side.memory, page);
+    side.memory.write(range, &stamp(page, writer)).unwrap();
+}
+
+fn read_page<F: Fabric>(side: &Side<F>, page: u64) -> Vec<u8> {
+    take(side, page, false);
+    let mut out = vec![0u8; PAGE_BYTES];
+    side.memory
+        .read(page_range(&side.memory, page), &mut out)
+        .unwrap();
+    out
+}
+
+/// Node 2 of three (8 MiB each) holds copies of other homes' pages and its own pages are
+/// written and shared by the others; then it leaves towards node 0 (`leave`). Every write
+/// is still there, read from nodes 0 and 1, and node 2 holds nothing. Returns the pages
+/// a node homes.
+pub(crate) fn leave_keeps_every_write<F: Fabric>(
+    sides: &[Side<F>],
+    leave: impl FnOnce(&Side<F>, u16) -> super::LeaveReport,
+) -> u64 {
+    let per_node = (8 << 20) / PAGE_SIZE;
+    let home_of = |node: u64, i: u64| node * per_node + 1024 + i;
+    // Node 2 holds copies of other homes' pages: one written (Exclusive), one read.
+    write_page(&sides[2], home_of(0, 0), 2);
+    write_page(&sides[1], home_of(1, 1), 1);
+    assert_eq!(read_page(&sides[2], home_of(1, 1)), stamp(home_of(1, 1), 1));
+    // Node 2's own pages: one it wrote itself, one node 0 owns, one node 1 shares.
+    write_page(&sides[2], home_of(2, 0), 2);
+    write_page(&sides[0], home_of(2, 1), 0);
+    write_page(&sides[2], home_of(2, 2), 2);
+    assert_eq!(read_page(&sides[1], home_of(2, 2)), stamp(home_of(2, 2), 2));
+
+    let report = leave(&sides[2], 0);
+    assert_eq!(report.evicted, 2);
+    assert_eq!(report.ranges_handed_over, 1);
+    assert_eq!(report.pages_handed_over, per_node);
+    for page in [home_of(0, 0), home_of(1, 1), home_of(2, 0), home_of(2, 2)] {
+        assert_eq!(
+            sides[2].memory.page_state(page).unwrap(),
+            PageState::Invalid
+        );
+    }
+    // Every write is still there, read from nodes 0 and 1 (never from node 2).
+    assert_eq!(read_page(&sides[1], home_of(0, 0)), stamp(home_of(0, 0), 2));
+    assert_eq!(read_page(&sides[1], home_of(2, 0)), stamp(home_of(2, 0), 2));
+    assert_eq!(read_page(&sides[1], home_of(2, 1)), stamp(home_of(2, 1), 0));
+    assert_eq!(read_page(&sides[0], home_of(2, 2)), stamp(home_of(2, 2), 2));
+    write_page(&sides[1], home_of(2, 2), 1);
+    assert_eq!(read_page(&sides[0], home_of(2, 2)), stamp(home_of(2, 2), 1));
+    per_node
+}

@@ -26,6 +26,12 @@ pub enum HostRequest {
         /// Bytes.
         len: usize,
     },
+    /// The node leaves the cluster: give up every copy of other nodes' pages, then hand
+    /// every range homed here over to node `to`; answered by [`HostEvent::Left`].
+    Leave {
+        /// The node that takes this node's ranges.
+        to: u16,
+    },
 }
 
 /// A submission the platform refused as malformed (it was consumed).
@@ -78,6 +84,16 @@ pub enum HostEvent<'a> {
     },
     /// The wire failed.
     WireFailed,
+    /// The [`HostRequest::Leave`] is done, or was refused (a bad target, a leave already
+    /// under way, or the engine refused a step).
+    Left {
+        /// Copies of other nodes' pages given up.
+        evicted: u64,
+        /// Pages whose home moved.
+        moved: u64,
+        /// Refused: nothing (more) was done.
+        refused: bool,
+    },
 }
 
 impl HostEvent<'_> {

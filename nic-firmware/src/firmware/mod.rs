@@ -33,6 +33,7 @@
 #![forbid(unsafe_code)]
 
 pub mod hal;
+mod leave;
 mod queues;
 
 #[cfg(test)]
@@ -123,6 +124,8 @@ struct Core<'s> {
     heartbeat: u64,
     backoff: Backoff,
     counters: FirmwareCounters,
+    /// The drain the host asked for, if one is under way.
+    leave: leave::LeaveJob,
 }
 
 /// What to do with a received message.
@@ -154,6 +157,7 @@ impl<'s> Firmware<'s> {
                 heartbeat: 0,
                 backoff: Backoff::default(),
                 counters: FirmwareCounters::default(),
+                leave: leave::LeaveJob::default(),
             },
             stall_buf: [0; MAX_MESSAGE_BYTES],
             rx_buf: [0; MAX_MESSAGE_BYTES],
@@ -180,7 +184,10 @@ impl<'s> Firmware<'s> {
     /// to a request it serves, the host's acknowledgement of a mapping change, or a held
     /// message.
     pub fn is_awaiting(&self) -> bool {
-        !self.is_quiescent() || self.core.changes.len() > 0 || !self.core.engine.is_idle()
+        !self.is_quiescent()
+            || self.core.changes.len() > 0
+            || !self.core.engine.is_idle()
+            || self.core.leave.stage != leave::LeaveStage::Idle
     }
 
     /// Runs rounds until the board asks to stop, idling between rounds without work.
@@ -260,6 +267,9 @@ impl<'s> Firmware<'s> {
                 WireEvent::Failed => core.post(p, &HostEvent::WireFailed, HOST_VECTOR),
             }
         }
+        if core.has_room(p) {
+            worked |= core.advance_leave(p);
+        }
         worked |= core.flush(p);
         core.raise(p);
         if worked {
@@ -325,6 +335,7 @@ impl<'s> Core<'s> {
                 let dst = u16::from_le_bytes([bytes[10], bytes[11]]);
                 self.send_bytes(p, dst, bytes);
             }
+            HostRequest::Leave { to } => self.start_leave(p, to),
         }
     }
 
@@ -338,7 +349,13 @@ impl<'s> Core<'s> {
             self.counters.bad_messages += 1;
             return Received::Done;
         }
-        let carries_data = matches!(msg.body, Body::PageData { .. } | Body::Writeback { .. });
+        let carries_data = matches!(
+            msg.body,
+            Body::PageData { .. }
+                | Body::Writeback { .. }
+                | Body::Evict { data: Some(_), .. }
+                | Body::HomeMove { data: Some(_), .. }
+        );
         if carries_data
             && msg
                 .body

@@ -24,6 +24,7 @@ enum Posted {
     Control(Vec<u8>),
     PeerDown(u16),
     WireFailed,
+    Left(u64, u64, bool),
 }
 
 #[derive(Default)]
@@ -102,6 +103,11 @@ impl HostRings for FakeBoard {
             HostEvent::Control { bytes } => Posted::Control(bytes.to_vec()),
             HostEvent::PeerDown { node } => Posted::PeerDown(node),
             HostEvent::WireFailed => Posted::WireFailed,
+            HostEvent::Left {
+                evicted,
+                moved,
+                refused,
+            } => Posted::Left(evicted, moved, refused),
         };
         self.posted.push(posted);
         Some(self.posted.len() as u64 - 1)
@@ -449,6 +455,43 @@ fn malformed_host_requests_are_refused_and_the_loop_goes_on() {
     assert!(c.boards[1]
         .posted
         .contains(&Posted::Done(page_of(0), PageState::Shared, 1)));
+}
+
+#[test]
+fn a_nic_drains_its_node_on_the_hosts_leave() {
+    let mut c = Cluster::new(2);
+    // Node 1 reads a page of node 0 and writes one of its own that node 0 then reads.
+    c.boards[1].fetch(page_of(0), false, 1);
+    c.settle();
+    // A leave towards itself is refused at once; towards node 0 it runs to the end.
+    c.boards[1]
+        .requests
+        .push_back(Ok(HostRequest::Leave { to: 1 }));
+    c.boards[1]
+        .requests
+        .push_back(Ok(HostRequest::Leave { to: 0 }));
+    c.settle();
+    let left: Vec<&Posted> = c.boards[1]
+        .posted
+        .iter()
+        .filter(|p| matches!(p, Posted::Left(..)))
+        .collect();
+    let moved = c.fws[1].engine().counters().homes_moved_out;
+    assert!(moved > 0);
+    assert_eq!(
+        left,
+        [&Posted::Left(0, 0, true), &Posted::Left(1, moved, false)]
+    );
+    assert_eq!(c.fws[1].engine().counters().evictions_sent, 1);
+    assert!(c.fws[1].engine().is_idle());
+    // Node 0 homes everything now and still serves its own page.
+    let homes = c.fws[0].engine().homes();
+    assert_eq!(homes.home_of(LogicalPage(page_of(1))), Some(0));
+    c.boards[0].fetch(page_of(1), true, 0);
+    c.settle();
+    assert!(c.boards[0]
+        .posted
+        .contains(&Posted::Done(page_of(1), PageState::Exclusive, 0)));
 }
 
 #[test]

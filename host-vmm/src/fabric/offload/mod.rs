@@ -21,7 +21,7 @@ mod nic_process;
 
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{fence, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -36,10 +36,13 @@ use vima::wire::{self, Body, MAX_MESSAGE_BYTES};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::core::{parse_config, CoreError, FabricCore};
-use super::{Fabric, FabricEvents};
+use super::{Fabric, FabricEvents, LeaveError, LeaveReport};
 use crate::memory::{FetchRequest, LogicalMemory, PageResolver, PageState};
 
 pub use nic_process::NicProcess;
+
+/// The NIC's `Left` completion: copies given up, pages moved, refused.
+type LeftAnswer = (u64, u32, bool);
 
 /// How often the interrupt thread looks at the NIC's health when no interrupt comes.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
@@ -86,6 +89,11 @@ pub struct OffloadFabric {
     process: Mutex<Option<NicProcess>>,
     doorbell: EventFd,
     stop: EventFd,
+    /// The NIC's answer to a `Leave`, and its signal.
+    left: (Mutex<Option<LeftAnswer>>, Condvar),
+    /// Nodes in the cluster, and the ranges homed here at the start (for a leave's report).
+    node_count: u16,
+    own_ranges: usize,
     /// Fault intake, counters and latencies, as on the software path (the NIC's own
     /// counters are in BAR0).
     pub core: FabricCore,
@@ -151,6 +159,8 @@ impl OffloadFabric {
         }
         bar.store_u64(reg::VP_PRESENT, present);
         let core = FabricCore::new(&config, node, vs_id, local_vps, memory.clone())?;
+        let node_count = u16::try_from(config.node_count()).unwrap_or(u16::MAX);
+        let own_ranges = config.mem_ranges().filter(|r| r.node_id == node).count();
         let sq = SubmissionProducer::new(bar);
         bar.store_u32(reg::CONTROL, control_bits::ENABLE);
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -171,8 +181,38 @@ impl OffloadFabric {
             process: Mutex::new(process),
             doorbell,
             stop: EventFd::new(EFD_NONBLOCK).map_err(OffloadError::EventFd)?,
+            left: (Mutex::new(None), Condvar::new()),
+            node_count,
+            own_ranges,
             core,
         }))
+    }
+
+    /// The node leaves, as [`SoftwareFabric::leave`](super::SoftwareFabric::leave) does,
+    /// but the NIC does the work: the host only asks and waits for the answer.
+    pub fn leave(&self, to: u16, timeout: Duration) -> Result<LeaveReport, LeaveError> {
+        if to == self.node || to >= self.node_count {
+            return Err(LeaveError::BadTarget(to));
+        }
+        let started = Instant::now();
+        let (slot, signal) = &self.left;
+        *slot.lock().expect("leave lock") = None;
+        self.submit(&Submission::Leave { to: u32::from(to) }, &[]);
+        let answer = slot.lock().expect("leave lock");
+        let (answer, wait) = signal
+            .wait_timeout_while(answer, timeout, |a| a.is_none())
+            .expect("leave lock");
+        match *answer {
+            Some((_, _, true)) => Err(LeaveError::Refused),
+            Some((evicted, moved, false)) => Ok(LeaveReport {
+                evicted,
+                ranges_handed_over: self.own_ranges,
+                pages_handed_over: u64::from(moved),
+                took: started.elapsed(),
+            }),
+            None if wait.timed_out() => Err(LeaveError::TimedOut { timeout, left: 1 }),
+            None => Err(LeaveError::Refused),
+        }
     }
 
     /// A description of the NIC for messages.
@@ -349,6 +389,15 @@ impl OffloadFabric {
                     "node {node} stopped responding; stopping the virtual server"
                 ));
                 return false;
+            }
+            Completion::Left {
+                evicted,
+                moved,
+                refused,
+            } => {
+                let (slot, signal) = &self.left;
+                *slot.lock().expect("leave lock") = Some((evicted, moved, refused));
+                signal.notify_all();
             }
             Completion::WireFailed => {
                 self.fail(format!(

@@ -10,52 +10,90 @@ use vfio::client::UserClient;
 
 use super::OffloadFabric;
 use crate::fabric::testing::{
-    console_line_crosses, mem_transports, read_then_write_remote_page, two_node_table, Recorder,
-    Side,
+    console_line_crosses, leave_keeps_every_write, mem_transports_for, node_table,
+    read_then_write_remote_page, Recorder, Side,
 };
-use crate::fabric::Fabric;
+use crate::fabric::{Fabric, LeaveError};
 use crate::memory::LogicalMemory;
 use vfio::layout::reg;
 
 fn two_nodes(name: &str) -> [Side<OffloadFabric>; 2] {
-    let (table, logical_bytes) = two_node_table();
-    let [t0, t1] = mem_transports();
-    [(0u32, t0), (1, t1)].map(|(node, transport)| {
-        let socket = std::env::temp_dir().join(format!(
-            "cvmm-test-{name}-{}-{node}.sock",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_file(&socket);
-        let spec = NicSpec {
-            config_table: table.clone(),
-            vs_id: 1,
-            node,
-        };
-        let nic_socket = socket.clone();
-        std::thread::spawn(move || run_nic(&spec, &nic_socket, transport));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let client = loop {
-            match UserClient::connect(&socket, Duration::from_millis(100)) {
-                Ok(client) => break client,
-                Err(e) if Instant::now() > deadline => panic!("NIC {node}: {e}"),
-                Err(_) => std::thread::sleep(Duration::from_millis(5)),
-            }
-        };
-        let memory = LogicalMemory::new(logical_bytes).unwrap();
-        let events = Arc::new(Recorder::default());
-        let fabric = OffloadFabric::connect(
-            Box::new(client),
-            &table,
-            1,
-            node,
-            &[node],
-            memory.clone(),
-            None,
-            events.clone(),
-        )
-        .unwrap();
-        Side::started(fabric, memory, events)
-    })
+    let [a, b] = nodes(name, 2).try_into().ok().unwrap();
+    [a, b]
+}
+
+/// `count` nodes, each an offload fabric with its NIC model on a thread.
+fn nodes(name: &str, count: u32) -> Vec<Side<OffloadFabric>> {
+    let (table, logical_bytes) = node_table(count);
+    let transports = mem_transports_for(count);
+    transports
+        .into_iter()
+        .zip(0u32..)
+        .map(|(transport, node)| {
+            let socket = std::env::temp_dir().join(format!(
+                "cvmm-test-{name}-{}-{node}.sock",
+                std::process::id()
+            ));
+            let _ = std::fs::remove_file(&socket);
+            let spec = NicSpec {
+                config_table: table.clone(),
+                vs_id: 1,
+                node,
+            };
+            let nic_socket = socket.clone();
+            std::thread::spawn(move || run_nic(&spec, &nic_socket, transport));
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let client = loop {
+                match UserClient::connect(&socket, Duration::from_millis(100)) {
+                    Ok(client) => break client,
+                    Err(e) if Instant::now() > deadline => panic!("NIC {node}: {e}"),
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            };
+            let memory = LogicalMemory::new(logical_bytes).unwrap();
+            let events = Arc::new(Recorder::default());
+            let fabric = OffloadFabric::connect(
+                Box::new(client),
+                &table,
+                1,
+                node,
+                &[node],
+                memory.clone(),
+                None,
+                events.clone(),
+            )
+            .unwrap();
+            Side::started(fabric, memory, events)
+        })
+        .collect()
+}
+
+#[test]
+fn a_node_leaves_through_its_nic_and_every_write_stays() {
+    let sides = nodes("offload-leave", 3);
+    let submissions = |side: &Side<OffloadFabric>| {
+        side.fabric.stats_json()["nic"]["submissions"]
+            .as_u64()
+            .unwrap()
+    };
+    let mut before = 0;
+    leave_keeps_every_write(&sides, |leaving, to| {
+        before = submissions(leaving);
+        leaving.fabric.leave(to, Duration::from_secs(20)).unwrap()
+    });
+    // The NIC did the evictions and the handoff: the host submitted one request.
+    assert_eq!(submissions(&sides[2]) - before, 1);
+    assert_eq!(
+        sides[1]
+            .fabric
+            .leave(1, Duration::from_secs(1))
+            .unwrap_err(),
+        LeaveError::BadTarget(1)
+    );
+    for side in &sides {
+        assert!(side.events.failures.lock().unwrap().is_empty());
+        side.fabric.stop();
+    }
 }
 
 #[test]

@@ -69,6 +69,10 @@ pub enum LeaveError {
     /// The engine refused a step (a bug, or a handoff already under way).
     #[error("the coherence engine refused a drain step: {0}")]
     Engine(EngineError),
+    /// The NIC refused the drain (offload path): one is under way, or its engine
+    /// refused a step.
+    #[error("the NIC refused the drain")]
+    Refused,
 }
 
 impl SoftwareFabric {
