@@ -14,7 +14,7 @@
 //! The counts are hints: a guest that scribbles on them only misplaces its own threads.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -81,6 +81,8 @@ pub struct FabricCore {
     /// The last fetch of a page here, by slot: page index above TIME_BITS, time below.
     recent: Box<[AtomicU64]>,
     epoch: Instant,
+    /// Nodes that left the cluster (bit `n` = node `n`): their silence is not a failure.
+    departed: AtomicU32,
     /// Counters and latencies.
     pub stats: FabricStats,
 }
@@ -119,8 +121,23 @@ impl FabricCore {
                 .map(|_| AtomicU64::new(u64::MAX))
                 .collect(),
             epoch: Instant::now(),
+            departed: AtomicU32::new(0),
             stats: FabricStats::default(),
         })
+    }
+
+    /// Node `node` left the cluster (after its leave): from now on its silence is not a
+    /// failure and broadcasts skip it.
+    pub fn forget_node(&self, node: u32) {
+        if let Some(bit) = 1u32.checked_shl(node) {
+            self.departed.fetch_or(bit, Ordering::Relaxed);
+        }
+    }
+
+    /// True when `node` left the cluster.
+    pub fn is_departed(&self, node: u32) -> bool {
+        1u32.checked_shl(node)
+            .is_some_and(|bit| self.departed.load(Ordering::Relaxed) & bit != 0)
     }
 
     /// This node.

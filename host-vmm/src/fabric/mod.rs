@@ -67,9 +67,16 @@ pub trait Fabric: PageResolver + Send + Sync + std::fmt::Debug {
     }
     /// Sends a control message (IPI, VpStart, ConsoleLine, VsExit) to `node`.
     fn send_control(&self, node: u32, body: Body<'_>);
-    /// Sends a control message to every node of `nodes` but this one.
+    /// Node `node` left the cluster (its leave is done): its silence is not a failure any
+    /// more, and broadcasts skip it.
+    fn forget_node(&self, node: u32) {
+        self.core().forget_node(node);
+    }
+    /// Sends a control message to every node of `nodes` but this one (and but those that
+    /// left).
     fn broadcast(&self, nodes: u32, body: Body<'_>) {
-        for node in (0..nodes).filter(|n| *n != self.node()) {
+        let core = self.core();
+        for node in (0..nodes).filter(|n| *n != self.node() && !core.is_departed(*n)) {
             self.send_control(node, body);
         }
     }

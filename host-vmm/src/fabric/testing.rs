@@ -97,6 +97,11 @@ pub(crate) fn mem_transports() -> [Arc<dyn Transport>; 2] {
 /// Reliable transports for nodes `0..nodes`, each a peer of all the others, over one
 /// in-memory network.
 pub(crate) fn mem_transports_for(nodes: u32) -> Vec<Arc<dyn Transport>> {
+    mem_transports_with(nodes, TransportConfig::default())
+}
+
+/// As [`mem_transports_for`], with `config`.
+pub(crate) fn mem_transports_with(nodes: u32, config: TransportConfig) -> Vec<Arc<dyn Transport>> {
     let net = MemNetwork::new();
     (0..nodes)
         .map(|node| {
@@ -104,13 +109,8 @@ pub(crate) fn mem_transports_for(nodes: u32) -> Vec<Arc<dyn Transport>> {
                 .filter(|n| *n != node)
                 .map(|n| (NodeId(n), n))
                 .collect();
-            let transport = ReliableTransport::new(
-                net.endpoint(node),
-                NodeId(node),
-                &peers,
-                TransportConfig::default(),
-            )
-            .unwrap();
+            let transport =
+                ReliableTransport::new(net.endpoint(node), NodeId(node), &peers, config).unwrap();
             Arc::new(transport) as Arc<dyn Transport>
         })
         .collect()

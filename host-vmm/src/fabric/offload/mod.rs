@@ -384,6 +384,9 @@ impl OffloadFabric {
                     self.core.stats.count_bad_message();
                 }
             }
+            Completion::PeerDown { node } if self.core.is_departed(node) => {
+                log::info!("node {node} left the cluster and is gone");
+            }
             Completion::PeerDown { node } => {
                 self.fail(format!(
                     "node {node} stopped responding; stopping the virtual server"

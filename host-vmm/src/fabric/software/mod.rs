@@ -152,6 +152,9 @@ impl SoftwareFabric {
                 Ok(Some(Event::Message { from, payload })) => {
                     self.on_message(from, payload.as_ref())
                 }
+                Ok(Some(Event::PeerDown(node))) if self.core.is_departed(node.0) => {
+                    log::info!("node {} left the cluster and is gone", node.0);
+                }
                 Ok(Some(Event::PeerDown(node))) => {
                     self.events.failed(format!(
                         "node {} stopped responding; stopping the virtual server",
