@@ -1,6 +1,6 @@
-//! What the fabrics' unit tests share: a two-node configuration, the in-memory wire
-//! between two transports, a recording [`FabricEvents`], and the remote read-then-write
-//! both fabrics must serve alike.
+//! What the fabrics' unit tests share: an N-node configuration, the in-memory wire
+//! between N transports, a recording [`FabricEvents`], and the scenarios both fabrics
+//! must serve alike (a remote read-then-write; a node leaving with every write kept).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -66,12 +66,6 @@ impl<F: Fabric + 'static> Side<F> {
     }
 }
 
-/// The configuration table of two nodes with one VP and 8 MiB each, and the bytes of
-/// logical memory.
-pub(crate) fn two_node_table() -> (Vec<u8>, u64) {
-    node_table(2)
-}
-
 /// The configuration table of `nodes` nodes with one VP and 8 MiB each, and the bytes of
 /// logical memory.
 pub(crate) fn node_table(nodes: u32) -> (Vec<u8>, u64) {
@@ -86,12 +80,6 @@ pub(crate) fn node_table(nodes: u32) -> (Vec<u8>, u64) {
         build_config_table(&cfg, 1_000_000).unwrap(),
         cfg.logical_bytes(),
     )
-}
-
-/// Reliable transports for nodes 0 and 1 over one in-memory network.
-pub(crate) fn mem_transports() -> [Arc<dyn Transport>; 2] {
-    let [a, b] = mem_transports_for(2).try_into().ok().unwrap();
-    [a, b]
 }
 
 /// Reliable transports for nodes `0..nodes`, each a peer of all the others, over one

@@ -31,7 +31,7 @@ use super::state::Want;
 pub const MOVES_PER_STEP: u64 = 8;
 use super::{
     Action, Actions, DirEntry, DirectoryState, Engine, EngineError, Handoff, HandoffStage,
-    LogicalPage, NodeId, NodeSet, PageSendKind, PageState, Phase,
+    LogicalPage, NodeId, NodeSet, PageSendKind, PageState,
 };
 
 impl Engine<'_> {
@@ -240,15 +240,7 @@ impl Engine<'_> {
         self.directory[index] = DirEntry::default();
         // The requests that waited here, oldest first: ours go to the new home, the
         // others are told to.
-        loop {
-            let next = self
-                .requests
-                .iter()
-                .enumerate()
-                .filter(|(_, r)| r.phase == Phase::Waiting && r.page == page)
-                .min_by_key(|(_, r)| r.seq)
-                .map(|(i, _)| i);
-            let Some(record) = next else { break };
+        while let Some(record) = self.oldest_waiting(page) {
             let waiting = self.requests[record];
             self.free_record(record);
             if waiting.requester == me {

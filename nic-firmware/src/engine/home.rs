@@ -462,14 +462,7 @@ impl Engine<'_> {
         }
         let mut result = Ok(());
         loop {
-            let next = self
-                .requests
-                .iter()
-                .enumerate()
-                .filter(|(_, r)| r.phase == Phase::Waiting && r.page == page)
-                .min_by_key(|(_, r)| r.seq)
-                .map(|(index, _)| index);
-            let Some(record) = next else {
+            let Some(record) = self.oldest_waiting(page) else {
                 self.directory[slot].set_queued(false);
                 break;
             };
@@ -520,6 +513,16 @@ impl Engine<'_> {
             self.remote_records += 1;
         }
         Some(record)
+    }
+
+    /// The request record that has waited longest for `page`.
+    pub(super) fn oldest_waiting(&self, page: u64) -> Option<usize> {
+        self.requests
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.phase == Phase::Waiting && r.page == page)
+            .min_by_key(|(_, r)| r.seq)
+            .map(|(index, _)| index)
     }
 
     pub(super) fn free_record(&mut self, record: usize) {

@@ -12,31 +12,15 @@ use vima::wire::{Body, Message, MAX_MESSAGE_BYTES};
 
 use super::{LeaveError, LeaveProgress, SoftwareFabric};
 use crate::fabric::testing::{
-    console_line_crosses, leave_keeps_every_write, mem_transports, mem_transports_for,
-    mem_transports_with, node_table, read_then_write_remote_page, two_node_table, wait_for,
-    Recorder, Side,
+    console_line_crosses, leave_keeps_every_write, mem_transports_for, mem_transports_with,
+    node_table, read_then_write_remote_page, wait_for, Recorder, Side,
 };
 use crate::fabric::Fabric;
 use crate::memory::LogicalMemory;
 
 fn two_nodes() -> [Side<SoftwareFabric>; 2] {
-    let (table, logical_bytes) = two_node_table();
-    let [t0, t1] = mem_transports();
-    [(0u32, t0), (1, t1)].map(|(node, transport)| {
-        let memory = LogicalMemory::new(logical_bytes).unwrap();
-        let events = Arc::new(Recorder::default());
-        let fabric = SoftwareFabric::new(
-            &table,
-            1,
-            node,
-            &[node],
-            memory.clone(),
-            transport,
-            events.clone(),
-        )
-        .unwrap();
-        Side::started(fabric, memory, events)
-    })
+    let [a, b] = nodes(2).try_into().ok().unwrap();
+    [a, b]
 }
 
 #[test]
