@@ -267,7 +267,8 @@ impl<'s> Firmware<'s> {
                 WireEvent::Failed => core.post(p, &HostEvent::WireFailed, HOST_VECTOR),
             }
         }
-        if core.has_room(p) {
+        // A drain in progress gets its share of the round (no ring reads otherwise).
+        if core.leave.stage != leave::LeaveStage::Idle && core.has_room(p) {
             worked |= core.advance_leave(p);
         }
         worked |= core.flush(p);
